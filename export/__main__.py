@@ -1,0 +1,39 @@
+"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force]"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .bundle import DEFAULT_OPSET
+from .errors import ExportError
+from .source import ALIASES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("model", help=f"hub id, local checkpoint folder, or an alias ({', '.join(ALIASES)})")
+    parser.add_argument("--out", type=Path, help="bundle folder (default: bundles/<model name>)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, <= 20 for TensorRT 10.3")
+    parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    parser.add_argument("--pad-to-square", action="store_true",
+                        help="pad images to a square with the mean colour before CLIP preprocessing (original LLaVA)")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    args = parser.parse_args(argv)
+    out = args.out or Path("bundles") / Path(ALIASES.get(args.model, args.model)).name
+    from . import export_llava   # heavy imports only after the arguments parse
+    try:
+        export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
+                     revision=args.revision, pad_to_square=args.pad_to_square)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no bundle was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

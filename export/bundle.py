@@ -1,0 +1,188 @@
+"""Export a LLaVA checkpoint into a self-describing bundle folder.
+
+    checkpoint --load--> LlavaForConditionalGeneration (fp32, eager)
+        |-- VisionEncoder  --optimum export--> vision.onnx
+        |-- TokenEmbedding --optimum export--> embed.onnx
+        `-- SteeredDecoder --optimum export--> decoder.onnx (+ decoder.onnx_data when > 2 GB)
+    tokenizer.json, parity check (ONNX Runtime vs PyTorch), manifest.json (with sha256 of every file)
+
+Everything is written into ``.<out>.partial-<pid>`` beside the target and renamed
+at the very end, so a failure (parity, full disk, Ctrl-C) never leaves a
+folder that looks like a complete bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from graphs.manifest import MANIFEST_FILE, SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
+
+from .errors import BundleExistsError, ExportError
+from .source import resolve
+
+DEFAULT_OPSET = 18   # TensorRT 10.3 (JetPack 6) reads opset <= 20
+MAX_OPSET = 20
+_QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
+
+
+def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+                 force: bool = False, revision: str | None = None, pad_to_square: bool = False,
+                 log=None) -> Manifest:
+    """Export ``model`` (alias, hub id or local folder) into the bundle folder ``out``."""
+    log = log or _stderr_log
+    if dtype not in ("fp32", "fp16"):
+        raise ExportError(f"dtype must be fp32 or fp16, got {dtype!r}")
+    if not 14 <= opset <= MAX_OPSET:
+        raise ExportError(f"opset must be within 14..{MAX_OPSET} (TensorRT 10.3 on JetPack 6 reads <= 20), got {opset}")
+    out = Path(out).expanduser().resolve()
+    _check_target(out, force)
+    source = resolve(model, revision)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        manifest = _export_into(source, partial, dtype, opset, pad_to_square, log)
+        _replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log(f"bundle ready: {out}")
+    return manifest
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if not out.exists() or force:
+        return
+    if (out / MANIFEST_FILE).exists():
+        raise BundleExistsError(f"{out} already holds a bundle; pass --force to replace it")
+    if not out.is_dir() or any(out.iterdir()):
+        raise BundleExistsError(f"{out} exists and is not an empty folder; pass --force to replace it")
+
+
+def _replace(partial: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        partial.rename(out)
+
+
+def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, log) -> Manifest:
+    import torch
+    from optimum.exporters.onnx import export
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
+    from .parity import check_parity
+    from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
+
+    t0 = time.perf_counter()
+    log(f"loading {source.name}")
+    model = LlavaForConditionalGeneration.from_pretrained(
+        source.folder, dtype=torch.float32, attn_implementation="eager", low_cpu_mem_usage=True).eval()
+    processor = AutoProcessor.from_pretrained(source.folder, use_fast=False)
+    wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model)}
+    configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
+               "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
+    if dtype == "fp16":
+        model.half()
+    for name in ("vision", "embed", "decoder"):
+        t = time.perf_counter()
+        export(wrappers[name], configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+        log(f"exported {name}.onnx in {time.perf_counter() - t:.1f}s")
+    if dtype == "fp16":
+        model.float()   # reference in fp32 on the fp16-rounded weights
+    t = time.perf_counter()
+    parity = check_parity(folder, wrappers, model.config, dtype)
+    log(f"parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
+    processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    manifest = _manifest(source, model, processor, folder, dtype, opset, parity, pad_to_square)
+    manifest.write(folder)
+    log(f"export took {time.perf_counter() - t0:.1f}s")
+    return manifest
+
+
+def _manifest(source, model, processor, folder: Path, dtype, opset, parity, pad_to_square) -> Manifest:
+    import onnx
+    import optimum
+    import torch
+    import transformers
+    from importlib.metadata import version
+
+    from graphs.contracts import decoder_contract, embed_contract, vision_contract
+
+    cfg, text = model.config, model.config.text_config
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    ip = processor.image_processor
+    size = ip.size.get("shortest_edge") or min(ip.size["height"], ip.size["width"])
+    crop = ip.crop_size if ip.do_center_crop else {"height": size, "width": size}
+    tok = processor.tokenizer
+    contracts = {"vision": vision_contract(), "embed": embed_contract(), "decoder": decoder_contract(text.num_hidden_layers)}
+    with_image = _image_tokens(model)
+    files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        source_model=source.name, source_revision=source.revision,
+        graphs={name: f"{name}.onnx" for name in contracts},
+        inputs={n: c.input_names for n, c in contracts.items()},
+        outputs={n: c.output_names for n, c in contracts.items()},
+        past_key_template=PAST_KEY, past_value_template=PAST_VALUE,
+        present_key_template=PRESENT_KEY, present_value_template=PRESENT_VALUE,
+        decoder=DecoderShape(text.num_hidden_layers, heads, text.num_key_value_heads, head_dim,
+                             text.hidden_size, text.vocab_size, text.max_position_embeddings),
+        image_token_id=cfg.image_token_index, image_tokens_per_image=with_image, image_hidden_size=text.hidden_size,
+        preprocessing=Preprocessing(
+            resize_shortest_edge=int(size), crop_height=int(crop["height"]), crop_width=int(crop["width"]),
+            do_center_crop=bool(ip.do_center_crop), resample=int(ip.resample),
+            rescale_factor=float(ip.rescale_factor), image_mean=tuple(float(x) for x in ip.image_mean),
+            image_std=tuple(float(x) for x in ip.image_std), pad_to_square=pad_to_square),
+        prompt_template=_prompt_template(processor),
+        image_placeholder=getattr(processor, "image_token", "<image>"),
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        dtype=dtype, opset=opset,
+        exporter_versions={"torch": torch.__version__, "transformers": transformers.__version__,
+                           "optimum": version("optimum"), "optimum-onnx": version("optimum-onnx"),
+                           "onnx": onnx.__version__},
+        parity=parity,
+        sha256={name: sha256_file(folder / name) for name in files},
+    )
+
+
+def _image_tokens(model) -> int:
+    cfg = model.config
+    v = cfg.vision_config
+    patches = (v.image_size // v.patch_size) ** 2
+    return patches + (1 if cfg.vision_feature_select_strategy == "full" else 0)
+
+
+def _prompt_template(processor) -> str:
+    """Render the checkpoint's chat template once, so the runtime needs no Jinja."""
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _QUESTION_SENTINEL}]}]
+    if getattr(processor, "chat_template", None):
+        rendered = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    else:   # LLaVA-1.5's own template, which llava-hf checkpoints carry
+        rendered = f"USER: <image>\n{_QUESTION_SENTINEL} ASSISTANT:"
+    if rendered.count(_QUESTION_SENTINEL) != 1:
+        raise ExportError(f"the chat template does not place the question exactly once: {rendered!r}")
+    rendered = rendered.replace("{", "{{").replace("}", "}}")
+    return rendered.replace(_QUESTION_SENTINEL, "{question}")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stderr_log(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)

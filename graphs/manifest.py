@@ -1,0 +1,103 @@
+"""The bundle manifest: the one contract between ``export/`` and ``runtime/``.
+
+Written by the exporter as ``manifest.json`` next to the graphs; the runtime
+reads nothing else to learn what the graphs are.  Pure Python (no numpy, no
+onnx) so that the robot-side runtime can import it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes ``pixel_values``, mirroring Hugging Face's CLIPImageProcessor."""
+
+    resize_shortest_edge: int          # resize so the short side has this length (aspect kept)
+    crop_height: int                   # centre crop after resizing
+    crop_width: int
+    do_center_crop: bool = True
+    resample: int = 3                  # PIL resampling code; 3 = BICUBIC, CLIP's default
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    pad_to_square: bool = False        # LLaVA's "pad" aspect mode: pad with the mean colour first
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    num_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int
+    source_model: str                  # hub id or local folder it came from
+    source_revision: str | None        # hub commit, or None for a local folder
+    graphs: dict[str, str]             # {"vision": file, "embed": file, "decoder": file}
+    inputs: dict[str, list[str]]       # graph -> ordered input names
+    outputs: dict[str, list[str]]      # graph -> ordered output names
+    past_key_template: str             # "past_key_values.{i}.key"
+    past_value_template: str
+    present_key_template: str          # "present.{i}.key"
+    present_value_template: str
+    decoder: DecoderShape
+    image_token_id: int
+    image_tokens_per_image: int
+    image_hidden_size: int
+    preprocessing: Preprocessing
+    prompt_template: str               # "USER: <image>\n{question} ASSISTANT:"
+    image_placeholder: str             # "<image>"
+    bos_token_id: int | None
+    eos_token_id: int
+    pad_token_id: int | None
+    dtype: str                         # "fp32" | "fp16"
+    opset: int
+    exporter_versions: dict[str, str]
+    parity: dict[str, float]           # graph -> max |diff| reached against PyTorch
+    tokenizer_file: str = "tokenizer.json"
+    sha256: dict[str, str] = field(default_factory=dict)   # file -> hex digest
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST_FILE
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        """Build from parsed JSON; raises KeyError/TypeError on a malformed file."""
+        data = dict(data)
+        data["decoder"] = DecoderShape(**data["decoder"])
+        pre = dict(data["preprocessing"])
+        pre["image_mean"] = tuple(pre["image_mean"])
+        pre["image_std"] = tuple(pre["image_std"])
+        data["preprocessing"] = Preprocessing(**pre)
+        return cls(**data)
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()))
+
+    def past_names(self) -> list[str]:
+        return [t.format(i=i) for i in range(self.decoder.num_layers)
+                for t in (self.past_key_template, self.past_value_template)]
+
+    def present_names(self) -> list[str]:
+        return [t.format(i=i) for i in range(self.decoder.num_layers)
+                for t in (self.present_key_template, self.present_value_template)]

@@ -1,0 +1,118 @@
+"""Turn whatever the caller hands us into one RGB ``PIL.Image.Image``.
+
+Accepted inputs: a path (``str`` / ``pathlib.Path``), a ``PIL.Image.Image``,
+or a ``uint8`` numpy array shaped ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]``
+(RGB) or ``[H, W, 4]`` (RGBA).  Files get their EXIF orientation applied, as
+``transformers.image_utils.load_image`` does; every mode is then made RGB with
+``image.convert("RGB")``, as ``transformers.image_transforms.convert_to_rgb``
+does (so alpha is dropped, not composited).  Anything wrong with the input
+raises :class:`runtime.errors.ImageError`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from runtime.errors import ImageError
+
+# Largest image accepted, in pixels (width * height).  64 MP is well above any
+# camera a robot carries (a 12 MP phone photo is 4000x3000) yet keeps a decoded
+# RGB frame under ~200 MB.  Checked on the header, before any pixel is decoded,
+# which is what makes it a decompression-bomb guard.  Deliberately independent
+# of PIL's global ``Image.MAX_IMAGE_PIXELS``, which we never modify.
+MAX_PIXELS = 64 * 1024 * 1024
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Return ``image`` as a fully decoded RGB PIL image, or raise ``ImageError``."""
+    if isinstance(image, (str, os.PathLike)):
+        return _from_path(Path(image), max_pixels)
+    if isinstance(image, Image.Image):
+        _check_size(image.size, max_pixels, "PIL image")
+        return _to_rgb(_decode(image, "PIL image"), "PIL image")
+    if isinstance(image, np.ndarray):
+        return _to_rgb(_from_array(image, max_pixels), "array")
+    raise ImageError(
+        "expected a file path (str or pathlib.Path), a PIL.Image.Image or a uint8 numpy "
+        f"array of shape [H, W], [H, W, 3] or [H, W, 4]; got {type(image).__name__}")
+
+
+def _from_path(path: Path, max_pixels: int) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"expected an image file; no such file: {str(path)!r}")
+    if not path.is_file():
+        raise ImageError(f"expected an image file; {str(path)!r} is not a regular file")
+    what = f"image file {str(path)!r}"
+    try:
+        with warnings.catch_warnings():
+            # PIL's own bomb check only warns below 2x its limit: make it fatal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ImageError(f"{what} is too large (decompression bomb guard): {e}") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"expected a readable image file; {what} is not an image "
+                         "format PIL can identify") from e
+    except Exception as e:  # permissions, I/O errors, malformed headers
+        raise ImageError(f"could not open {what}: {type(e).__name__}: {e}") from e
+    with opened:
+        _check_size(opened.size, max_pixels, what)
+        decoded = _decode(opened, what)
+        try:
+            return _to_rgb(ImageOps.exif_transpose(decoded), what)
+        except ImageError:
+            raise
+        except Exception as e:  # malformed EXIF block
+            raise ImageError(f"could not apply the EXIF orientation of {what}: "
+                             f"{type(e).__name__}: {e}") from e
+
+
+def _decode(image: Image.Image, what: str) -> Image.Image:
+    """Force a full decode so truncated / corrupt data fails here, not later."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except Exception as e:
+        raise ImageError(f"expected a complete image; {what} could not be decoded "
+                         f"(truncated or corrupt?): {type(e).__name__}: {e}") from e
+    return image
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, what: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"expected a non-empty image; {what} is {width}x{height} (WxH)")
+    if width * height > max_pixels:
+        raise ImageError(f"expected at most {max_pixels} pixels; {what} is {width}x{height} "
+                         f"(WxH) = {width * height} pixels")
+
+
+def _from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 array with values 0..255; got dtype {array.dtype} "
+                         "(scale and cast it yourself, e.g. (x * 255).round().astype(np.uint8))")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]                                   # [H, W, 1] -> [H, W]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError("expected an array of shape [H, W], [H, W, 1], [H, W, 3] or "
+                         f"[H, W, 4] (channels last); got shape {array.shape}")
+    height, width = array.shape[:2]
+    _check_size((width, height), max_pixels, f"array of shape {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))       # uint8 -> mode L / RGB / RGBA
+
+
+def _to_rgb(image: Image.Image, what: str) -> Image.Image:
+    """``image.convert("RGB")``, exactly what Hugging Face's image processors do."""
+    try:
+        return image.convert("RGB")
+    except Exception as e:
+        raise ImageError(f"could not convert {what} from mode {image.mode!r} to RGB: "
+                         f"{type(e).__name__}: {e}") from e
