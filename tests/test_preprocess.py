@@ -308,8 +308,10 @@ def test_pixel_values_refuses_absurd_intermediates():
     padded = Preprocessing(336, 336, 336, pad_to_square=True)
     with pytest.raises(ImageError, match="square"):
         pixel_values(Image.new("RGB", (20_000, 2)), padded)
-    assert pixel_values(strip, SPECS["336-bicubic"], max_work_pixels=2 ** 31).shape == (
-        1, 3, 336, 336)
+    small = SPECS["30-bicubic"]                           # strip -> 300,000 x 30
+    assert pixel_values(strip, small).shape == (1, 3, 30, 30)
+    with pytest.raises(ImageError, match="under 1000000 pixels"):
+        pixel_values(strip, small, max_work_pixels=10 ** 6)
 
 
 @pytest.mark.parametrize("bad", [dict(crop_height=0), dict(resize_shortest_edge=-1),

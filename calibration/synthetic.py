@@ -1,0 +1,293 @@
+"""A procedural spatial benchmark in the WhatsUp Controlled_Images format.
+
+Two objects -- a coloured shape ("red circle", "blue square", ...) drawn with Pillow,
+no third-party assets -- in one of four relations: ``on``, ``under``, ``left_of``,
+``right_of``.  The subject A is drawn smaller than the reference B (as a mug beside
+a table).
+
+* ``on``: A rests on B -- A's bottom edge touches B's top edge, A horizontally
+  within B's span.
+* ``under``: A is below B with a small gap, horizontally within B's span.
+* ``left_of`` / ``right_of``: A beside B with a clear horizontal gap, their
+  vertical spans overlapping.
+
+Balance: ``n`` is rounded to the nearest multiple of 4 (halves up, at least 4, at most
+``4 * 900``); ``n / 4`` distinct ordered object pairs (A, B) -- different colour and
+different shape, so names are unambiguous -- are drawn by seed, and each pair appears
+in all four relations, so each relation has exactly ``n / 4`` items.  Items are
+shuffled (by seed) in the JSON.
+
+Output (``OUT``)::
+
+    images/<A>_<rel>_<B>.png        e.g. red-circle_left_of_blue-square.png
+    blank/<A>_<rel>_<B>.png         same size, filled with the image's mean colour
+    controlled_synthetic.json       [{"image_path", "caption_options", "boxes",
+                                      "blank_image_path", "objects"}, ...]
+
+``caption_options`` is ``[correct, foil, foil, foil]`` as upstream ("A red circle on a
+blue square", "... under ...", "... to the left of ...", "... to the right of ...").
+``boxes`` is ``{"A": [x0, y0, x1, y1], "B": [...]}`` in output pixels, ``x1``/``y1``
+exclusive (pixel edges), tight around each shape.  ``objects`` is
+``{"A": "red circle", "B": "blue square"}``.  Paths are relative to ``OUT``.
+
+Deterministic: the same ``(n, seed, size)`` gives byte-identical JSON and PNGs (stdlib
+``random.Random(seed)``, no timestamps in the PNGs).  Shapes are drawn at 2x and
+downsampled for smooth edges.
+
+Run: ``python -m calibration.synthetic OUT --n 200 --seed 0 --size 336``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from PIL import Image, ImageDraw
+
+JSON_NAME = "controlled_synthetic.json"
+RELATIONS = ("on", "under", "left_of", "right_of")
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (214, 39, 40),
+    "green": (44, 160, 44),
+    "blue": (31, 94, 210),
+    "yellow": (240, 200, 20),
+    "purple": (148, 70, 189),
+    "orange": (255, 127, 14),
+}
+BACKGROUNDS = ((245, 245, 245), (236, 234, 226), (226, 234, 240), (240, 232, 236))
+OUTLINE = (40, 40, 40)
+MAX_N = 4 * len(COLOURS) * len(SHAPES) * (len(COLOURS) - 1) * (len(SHAPES) - 1)
+_SS = 2  # supersampling factor
+PROGRESS_FROM = 1000  # show progress for n >= this
+PNG_COMPRESS = 3  # zlib level: fast, still small
+
+
+def round_n(n: int) -> int:
+    """``n`` rounded to the nearest multiple of 4 (halves up), at least 4."""
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    return max(4, (int(n) + 2) // 4 * 4)
+
+
+@dataclass(frozen=True)
+class Obj:
+    colour: str
+    shape: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.colour}-{self.shape}"
+
+
+def all_pairs() -> list[tuple[Obj, Obj]]:
+    objs = [Obj(c, s) for c in COLOURS for s in SHAPES]
+    return [(a, b) for a in objs for b in objs if a.colour != b.colour and a.shape != b.shape]
+
+
+def captions(a: Obj, b: Obj, relation: str) -> list[str]:
+    """Upstream-style caption options, the correct one first."""
+    phrase = {"on": "on", "under": "under", "left_of": "to the left of", "right_of": "to the right of"}
+    first = [relation] + [r for r in RELATIONS if r != relation]
+    art = lambda o: "an" if o.name[0] in "aeiou" else "a"  # noqa: E731
+    return [f"{art(a).capitalize()} {a.name} {phrase[r]} {art(b)} {b.name}" for r in first]
+
+
+# ------------------------------------------------------------------------- layout
+
+Box = tuple[int, int, int, int]
+
+
+def layout(relation: str, size: int, rng: random.Random) -> tuple[Box, Box]:
+    """Boxes (A, B) for a relation on a ``size`` x ``size`` canvas."""
+    s = size
+    sa = rng.randint(round(0.15 * s), round(0.21 * s))
+    sb = rng.randint(round(0.26 * s), round(0.33 * s))
+    margin = max(2, round(0.04 * s))
+    if relation in ("on", "under"):
+        gap = 0 if relation == "on" else rng.randint(max(2, round(0.02 * s)), max(3, round(0.06 * s)))
+        ax = rng.randint(0, sb - sa)  # A within B's horizontal span
+        if relation == "on":
+            a = (ax, 0, ax + sa, sa)
+            b = (0, sa + gap, sb, sa + gap + sb)
+        else:
+            b = (0, 0, sb, sb)
+            a = (ax, sb + gap, ax + sa, sb + gap + sa)
+    elif relation in ("left_of", "right_of"):
+        gap = rng.randint(round(0.06 * s), round(0.18 * s))
+        ay = rng.randint(0, sb - sa)  # A's vertical span inside B's
+        if relation == "left_of":
+            a = (0, ay, sa, ay + sa)
+            b = (sa + gap, 0, sa + gap + sb, sb)
+        else:
+            b = (0, 0, sb, sb)
+            a = (sb + gap, ay, sb + gap + sa, ay + sa)
+    else:
+        raise ValueError(f"unknown relation {relation!r}")
+    w = max(a[2], b[2])
+    h = max(a[3], b[3])
+    ox = rng.randint(margin, s - margin - w)
+    oy = rng.randint(margin, s - margin - h)
+    shift = lambda r: (r[0] + ox, r[1] + oy, r[2] + ox, r[3] + oy)  # noqa: E731
+    return shift(a), shift(b)
+
+
+def _unit_polygon(shape: str) -> list[tuple[float, float]]:
+    """Polygon vertices normalised to fill the unit square exactly (tight box)."""
+    if shape == "triangle":
+        pts = [(0.5, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    elif shape == "diamond":
+        pts = [(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5)]
+    elif shape == "square":
+        pts = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    elif shape == "star":
+        pts = []
+        for k in range(10):
+            r = 1.0 if k % 2 == 0 else 0.42
+            t = -math.pi / 2 + k * math.pi / 5
+            pts.append((r * math.cos(t), r * math.sin(t)))
+    elif shape == "hexagon":
+        pts = [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)]
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, y0, w, h = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    return [((x - x0) / w, (y - y0) / h) for x, y in pts]
+
+
+def draw_object(draw: ImageDraw.ImageDraw, obj: Obj, box: Box, k: int = _SS) -> None:
+    """Draw ``obj`` filling ``box`` (output pixels, exclusive end) on a k-times canvas."""
+    x0, y0, x1, y1 = (v * k for v in box)
+    x1, y1 = x1 - 1, y1 - 1  # PIL includes the end pixel
+    fill, width = COLOURS[obj.colour], max(1, k)
+    if obj.shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill, outline=OUTLINE, width=width)
+        return
+    pts = [(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for u, v in _unit_polygon(obj.shape)]
+    draw.polygon(pts, fill=fill, outline=OUTLINE, width=width)
+
+
+def render(a: Obj, b: Obj, boxes: tuple[Box, Box], size: int, background: tuple[int, int, int]) -> Image.Image:
+    big = Image.new("RGB", (size * _SS, size * _SS), background)
+    d = ImageDraw.Draw(big)
+    draw_object(d, b, boxes[1])
+    draw_object(d, a, boxes[0])
+    return big.reduce(_SS)  # box-filter downsample: fast, deterministic
+
+
+def mean_colour_image(img: Image.Image) -> Image.Image:
+    """Same size as ``img``, filled with its per-channel mean colour (rounded)."""
+    rgb = img.convert("RGB")
+    n = rgb.width * rgb.height
+    hist = rgb.histogram()
+    mean = tuple(
+        int(round(sum(i * c for i, c in enumerate(hist[256 * ch: 256 * (ch + 1)])) / n)) for ch in range(3)
+    )
+    return Image.new("RGB", rgb.size, mean)
+
+
+# --------------------------------------------------------------------- generation
+
+@dataclass(frozen=True)
+class Spec:
+    a: Obj
+    b: Obj
+    relation: str
+    boxes: tuple[Box, Box]
+    background: tuple[int, int, int]
+
+    @property
+    def name(self) -> str:
+        return f"{self.a.slug}_{self.relation}_{self.b.slug}"
+
+
+def plan(n: int, seed: int, size: int) -> list[Spec]:
+    """The items, in JSON order, without drawing anything."""
+    n4 = round_n(n)
+    if n4 > MAX_N:
+        raise ValueError(f"n={n} needs {n4 // 4} distinct object pairs; at most {MAX_N // 4} exist (n <= {MAX_N})")
+    if size < 64:
+        raise ValueError(f"size must be at least 64, got {size}")
+    rng = random.Random(seed)
+    pairs = rng.sample(all_pairs(), n4 // 4)
+    specs = []
+    for a, b in pairs:
+        for rel in RELATIONS:
+            specs.append(Spec(a, b, rel, layout(rel, size, rng), BACKGROUNDS[rng.randrange(len(BACKGROUNDS))]))
+    rng.shuffle(specs)
+    return specs
+
+
+def _progress(total: int) -> Iterator[None]:
+    if total < PROGRESS_FROM:
+        for _ in range(total):
+            yield
+        return
+    try:
+        from rich.progress import Progress
+    except ImportError:  # pragma: no cover - rich is optional
+        for i in range(total):
+            if i % 200 == 0:
+                print(f"  {i}/{total}", file=sys.stderr)
+            yield
+        return
+    with Progress(transient=True) as p:
+        task = p.add_task("drawing", total=total)
+        for _ in range(total):
+            yield
+            p.advance(task)
+
+
+def generate(out: str | Path, n: int = 200, seed: int = 0, size: int = 336) -> Path:
+    """Write the benchmark under ``out`` and return the JSON path (see module doc)."""
+    out = Path(out)
+    specs = plan(n, seed, size)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "blank").mkdir(parents=True, exist_ok=True)
+    records = []
+    for spec, _ in zip(specs, _progress(len(specs))):
+        img = render(spec.a, spec.b, spec.boxes, size, spec.background)
+        image_rel = f"images/{spec.name}.png"
+        blank_rel = f"blank/{spec.name}.png"
+        img.save(out / image_rel, format="PNG", compress_level=PNG_COMPRESS)
+        mean_colour_image(img).save(out / blank_rel, format="PNG", compress_level=PNG_COMPRESS)
+        records.append({
+            "image_path": image_rel,
+            "caption_options": captions(spec.a, spec.b, spec.relation),
+            "boxes": {"A": list(spec.boxes[0]), "B": list(spec.boxes[1])},
+            "blank_image_path": blank_rel,
+            "objects": {"A": spec.a.name, "B": spec.b.name},
+        })
+    path = out / JSON_NAME
+    # One record per line: readable, and problems point at a record's own line.
+    body = ",\n".join(json.dumps(r, ensure_ascii=True) for r in records)
+    path.write_text("[\n" + body + "\n]\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="output folder")
+    ap.add_argument("--n", type=int, default=200, help="number of items, rounded to a multiple of 4 (default 200)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=336, help="image side in pixels (default 336)")
+    args = ap.parse_args(argv)
+    try:
+        path = generate(args.out, args.n, args.seed, args.size)
+    except ValueError as e:
+        ap.error(str(e))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""A lightweight runtime for LLaVA bundles with AdaptVis image-attention steering.
+
+    import runtime
+    vlm = runtime.load("bundles/llava-1.5-7b", providers=["cpu"])
+    ans = vlm.answer(image, "Where is the mug in relation to the plate?")
+    ans = vlm.answer(image, question, steering=runtime.ScalingVis(1.2))
+
+Needs numpy, onnxruntime, tokenizers and Pillow only: never torch or transformers.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from . import errors
+from .answer import Answer, ImageInfluence, Timings
+from .model import VLM
+from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis
+
+__all__ = ["load", "answer", "VLM", "Answer", "AdaptVis", "ScalingVis", "Timings", "ImageInfluence",
+           "PAPER_DEFAULT", "errors"]
+
+_loaded: dict[tuple, VLM] = {}
+_loaded_lock = threading.Lock()
+
+
+def load(bundle: str | Path, providers=("cpu",), fallback: bool = False, verify_checksums: bool = True,
+         threads: int | None = None) -> VLM:
+    """Open a bundle folder on the given execution providers ("cpu", "cuda", "tensorrt")."""
+    return VLM(bundle, providers=providers, fallback=fallback, verify_checksums=verify_checksums, threads=threads)
+
+
+def answer(image, question: str, bundle: str | Path, providers=("cpu",), **kwargs) -> Answer:
+    """Module-level shortcut: loads ``bundle`` once per (folder, providers), then answers."""
+    key = (str(Path(bundle).expanduser().resolve()), tuple(providers) if not isinstance(providers, str) else (providers,))
+    with _loaded_lock:
+        vlm = _loaded.get(key)
+        if vlm is None:
+            vlm = _loaded[key] = load(bundle, providers=providers)
+    return vlm.answer(image, question, **kwargs)

@@ -1,0 +1,233 @@
+"""A loaded bundle that answers questions about images, with AdaptVis steering.
+
+The schedule of one answer (n prompt tokens, image tokens at [s, e)):
+
+    vision(image)                         once per image (cached by pixel digest)
+    prefill [0, e)        alpha = 1       once per image (cached): the image prefix
+    prefill [e, k)        alpha = 1       the question; k = n-1 (scale the last token, the paper's
+                                          default) or k = e (scale every token after the image)
+    step    [k, n)        alpha = 1   --> confidence = max softmax of the first token   (not for ScalingVis)
+    step    [k, n)        alpha = a   --> first token, from the same cache as the line above
+    decode  greedy, alpha = 1, until EOS or max_new_tokens
+
+So AdaptVis costs one extra step of n-k tokens over plain decoding, and the
+answers equal those of two full, independent generations (tests prove it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+from tokenizers import Tokenizer
+
+from graphs.manifest import Manifest
+
+from .answer import Answer, ImageInfluence, Timings
+from .bundle import open_bundle
+from .errors import PromptError, SteeringError
+from .images import load_image
+from .preprocess import pixel_values
+from .prompt import Prompt, PromptBuilder
+from .providers import resolve_providers
+from .sessions import BundleSessions, KVCache
+from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, describe, scale_tensor
+
+CALIBRATION_FILE = "calibration.json"
+_DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
+_CACHED_IMAGES = 4         # image features + image-prefix KV kept per model (LRU)
+
+
+class VLM:
+    def __init__(self, bundle: str | Path, providers=("cpu",), fallback: bool = False,
+                 verify_checksums: bool = True, threads: int | None = None):
+        self.folder = Path(bundle).expanduser()
+        self.manifest: Manifest = open_bundle(self.folder, verify_checksums)
+        self.providers = resolve_providers(providers, fallback)
+        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads)
+        self.prompts = PromptBuilder(Tokenizer.from_file(str(self.folder / self.manifest.tokenizer_file)), self.manifest)
+        self.default_steering = load_calibration(self.folder)
+        d = self.manifest.decoder
+        self._ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)     # [1, L, H]
+        self._lock = threading.Lock()
+        self._images: OrderedDict[str, tuple[np.ndarray, KVCache]] = OrderedDict()
+
+    # -- public API ---------------------------------------------------------------------
+
+    def answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 16,
+               measure_image_influence: bool = False) -> Answer:
+        """Answer a question with the bundle's chat template and AdaptVis by default."""
+        prompt = self.prompts.from_question(question)
+        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence))
+
+    def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = 32,
+                 measure_image_influence: bool = False) -> Answer:
+        """A raw prompt (no template) holding the image placeholder once."""
+        return self._drain(self._run(image, self.prompts.from_raw(prompt), steering, max_new_tokens,
+                                     measure_image_influence))
+
+    def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32) -> Iterator[str]:
+        """Yield the answer's text piece by piece as tokens are generated."""
+        prompt = self.prompts.from_question(question)
+        run = self._run(image, prompt, steering, max_new_tokens, False)
+        ids: list[int] = []
+        shown = ""
+        for token in run:
+            ids.append(token)
+            text = self.prompts.decode(ids)
+            if len(text) > len(shown) and text.startswith(shown):
+                yield text[len(shown):]
+                shown = text
+
+    # -- the schedule ------------------------------------------------------------------------
+
+    @staticmethod
+    def _drain(run) -> Answer:
+        while True:
+            try:
+                next(run)
+            except StopIteration as stop:
+                return stop.value
+
+    def _run(self, image, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool):
+        """Generator: yields generated token ids; its return value is the Answer."""
+        steering = self._steering(steering)
+        d = self.manifest.decoder
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise PromptError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        n = len(prompt.ids)
+        if n + max_new_tokens > d.max_position_embeddings:
+            raise PromptError(f"the prompt has {n} tokens (with {self.manifest.image_tokens_per_image} image tokens) "
+                              f"and {max_new_tokens} new tokens were asked for: {n + max_new_tokens} exceeds the "
+                              f"context of {d.max_position_embeddings}")
+        for alpha in _alphas(steering):        # shapes checked before any work
+            scale_tensor(alpha, d.num_layers, d.num_attention_heads)
+        pixels = pixel_values(load_image(image), self.manifest.preprocessing)    # [1, 3, H, W]
+
+        t = time.perf_counter
+        t0 = t()
+        features, prefix, vision_s, prefix_s = self._image_prefix(pixels, prompt)
+        image_mask = np.zeros((1, n + max_new_tokens), dtype=bool)               # [1, n + new]
+        image_mask[0, prompt.image_start: prompt.image_end] = True
+        embeds = self.sessions.embeddings(prompt.ids)                            # [1, n, C]
+        embeds[0, prompt.image_start: prompt.image_end] = features[0]
+        split = n - 1 if steering is None or steering.apply_to == "last_token" else max(prompt.image_end, 1)
+        split = min(split, n - 1)
+        t1 = t()
+        cache = prefix
+        if split > prefix.length:
+            _, cache = self.sessions.step(embeds[:, prefix.length: split], prefix, self._ones, image_mask)
+        t2 = t()
+        tail = embeds[:, split:]
+        confidence = plain = None
+        if not isinstance(steering, ScalingVis) or measure_image_influence:
+            plain = self.sessions.step(tail, cache, self._ones, image_mask)
+            confidence = float(_softmax(plain[0]).max())
+        t3 = t()
+        if steering is None:
+            alpha, (logits, cache) = None, plain
+        else:
+            alpha = steering.choose(confidence) if isinstance(steering, AdaptVis) else steering.alpha
+            scale = scale_tensor(alpha, d.num_layers, d.num_attention_heads)
+            logits, cache = self.sessions.step(tail, cache, scale, image_mask)
+        t4 = t()
+        first_probs = _softmax(logits)
+        ids: list[int] = []
+        token = int(np.argmax(logits))
+        while token != self.manifest.eos_token_id:
+            ids.append(token)
+            yield token
+            if len(ids) >= max_new_tokens:
+                break
+            logits, cache = self.sessions.step(self.sessions.embeddings(np.array([token], dtype=np.int64)),
+                                               cache, self._ones, image_mask)
+            token = int(np.argmax(logits))
+        t5 = t()
+        influence = None
+        if measure_image_influence:
+            influence = self._image_influence(prompt, plain[0], image_mask)
+        return Answer(
+            text=self.prompts.decode(ids), token_ids=ids,
+            confidence=None if isinstance(steering, ScalingVis) else confidence,
+            scale=None if alpha is None else describe(alpha),
+            steering="none" if steering is None else type(steering).__name__.lower(),
+            timings=Timings(vision=vision_s, prefill=(t2 - t0) - vision_s,
+                            confidence_step=t3 - t2, rescaled_step=t4 - t3, decode=t5 - t4),
+            prompt_tokens=n, image_influence=influence, first_token_probs=first_probs)
+
+    def _image_prefix(self, pixels: np.ndarray, prompt: Prompt):
+        """Image features and the KV cache of the prompt up to the end of the image, cached per image."""
+        end = min(prompt.image_end, len(prompt.ids) - 1)
+        key = hashlib.sha1(pixels.tobytes() + prompt.ids[:end].tobytes()).hexdigest()
+        with self._lock:
+            hit = self._images.get(key)
+            if hit is not None:
+                self._images.move_to_end(key)
+                return hit[0], hit[1], 0.0, 0.0
+        t0 = time.perf_counter()
+        features = self.sessions.image_features(pixels)                     # [1, T, C]
+        t1 = time.perf_counter()
+        embeds = self.sessions.embeddings(prompt.ids[:end])                 # [1, end, C]
+        embeds[0, prompt.image_start: end] = features[0, : end - prompt.image_start]
+        mask = np.zeros((1, end), dtype=bool)
+        mask[0, prompt.image_start: end] = True
+        _, prefix = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, mask)
+        t2 = time.perf_counter()
+        with self._lock:
+            self._images[key] = (features, prefix)
+            while len(self._images) > _CACHED_IMAGES:
+                self._images.popitem(last=False)
+        return features, prefix, t1 - t0, t2 - t1
+
+    def _image_influence(self, prompt: Prompt, logits_with_image: np.ndarray, image_mask) -> ImageInfluence:
+        spec = self.manifest.preprocessing
+        blank = Image.new("RGB", (spec.crop_width, spec.crop_height), tuple(int(m * 255) for m in spec.image_mean))
+        features = self.sessions.image_features(pixel_values(blank, spec))
+        embeds = self.sessions.embeddings(prompt.ids)
+        embeds[0, prompt.image_start: prompt.image_end] = features[0]
+        logits, _ = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, image_mask)
+        p, q = _softmax(logits_with_image), _softmax(logits)
+        return ImageInfluence(tv_distance=float(0.5 * np.abs(p - q).sum()),
+                              answer_changed=int(p.argmax()) != int(q.argmax()),
+                              blank_top_token=int(q.argmax()), blank_confidence=float(q.max()))
+
+    def _steering(self, steering):
+        if steering is _DEFAULT:
+            return self.default_steering
+        if steering is None or isinstance(steering, (AdaptVis, ScalingVis)):
+            return steering
+        raise SteeringError(f"steering must be runtime.AdaptVis(...), runtime.ScalingVis(...) or None, "
+                            f"got {type(steering).__name__}")
+
+
+def load_calibration(folder: Path) -> AdaptVis:
+    """The bundle's calibration.json (written by `just calibrate`), else the paper's defaults."""
+    path = folder / CALIBRATION_FILE
+    if not path.is_file():
+        return PAPER_DEFAULT
+    from .errors import BundleError
+    try:
+        chosen = json.loads(path.read_text())["adaptvis"]
+        return AdaptVis(low=chosen["alpha_low"], high=chosen["alpha_high"], threshold=chosen["threshold"],
+                        round_confidence=bool(chosen.get("round_confidence", False)),
+                        apply_to=chosen.get("apply_to", "last_token"))
+    except (OSError, ValueError, KeyError, TypeError, SteeringError) as e:
+        raise BundleError(f"{path} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
+
+
+def _alphas(steering) -> list:
+    if isinstance(steering, AdaptVis):
+        return [steering.low, steering.high]
+    return [steering.alpha] if isinstance(steering, ScalingVis) else []
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max()
+    e = np.exp(z)
+    return e / e.sum()

@@ -1,0 +1,115 @@
+"""The three ONNX Runtime sessions of a bundle, and one decoder step with IO binding.
+
+The KV cache never leaves ONNX Runtime between steps:
+
+    step t:  past OrtValues (device) --bind--> decoder --> present OrtValues (device)
+    step t+1: those present OrtValues are bound as past, as they are
+
+Only the logits ([1, vocab]) come back to host memory.  A cache is a tuple of
+OrtValues that no step writes into (each step makes new, longer tensors), so
+one cached prefix can start any number of continuations, from any thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from graphs.contracts import STEERING_INPUTS, decoder_contract, embed_contract, vision_contract
+from graphs.manifest import Manifest
+
+from .errors import BundleError
+from .providers import device_of
+
+_NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
+
+
+@dataclass(frozen=True)
+class KVCache:
+    values: tuple            # 2L OrtValues [1, KV, length, D], ordered like manifest.past_names()
+    length: int
+
+
+class BundleSessions:
+    def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None):
+        self.manifest = manifest
+        self.providers = providers
+        self.device = device_of(providers)
+        self.float = _NP_FLOAT[manifest.dtype]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.vision = self._session(folder, "vision", options)
+        self.embed = self._session(folder, "embed", options)
+        self.decoder = self._session(folder, "decoder", options)
+        self._check_contracts()
+        self.past_names = manifest.past_names()
+        self.present_names = manifest.present_names()
+
+    def _session(self, folder: Path, graph: str, options) -> ort.InferenceSession:
+        path = Path(folder) / self.manifest.graphs[graph]
+        try:
+            session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+            raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
+        if session.get_providers()[0] != self.providers[0]:
+            raise BundleError(f"{path} was loaded on {session.get_providers()[0]}, not the requested {self.providers[0]}")
+        return session
+
+    def _check_contracts(self) -> None:
+        d = self.manifest.decoder
+        for session, contract in ((self.vision, vision_contract()), (self.embed, embed_contract()),
+                                  (self.decoder, decoder_contract(d.num_layers))):
+            have = {i.name for i in session.get_inputs()}
+            missing = [n for n in contract.input_names if n not in have]
+            if missing:
+                what = ("it has no image-attention steering inputs (exported without this project's exporter?)"
+                        if set(missing) & set(STEERING_INPUTS) else "")
+                raise BundleError(f"the {contract.name} graph lacks inputs {', '.join(missing)}; {what}".rstrip("; "))
+            outs = {o.name for o in session.get_outputs()}
+            missing = [n for n in contract.output_names if n not in outs]
+            if missing:
+                raise BundleError(f"the {contract.name} graph lacks outputs {', '.join(missing)}")
+
+    # -- the three graphs ---------------------------------------------------------------
+
+    def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
+        # pixel_values [1, 3, H, W] -> [1, T, C]
+        return self.vision.run(["image_features"], {"pixel_values": pixel_values.astype(self.float)})[0]
+
+    def embeddings(self, ids: np.ndarray) -> np.ndarray:
+        # ids [n] int64 -> [1, n, C]
+        return self.embed.run(["inputs_embeds"], {"input_ids": ids[None]})[0]
+
+    def empty_cache(self) -> KVCache:
+        d = self.manifest.decoder
+        empty = np.zeros((1, d.num_key_value_heads, 0, d.head_dim), dtype=self.float)
+        return KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0)
+
+    def step(self, embeds: np.ndarray, cache: KVCache, scale: np.ndarray, image_mask: np.ndarray
+             ) -> tuple[np.ndarray, KVCache]:
+        """Run the decoder on ``embeds`` [1, S, C] after ``cache``; returns (logits [V] float32, new cache).
+
+        ``scale`` [1, L, H] multiplies the image-key logits of these S query rows;
+        ``image_mask`` [1, cache.length + S] marks image-token keys.
+        """
+        seq = embeds.shape[1]
+        total = cache.length + seq
+        binding = self.decoder.io_binding()
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.float))
+        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(cache.length, total, dtype=np.int64)[None])
+        binding.bind_cpu_input("image_attention_scale", scale)
+        binding.bind_cpu_input("image_token_mask", np.ascontiguousarray(image_mask[:, :total]))
+        for name, value in zip(self.past_names, cache.values):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.present_names:
+            binding.bind_output(name, self.device, 0)
+        self.decoder.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy()[0].astype(np.float32, copy=False)          # [V]
+        return logits, KVCache(tuple(outputs[1:]), total)
