@@ -164,45 +164,47 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
 
     for rec in records:
         v, line = rec.value, rec.line
+
+        def bad(msg: str) -> None:
+            report.add_problem(path, line, f"record {rec.index}: {msg}")
+
         where = f"{path}:{line}"
         if not isinstance(v, dict):
-            report.add_problem(path, line, f"record is not an object (got {_type_name(v)})")
+            bad(f"record is not an object (got {_type_name(v)})")
             continue
         raw = v.get("image_path")
         if not isinstance(raw, str) or not raw.strip():
-            report.add_problem(path, line, f"field 'image_path' must be a non-empty string (got {_type_name(raw)})")
+            bad(f"field 'image_path' must be a non-empty string (got {_type_name(raw)})")
             continue
         caps = v.get("caption_options")
         if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
-            report.add_problem(path, line, "field 'caption_options' must be a non-empty list of strings")
+            bad("field 'caption_options' must be a non-empty list of strings")
             continue
         boxes = v.get("boxes")
         if boxes is not None and not isinstance(boxes, dict):
-            report.add_problem(path, line, f"field 'boxes' must be an object (got {_type_name(boxes)})")
+            bad(f"field 'boxes' must be an object (got {_type_name(boxes)})")
             continue
         parsed = parse_controlled_name(raw)
         if parsed is None:
-            report.add_problem(path, line, f"image file name {raw!r} is not <obj>_<relation>_<ref>.<ext>")
+            bad(f"image file name {raw!r} is not <obj>_<relation>_<ref>.<ext>")
             continue
         obj, rel, ref = parsed
         if rel not in spec.relations:
-            report.add_problem(
-                path, line, f"relation {rel!r} in file name is not one of {sorted(spec.relations)} for {subset}"
-            )
+            bad(f"relation {rel!r} in file name is not one of {sorted(spec.relations)} for {subset}")
             continue
         img, tried = _resolve(raw, subset, root, ann_dir)
         if img is None:
-            report.add_problem(path, line, _missing("image", raw, tried))
+            bad(_missing("image", raw, tried))
             continue
         blank = None
         raw_blank = v.get("blank_image_path")
         if raw_blank is not None:
             if not isinstance(raw_blank, str):
-                report.add_problem(path, line, f"field 'blank_image_path' must be a string (got {_type_name(raw_blank)}); item kept without it")
+                bad(f"field 'blank_image_path' must be a string (got {_type_name(raw_blank)}); item kept without it")
             else:
                 blank, tried = _resolve(raw_blank, subset, root, ann_dir)
                 if blank is None:
-                    report.add_problem(path, line, _missing("blank image", raw_blank, tried) + "; item kept without it")
+                    bad(_missing("blank image", raw_blank, tried) + "; item kept without it")
         obj_w, ref_w = obj.replace("-", " "), ref.replace("-", " ")
         _add(report, path, line, lambda: Item(
             id=f"{subset}/{rec.index}",
@@ -217,6 +219,7 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
             source=where,
             blank_image_path=blank,
         ))
+    report.problems.sort(key=lambda p: p.line)
     return report
 
 
@@ -277,27 +280,31 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
 
     for rec in records:
         v, line = rec.value, rec.line
+
+        def bad(msg: str) -> None:
+            report.add_problem(path, line, f"record {rec.index}: {msg}")
+
         if not isinstance(v, list) or len(v) < 3:
-            report.add_problem(path, line, f"record must be a list [image_id, correct_caption, foil_caption] (got {_type_name(v)}{'' if not isinstance(v, list) else ' of length ' + str(len(v))})")
+            bad(f"record must be a list [image_id, correct_caption, foil_caption] (got {_type_name(v)}{'' if not isinstance(v, list) else ' of length ' + str(len(v))})")
             continue
         image_id, correct, foil = v[0], v[1], v[2]
         if not isinstance(correct, str) or not isinstance(foil, str):
-            report.add_problem(path, line, f"captions must be strings (got {_type_name(correct)}, {_type_name(foil)})")
+            bad(f"captions must be strings (got {_type_name(correct)}, {_type_name(foil)})")
             continue
         name = _qa_image_name(image_id, subset)
         if name is None:
-            report.add_problem(path, line, f"image id must be an integer or a non-empty string (got {_type_name(image_id)})")
+            bad(f"image id must be an integer or a non-empty string (got {_type_name(image_id)})")
             continue
         parsed = parse_caption(correct, spec.two_object, spec.options)
         if parsed is None:
-            report.add_problem(path, line, f"no relation found in caption {correct!r}")
+            bad(f"no relation found in caption {correct!r}")
             continue
         if parsed.gold not in spec.options:
-            report.add_problem(path, line, f"relation {parsed.gold!r} from caption {correct!r} is not one of {spec.options}")
+            bad(f"relation {parsed.gold!r} from caption {correct!r} is not one of {spec.options}")
             continue
         img, tried = _resolve(name, subset, root, ann_dir)
         if img is None:
-            report.add_problem(path, line, _missing("image", name, tried))
+            bad(_missing("image", name, tried))
             continue
         if spec.two_object:
             question = P.two_object_question(parsed.obj, parsed.ref or "", spec)
@@ -315,6 +322,7 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
             boxes=None,
             source=f"{path}:{line}",
         ))
+    report.problems.sort(key=lambda p: p.line)
     return report
 
 
@@ -395,6 +403,7 @@ def read_vsr(path: str | Path, image_root: str | Path | None = None) -> LoadRepo
             boxes=None,
             source=f"{path}:{line}",
         ))
+    report.problems.sort(key=lambda p: p.line)
     return report
 
 

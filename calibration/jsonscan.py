@@ -4,7 +4,9 @@
 element, so that one malformed record costs only that record, and every record (or
 error) comes with the 1-based line it starts on.
 
-Recovery rule after a malformed element: skip to the next line whose first non-blank
+A file written one record per line (``[`` / records / ``]``, as ``json.dump`` of
+nothing fancier than line-joined records gives) is decoded line by line.  Otherwise
+the stream is decoded element by element; recovery rule after a malformed element: skip to the next line whose first non-blank
 character is the character that opened the broken element (``{`` or ``[``), i.e. the
 start of the next record in a file written one record per line or pretty-printed by
 ``json.dump(indent=...)``.  If no such line follows, reading stops there.
@@ -15,7 +17,7 @@ import bisect
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 _WS = " \t\n\r"
 
@@ -51,9 +53,42 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
+def _line_mode(text: str) -> Optional[list[tuple[int, str]]]:
+    """``[(lineno, line), ...]`` of the record lines if the file is written one record
+    per line (``[`` and ``]`` alone on the first and last non-blank lines, every line
+    between starting with ``{`` or ``[``, at least one decoding on its own); else None."""
+    rows = [(k, ln.strip()) for k, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+    if len(rows) < 3:
+        return None
+    first = rows[0][1].lstrip("\ufeff").strip()
+    if first != "[" or rows[-1][1] != "]":
+        return None
+    body = rows[1:-1]
+    if not all(ln[0] in "{[" for _, ln in body):
+        return None
+    for _, ln in body:
+        try:
+            json.loads(ln.rstrip(",").rstrip())
+            return body
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
 def scan_json_list(text: str) -> Iterator[Scanned]:
     """Yield a :class:`ScanRecord` per decodable element of a top-level JSON list and
-    a :class:`ScanError` per problem (not a list, malformed element, missing ``]``)."""
+    a :class:`ScanError` per problem (not a list, malformed element, missing ``]``).
+
+    A file written one record per line is decoded line by line, so that a record with
+    a missing closing bracket cannot swallow the records after it."""
+    body = _line_mode(text)
+    if body is not None:
+        for index, (lineno, ln) in enumerate(body):
+            try:
+                yield ScanRecord(lineno, index, json.loads(ln.rstrip(",").rstrip()))
+            except json.JSONDecodeError as e:
+                yield ScanError(lineno, f"malformed JSON record: {e.msg} (column {e.colno})")
+        return
     lines = _Lines(text)
     dec = json.JSONDecoder()
     n = len(text)

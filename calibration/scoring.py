@@ -10,7 +10,7 @@ Per-answer rules
 
 i.e. a case-insensitive *substring* test.  Consequences, kept on purpose for faithful
 numbers: gold ``"on"`` is found inside ``"front"`` (hence the special case), but also
-inside ``"bottom"``, ``"one"``, ``"none"``, ``"ontop"``, ``"long"``...; gold ``"left"``
+inside ``"horizontal"``, ``"one"``, ``"none"``, ``"ontop"``, ``"long"``...; gold ``"left"``
 is right for ``"Left, not right"`` too (no negation handling, first-option bias).
 ``strict=True`` replaces the substring test by a whole-word test (``\\bgold\\b``,
 case-insensitive); the ``on``/``front`` exception is kept in both modes.

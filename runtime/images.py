@@ -66,12 +66,11 @@ def _from_path(path: Path, max_pixels: int) -> Image.Image:
         _check_size(opened.size, max_pixels, what)
         decoded = _decode(opened, what)
         try:
-            return _to_rgb(ImageOps.exif_transpose(decoded), what)
-        except ImageError:
-            raise
+            upright = ImageOps.exif_transpose(decoded)
         except Exception as e:  # malformed EXIF block
             raise ImageError(f"could not apply the EXIF orientation of {what}: "
                              f"{type(e).__name__}: {e}") from e
+        return _to_rgb(upright, what)
 
 
 def _decode(image: Image.Image, what: str) -> Image.Image:

@@ -1,0 +1,33 @@
+# Edge runtime for LLaVA with AdaptVis image-attention steering. `just --list` shows every recipe.
+python := env_var_or_default("PYTHON", ".venv/bin/python")
+
+# Create .venv with the runtime, the exporter and the test tools (CPU torch first: no CUDA download).
+setup:
+    test -x {{python}} || python3 -m venv .venv
+    {{python}} -m pip install -q --upgrade pip
+    {{python}} -m pip install -q torch==2.13.0
+    {{python}} -m pip install -q -e ".[export,dev]"
+
+# Build a tiny model locally, export it, answer a question about a drawn image.
+demo *ARGS:
+    {{python}} -m export.demo {{ARGS}}
+
+# Run the tests (the same command CI runs).
+test *ARGS:
+    {{python}} -m pytest -q {{ARGS}}
+
+# Export a LLaVA checkpoint: `just export llava`, `just export <hub-id|folder> --out DIR --dtype fp16`.
+export MODEL *ARGS:
+    {{python}} -m export {{MODEL}} {{ARGS}}
+
+# Write a random LLaVA checkpoint: `just fixture OUT --size tiny|tiny-mha|small|1b`.
+fixture OUT *ARGS:
+    {{python}} -m export.fixtures {{OUT}} {{ARGS}}
+
+# Answer one question: `just answer --bundle DIR --image FILE "question" [--steering none] [--json]`.
+answer *ARGS:
+    {{python}} -m runtime answer {{ARGS}}
+
+# Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
+synthetic OUT *ARGS:
+    {{python}} -m calibration.synthetic {{OUT}} {{ARGS}}

@@ -1,0 +1,78 @@
+"""python -m runtime answer --bundle DIR --image FILE "question" [--steering adaptvis|scalingvis|none] [--json]"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import RuntimeInputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description="Answer questions about images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("answer", help="answer one question about one image")
+    a.add_argument("question")
+    a.add_argument("--bundle", required=True, help="bundle folder written by `just export`")
+    a.add_argument("--image", required=True, help="image file")
+    a.add_argument("--steering", choices=["adaptvis", "scalingvis", "none"], default="adaptvis",
+                   help="adaptvis: the bundle's calibration.json, else the paper's defaults (default)")
+    a.add_argument("--alpha", type=float, default=1.2, help="ScalingVis alpha (default 1.2)")
+    a.add_argument("--low", type=float, help="AdaptVis alpha_low (overrides the calibration)")
+    a.add_argument("--high", type=float, help="AdaptVis alpha_high")
+    a.add_argument("--threshold", type=float, help="AdaptVis confidence threshold")
+    a.add_argument("--max-new-tokens", type=int, default=16)
+    a.add_argument("--provider", action="append", help="cpu (default), cuda or tensorrt; repeat for a priority list")
+    a.add_argument("--influence", action="store_true", help="also measure how much the image changed the answer")
+    a.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import runtime
+
+    try:
+        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
+        steering = _steering(args, vlm, runtime)
+        ans = vlm.answer(args.image, args.question, steering=steering, max_new_tokens=args.max_new_tokens,
+                         measure_image_influence=args.influence)
+    except RuntimeInputError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(ans.to_dict(), indent=2))
+    else:
+        print(format_answer(ans))
+    return 0
+
+
+def _steering(args, vlm, runtime):
+    if args.steering == "none":
+        return None
+    if args.steering == "scalingvis":
+        return runtime.ScalingVis(args.alpha)
+    base = vlm.default_steering
+    return runtime.AdaptVis(low=base.low if args.low is None else args.low,
+                            high=base.high if args.high is None else args.high,
+                            threshold=base.threshold if args.threshold is None else args.threshold,
+                            round_confidence=base.round_confidence, apply_to=base.apply_to)
+
+
+def format_answer(ans) -> str:
+    t = ans.timings
+    conf = "n/a" if ans.confidence is None else f"{ans.confidence:.3f}"
+    lines = [f"answer:     {ans.text!r}",
+             f"steering:   {ans.steering}  alpha={ans.scale}  confidence={conf}",
+             f"timings ms: vision {t.vision * 1e3:.1f} | prefill {t.prefill * 1e3:.1f} | confidence step "
+             f"{t.confidence_step * 1e3:.1f} | rescaled step {t.rescaled_step * 1e3:.1f} | decode {t.decode * 1e3:.1f} "
+             f"({len(ans.token_ids)} tokens) | total {t.total * 1e3:.1f}"]
+    if ans.image_influence is not None:
+        i = ans.image_influence
+        lines.append(f"image influence: TV distance {i.tv_distance:.3f}, first token changed without the image: "
+                     f"{i.answer_changed}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
