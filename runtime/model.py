@@ -85,6 +85,11 @@ class VLM:
                 yield text[len(shown):]
                 shown = text
 
+    def clear_cache(self) -> None:
+        """Forget cached image features and image prefixes (the next answer starts cold)."""
+        with self._lock:
+            self._images.clear()
+
     # -- the schedule ------------------------------------------------------------------------
 
     @staticmethod
