@@ -6,8 +6,8 @@
 
 Registered under ``ATTENTION_NAME`` in transformers' attention registry, with
 an eager mask function under the same name (without it the causal mask
-silently disappears).  Set it on the *text* config only: the CLIP tower has no
-use for it.  The two extra tensors arrive as forward keyword arguments
+silently disappears).  Set it on the sub-configs (text, and vision for its
+fp32 softmax), never on the top-level LLaVA config.  The two extra tensors arrive as forward keyword arguments
 ``image_attention_scale`` [B, L, H] (float32) and ``image_token_mask`` [B, K] (bool).
 """
 from __future__ import annotations
@@ -25,8 +25,9 @@ def steered_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       dropout: float = 0.0, image_attention_scale: torch.Tensor | None = None,
                       image_token_mask: torch.Tensor | None = None, **kwargs):
     # query: [B, H, S, D]; key/value: [B, KV, K, D]; attention_mask: [B, 1, S, K] additive
-    key_states = repeat_kv(key, module.num_key_value_groups)        # [B, H, K, D]
-    value_states = repeat_kv(value, module.num_key_value_groups)    # [B, H, K, D]
+    groups = getattr(module, "num_key_value_groups", 1)             # CLIP's attention has no GQA
+    key_states = repeat_kv(key, groups)                             # [B, H, K, D]
+    value_states = repeat_kv(value, groups)                         # [B, H, K, D]
     scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # [B, H, S, K]
     if image_attention_scale is not None and image_token_mask is not None:
         alpha = image_attention_scale[:, module.layer_idx].to(scores.dtype)   # [B, H]

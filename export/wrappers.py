@@ -31,6 +31,8 @@ class VisionEncoder(nn.Module):
             raise NotImplementedError("multi-layer vision features (a list of feature layers) are not supported")
         self.config = cfg
         vision = llava.model.vision_tower.vision_model
+        # The same eager attention (no steering inputs here): its softmax runs in fp32 in fp16 graphs.
+        vision.config._attn_implementation = register()
         self.embeddings, self.pre_layrnorm = vision.embeddings, vision.pre_layrnorm
         n = len(vision.encoder.layers)
         # hidden_states[k] is the output after k layers (hidden_states[0] = embeddings);
