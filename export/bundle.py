@@ -12,7 +12,6 @@ folder that looks like a complete bundle.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
 from graphs.manifest import MANIFEST_FILE, SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
+from runtime.bundle import sha256_file
 
 from .errors import BundleExistsError, ExportError
 from .source import resolve
@@ -174,14 +174,6 @@ def _prompt_template(processor) -> str:
         raise ExportError(f"the chat template does not place the question exactly once: {rendered!r}")
     rendered = rendered.replace("{", "{{").replace("}", "}}")
     return rendered.replace(_QUESTION_SENTINEL, "{question}")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stderr_log(message: str) -> None:

@@ -37,14 +37,14 @@ def open_bundle(folder: str | Path, verify_checksums: bool = True) -> Manifest:
         raise BundleError(f"bundle {folder} is missing {', '.join(sorted(missing))}")
     if verify_checksums:
         for name, want in manifest.sha256.items():
-            got = _sha256(folder / name)
+            got = sha256_file(folder / name)
             if got != want:
                 raise BundleError(f"{folder / name} does not match its checksum in the manifest "
                                   f"(sha256 {got[:12]}..., expected {want[:12]}...): the file is corrupted or was edited")
     return manifest
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
