@@ -12,6 +12,7 @@ folder that looks like a complete bundle.
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -80,7 +81,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
-    from .parity import check_parity
+    from .parity import compare_with_onnx, reference_cases
     from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
     t0 = time.perf_counter()
@@ -100,16 +101,20 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     if dtype == "fp16":
         model.float()   # reference in fp32 on the fp16-rounded weights
     t = time.perf_counter()
-    parity = check_parity(folder, wrappers, model.config, dtype)
+    cases = reference_cases(wrappers, model.config, dtype)
+    config = model.config
+    del model, wrappers, configs   # free the PyTorch weights before ONNX Runtime loads its copy
+    gc.collect()
+    parity = compare_with_onnx(folder, cases, dtype)
     log(f"parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
     processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    manifest = _manifest(source, model, processor, folder, dtype, opset, parity, pad_to_square)
+    manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square)
     manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
 
-def _manifest(source, model, processor, folder: Path, dtype, opset, parity, pad_to_square) -> Manifest:
+def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square) -> Manifest:
     import onnx
     import optimum
     import torch
@@ -118,7 +123,7 @@ def _manifest(source, model, processor, folder: Path, dtype, opset, parity, pad_
 
     from graphs.contracts import decoder_contract, embed_contract, vision_contract
 
-    cfg, text = model.config, model.config.text_config
+    cfg, text = config, config.text_config
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     ip = processor.image_processor
@@ -126,7 +131,7 @@ def _manifest(source, model, processor, folder: Path, dtype, opset, parity, pad_
     crop = ip.crop_size if ip.do_center_crop else {"height": size, "width": size}
     tok = processor.tokenizer
     contracts = {"vision": vision_contract(), "embed": embed_contract(), "decoder": decoder_contract(text.num_hidden_layers)}
-    with_image = _image_tokens(model)
+    with_image = _image_tokens(config)
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -156,8 +161,7 @@ def _manifest(source, model, processor, folder: Path, dtype, opset, parity, pad_
     )
 
 
-def _image_tokens(model) -> int:
-    cfg = model.config
+def _image_tokens(cfg) -> int:
     v = cfg.vision_config
     patches = (v.image_size // v.patch_size) ** 2
     return patches + (1 if cfg.vision_feature_select_strategy == "full" else 0)

@@ -61,7 +61,7 @@ def test_failure_mid_export_leaves_no_bundle(checkpoint_dir, tmp_path, monkeypat
 
     def fail(*a, **k):
         raise ParityError("decoder graph output 'logits' differs (simulated)")
-    monkeypatch.setattr(export.parity, "check_parity", fail)
+    monkeypatch.setattr(export.parity, "compare_with_onnx", fail)
     with pytest.raises(ParityError):
         export_llava(str(checkpoint_dir("tiny")), tmp_path / "out", **quiet)
     assert list(tmp_path.iterdir()) == []     # neither the bundle nor the partial folder

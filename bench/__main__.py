@@ -1,0 +1,229 @@
+"""python -m bench [--size small|1b] [--repeat N] [--new-tokens 16,64]: our runtime vs the PyTorch reference."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import artifacts, machine, memory, ours, report, roofline
+from .stats import paired_ratio, summary
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = ("tiny", "small", "1b")
+DEFAULT_REPEAT = {"tiny": 3, "small": 3, "1b": 2}
+
+
+def methods(args) -> dict[str, dict]:
+    return {"plain": {"kind": "plain"},
+            "scalingvis": {"kind": "scalingvis", "alpha": args.alpha},
+            "adaptvis": {"kind": "adaptvis", "low": args.low, "high": args.high, "threshold": args.threshold}}
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--size", choices=SIZES, default="small")
+    p.add_argument("--repeat", type=int, default=None, help="timed repeats of each measurement "
+                   f"(default: {', '.join(f'{k} {v}' for k, v in DEFAULT_REPEAT.items())})")
+    p.add_argument("--new-tokens", default="16,64", help="comma-separated answer lengths (default 16,64)")
+    p.add_argument("--alpha", type=float, default=1.2, help="ScalingVis alpha (default 1.2)")
+    p.add_argument("--low", type=float, default=0.5, help="AdaptVis alpha below the threshold (default 0.5)")
+    p.add_argument("--high", type=float, default=1.5, help="AdaptVis alpha at or above it (default 1.5)")
+    p.add_argument("--threshold", type=float, default=0.4, help="AdaptVis confidence threshold (default 0.4)")
+    p.add_argument("--no-warm", action="store_true", help="skip the warm (image cached) answers of ours")
+    p.add_argument("--no-reference", action="store_true", help="time our runtime only")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
+    p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")
+    args = p.parse_args(argv)
+    args.repeat = args.repeat or DEFAULT_REPEAT[args.size]
+    args.tokens = sorted({int(x) for x in args.new_tokens.split(",") if x.strip()})
+    if args.repeat < 1 or not args.tokens or min(args.tokens) < 1:
+        p.error("--repeat and --new-tokens must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    console = Console()
+    started = dt.datetime.now(dt.timezone.utc)
+    info = machine.describe()
+    console.print(f"[bold]bench[/] size={args.size} repeat={args.repeat} new tokens={args.tokens} "
+                  f"on {info['cpu_model']} ({info['logical_cpus']} CPUs)")
+    try:
+        art = artifacts.prepare(args.size, log=lambda m: console.print(f"  {m}"))
+    except artifacts.ArtifactsNotReady as e:
+        console.print(f"[red]{e}[/]")
+        return 2
+    from graphs.manifest import Manifest
+
+    manifest = Manifest.read(art.bundle)
+
+    with console.status("measuring memory bandwidth (1 GiB copies) and weight bytes"):
+        bandwidth = {"single_thread": roofline.memory_bandwidth(threads=1),
+                     "all_threads": roofline.memory_bandwidth(threads=info["logical_cpus"] or 1)}
+        weights = roofline.bundle_weight_bytes(art.bundle, manifest.graphs)
+    peak = None
+    if not args.no_memory:
+        with console.status("peak memory: a child process loads the runtime and answers once (AdaptVis, cold)"):
+            peak = memory.measure(art.bundle, max(args.tokens))
+
+    import runtime
+
+    with console.status("loading our runtime"):
+        t0 = time.perf_counter()
+        vlm = runtime.load(art.bundle)
+        ours_load = time.perf_counter() - t0
+    ref = ref_load = None
+    if not args.no_reference:
+        with console.status("loading the PyTorch reference"):
+            from .reference import Reference
+
+            t0 = time.perf_counter()
+            ref = Reference(art.checkpoint)
+            ref_load = time.perf_counter() - t0
+
+    image, question = ours.scene(0), ours.QUESTION
+    chosen = methods(args)
+    samples = {side: {m: {n: [] for n in args.tokens} for m in chosen} for side in ("ours", "reference")}
+    warm = {m: [] for m in chosen}
+    warm_tokens = min(args.tokens)
+    per_pair = (1 if ref is None else 2)
+    total_steps = 2 + args.repeat * len(chosen) * (len(args.tokens) * per_pair + (0 if args.no_warm else 1))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("warm-up", total=total_steps)
+        # warm-up, untimed: first-run allocations and lazy initialisation on both sides
+        ours.answer(vlm, image, question, chosen["plain"], 2)
+        progress.advance(task)
+        if ref is not None:
+            ref.answer(image, question, chosen["plain"], 2)
+        progress.advance(task)
+        for r in range(args.repeat):
+            for name, method in chosen.items():
+                for n in args.tokens:
+                    progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: ours")
+                    mine = ours.answer(vlm, image, question, method, n, cold=True)
+                    samples["ours"][name][n].append(mine)
+                    progress.advance(task)
+                    if ref is not None:
+                        progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: reference")
+                        # exactly as many tokens as ours made (ours stops at EOS, the reference is forced)
+                        theirs = ref.answer(image, question, method, max(mine["tokens"], 1))
+                        samples["reference"][name][n].append(theirs)
+                        progress.advance(task)
+                if not args.no_warm:
+                    progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {warm_tokens:>3} tok: ours warm")
+                    # the cold answers above left this image's features and prefix in the cache
+                    warm[name].append(ours.answer(vlm, image, question, method, warm_tokens, cold=False))
+                    progress.advance(task)
+
+    result = build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
+                          ours_load, ref_load, ref, started, vlm)
+    out = args.out or RESULTS / f"{args.size}-{machine.slug(info)}-{started:%Y-%m-%d}.json"
+    report.write_json(result, out)
+    report.print_tables(console, result)
+    console.print(f"results written to [bold]{out}[/]")
+    return 0
+
+
+METRICS = ("total_s", "vision_s", "prefill_s", "ttft_s", "decode_tokens_per_s", "decode_s_per_token", "tokens")
+
+
+def _summaries(runs: list[dict]) -> dict:
+    for run in runs:
+        tps = run.get("decode_tokens_per_s")
+        run["decode_s_per_token"] = 1 / tps if tps else None
+    out = {k: summary([run.get(k) for run in runs]) for k in METRICS}
+    if runs and "phases" in runs[0]:
+        out["phases"] = {k: summary([run["phases"][k] for run in runs]) for k in runs[0]["phases"]}
+    first = runs[0] if runs else {}
+    out["confidence"] = first.get("confidence")
+    out["alpha"] = first.get("alpha")
+    out["token_ids"] = first.get("token_ids")
+    return out
+
+
+def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
+                 ours_load, ref_load, ref, started, vlm) -> dict:
+    sides = ["ours"] + ([] if ref is None else ["reference"])
+    measured = {side: {m: {str(n): _summaries(samples[side][m][n]) for n in args.tokens}
+                       for m in samples[side]} for side in sides}
+    ratios = {}
+    for n in args.tokens:
+        key = str(n)
+        r = {}
+        for side in sides:
+            plain = samples[side]["plain"][n]
+            for m in ("scalingvis", "adaptvis"):
+                r[f"{side}_{m}_over_plain"] = paired_ratio([s["total_s"] for s in samples[side][m][n]],
+                                                           [s["total_s"] for s in plain])
+        if ref is not None:
+            for m in samples["ours"]:
+                r[f"ours_over_reference_{m}"] = paired_ratio([s["total_s"] for s in samples["ours"][m][n]],
+                                                             [s["total_s"] for s in samples["reference"][m][n]])
+                r[f"ours_over_reference_{m}_ttft"] = paired_ratio([s["ttft_s"] for s in samples["ours"][m][n]],
+                                                                  [s["ttft_s"] for s in samples["reference"][m][n]])
+            r["tokens_match"] = {m: samples["ours"][m][n][0]["token_ids"] == samples["reference"][m][n][0]["token_ids"]
+                                 for m in samples["ours"]}
+        ratios[key] = r
+    bw = max(bandwidth["single_thread"]["bytes_per_s"], bandwidth["all_threads"]["bytes_per_s"])
+    decoder_bytes = weights["per_graph"]["decoder"]
+    roof = {"bandwidth_bytes_per_s": bw, "decoder_weight_bytes": decoder_bytes,
+            "roofline_s_per_token": decoder_bytes / bw, "fraction": {}}
+    for side in sides:
+        for m in samples[side]:
+            spt = [s["decode_s_per_token"] for n in args.tokens for s in samples[side][m][n]
+                   if s.get("decode_s_per_token")]
+            roof["fraction"][f"{side}_{m}"] = summary([roofline.fraction(decoder_bytes, bw, x) for x in spt])
+    memory_summary = None
+    if peak is not None:
+        memory_summary = dict(peak, bundle_weight_bytes=weights["total"],
+                              peak_over_weights=peak["peak_bytes"] / weights["total"])
+    adapt = measured["ours"]["adaptvis"][str(min(args.tokens))]
+    branch = None
+    if adapt["confidence"] is not None:
+        branch = (f"confidence {adapt['confidence']:.4f} {'<' if adapt['confidence'] < args.threshold else '>='} "
+                  f"threshold {args.threshold} -> alpha {adapt['alpha']}")
+    result = {
+        "schema": 1, "command": "python -m bench " + " ".join(_argv_echo(args)),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "size": args.size, "repeat": args.repeat, "new_tokens": args.tokens,
+        "machine": info, "versions": machine.versions(),
+        "threads": {"onnxruntime_intra_op": _ort_threads(vlm), "torch": None if ref is None else ref.threads()},
+        "bundle": {"folder": str(art.bundle), "checkpoint": str(art.checkpoint), "dtype": manifest.dtype,
+                   "built_now": art.built, "weight_bytes": weights,
+                   "decoder": vars(manifest.decoder), "image_tokens": manifest.image_tokens_per_image},
+        "question": ours.QUESTION, "image": "bench.ours.scene(0), 640x480",
+        "methods": methods(args), "adaptvis_branch": branch,
+        "load_s": {"ours": ours_load, "reference": ref_load},
+        "measured": measured,
+        "warm": {"tokens": warm_tokens, "ours": {m: _summaries(v) for m, v in warm.items() if v}},
+        "ratios": ratios, "roofline": roof, "bandwidth": bandwidth, "memory": memory_summary,
+    }
+    result["targets"] = report.targets(result)
+    return result
+
+
+def _ort_threads(vlm):
+    n = vlm.sessions.decoder.get_session_options().intra_op_num_threads
+    return n or f"0 = onnxruntime default (physical cores: {machine.physical_cores()})"
+
+
+def _argv_echo(args) -> list[str]:
+    out = ["--size", args.size, "--repeat", str(args.repeat), "--new-tokens", ",".join(map(str, args.tokens))]
+    if args.no_warm:
+        out.append("--no-warm")
+    if args.no_reference:
+        out.append("--no-reference")
+    if args.no_memory:
+        out.append("--no-memory")
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
