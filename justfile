@@ -31,3 +31,7 @@ answer *ARGS:
 # Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
 synthetic OUT *ARGS:
     {{python}} -m calibration.synthetic {{OUT}} {{ARGS}}
+
+# Benchmark our runtime against the PyTorch reference: `just bench [--size small|1b] [--repeat N] [--new-tokens 16,64]`.
+bench *ARGS:
+    {{python}} -m bench {{ARGS}}
