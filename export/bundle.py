@@ -81,7 +81,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
-    from .parity import compare_with_onnx, reference_cases
+    from .parity import ReferenceRecorder, compare_with_onnx
     from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
     t0 = time.perf_counter()
@@ -92,26 +92,40 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model)}
     configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
-    if dtype == "fp16":
-        model.half()
+    config = model.config
+    recorder = ReferenceRecorder(config, dtype)
     for name in ("vision", "embed", "decoder"):
         t = time.perf_counter()
-        export(wrappers[name], configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+        part = wrappers.pop(name)
+        if dtype == "fp16":
+            part.half()
+        export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+        if dtype == "fp16":
+            part.float()   # the reference runs in fp32 on the fp16-rounded weights
+        getattr(recorder, name)(part)
+        del part
+        _release(model, name)   # peak memory: never the whole model next to an exported graph
         log(f"exported {name}.onnx in {time.perf_counter() - t:.1f}s")
-    if dtype == "fp16":
-        model.float()   # reference in fp32 on the fp16-rounded weights
-    t = time.perf_counter()
-    cases = reference_cases(wrappers, model.config, dtype)
-    config = model.config
-    del model, wrappers, configs   # free the PyTorch weights before ONNX Runtime loads its copy
+    del model
     gc.collect()
-    parity = compare_with_onnx(folder, cases, dtype)
-    log(f"parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
+    t = time.perf_counter()
+    parity = compare_with_onnx(folder, recorder.cases, dtype)
+    log("parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
     processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
     manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square)
     manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
+
+
+def _release(model, exported: str) -> None:
+    """Drop the weights of a part that is exported and recorded (the decoder is dropped with the model)."""
+    if exported == "vision":
+        model.model.vision_tower = None
+        model.model.multi_modal_projector = None
+    elif exported == "embed":
+        model.model.language_model.embed_tokens = None
+    gc.collect()
 
 
 def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square) -> Manifest:

@@ -8,8 +8,8 @@ Each side carries its own cache from step to step.
 
 Two phases keep peak memory near one copy of the weights:
 
-    reference_cases(wrappers)  PyTorch runs, outputs kept (small: one prompt)
-    -- caller frees the PyTorch model --
+    ReferenceRecorder          PyTorch runs graph by graph, outputs kept (small: one
+                               prompt); the exporter frees each part once recorded
     compare_with_onnx(cases)   one ONNX Runtime session at a time
 
 The reference runs in fp32 (for an fp16 export: on the fp16-rounded weights),
@@ -49,42 +49,61 @@ class Cases:
     kv_shape: tuple = ()                # (1, KV, 0, D): the empty cache
 
 
+class ReferenceRecorder:
+    """Runs the PyTorch side graph by graph, so each part's weights can be freed once recorded.
+
+    Call ``vision``, ``embed`` and ``decoder`` in that order (the decoder's prompt
+    holds the recorded image features and embeddings).
+    """
+
+    def __init__(self, llava_config, dtype: str, seed: int = 0):
+        self.config = llava_config
+        self.np_float = np.float16 if dtype == "fp16" else np.float32
+        self.gen = torch.Generator().manual_seed(seed)
+        text = llava_config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.cases = Cases(num_layers=text.num_hidden_layers, kv_shape=(1, text.num_key_value_heads, 0, head_dim))
+
+    def vision(self, vision) -> None:
+        size = self.config.vision_config.image_size
+        pixels = torch.randn(1, 3, size, size, generator=self.gen)                  # [1, 3, H, W]
+        with torch.no_grad():
+            self.features = vision(pixels).float()                                  # [1, T, C]
+        self.cases.graphs["vision"] = [Step("a random image", {"pixel_values": pixels.numpy().astype(self.np_float)},
+                                            [self.features.numpy()])]
+
+    def embed(self, embed) -> None:
+        image_id = self.config.image_token_index
+        self.ids = torch.cat([torch.tensor([1]), torch.randint(5, 60, (3,), generator=self.gen),
+                              torch.full((self.features.shape[1],), image_id),
+                              torch.randint(5, 60, (6,), generator=self.gen)])[None]        # [1, n]
+        step_ids = torch.randint(5, 60, (CACHED_STEPS - 1,), generator=self.gen)
+        with torch.no_grad():
+            embeds = embed(self.ids)                                                 # [1, n, C]
+            later = [embed(t.view(1, 1)) for t in step_ids]                          # [1, 1, C] each
+        self.cases.graphs["embed"] = [Step("prompt ids", {"input_ids": self.ids.numpy()}, [embeds.float().numpy()])]
+        self.embeds = embeds.clone()
+        self.embeds[self.ids == image_id] = self.features.reshape(-1, self.features.shape[-1]).to(embeds.dtype)
+        self.step_embeds = [self.embeds[:, -1:]] + later
+
+    def decoder(self, decoder) -> None:
+        layers, heads = self.cases.num_layers, self.config.text_config.num_attention_heads
+        scales = [torch.full((1, layers, heads), a) for a in ALPHAS]
+        scales.append(torch.rand(1, layers, heads, generator=self.gen) * 1.5 + 0.5)
+        steps = self.cases.graphs["decoder"] = []
+        image_mask = self.ids == self.config.image_token_index
+        for scale in scales:
+            label = f"alpha={scale.flatten()[0].item():.2f}" + ("" if scale.unique().numel() == 1 else " per-layer-head")
+            steps += _decoder_reference(decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale,
+                                        self.cases.kv_shape, self.np_float, label)
+
+
 def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0) -> Cases:
-    """Run the PyTorch side once and keep its inputs and outputs."""
-    np_float = np.float16 if dtype == "fp16" else np.float32
-    gen = torch.Generator().manual_seed(seed)
-    cases = Cases()
-    size = llava_config.vision_config.image_size
-    pixels = torch.randn(1, 3, size, size, generator=gen)                       # [1, 3, H, W]
-    with torch.no_grad():
-        features = wrappers["vision"](pixels)                                    # [1, T, C]
-    cases.graphs["vision"] = [Step("a random image", {"pixel_values": pixels.numpy().astype(np_float)},
-                                   [features.float().numpy()])]
-
-    text = llava_config.text_config
-    image_id = llava_config.image_token_index
-    ids = torch.cat([torch.tensor([1]), torch.randint(5, 60, (3,), generator=gen),
-                     torch.full((features.shape[1],), image_id), torch.randint(5, 60, (6,), generator=gen)])[None]
-    with torch.no_grad():
-        embeds = wrappers["embed"](ids)                                          # [1, n, C]
-    cases.graphs["embed"] = [Step("prompt ids", {"input_ids": ids.numpy()}, [embeds.float().numpy()])]
-    embeds = embeds.clone()
-    embeds[ids == image_id] = features.reshape(-1, features.shape[-1]).to(embeds.dtype)
-
-    layers, heads = text.num_hidden_layers, text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    cases.num_layers, cases.kv_shape = layers, (1, text.num_key_value_heads, 0, head_dim)
-    scales = [torch.full((1, layers, heads), a) for a in ALPHAS]
-    scales.append(torch.rand(1, layers, heads, generator=gen) * 1.5 + 0.5)
-    step_ids = torch.randint(5, 60, (CACHED_STEPS - 1,), generator=gen)
-    with torch.no_grad():
-        step_embeds = [embeds[:, -1:]] + [wrappers["embed"](t.view(1, 1)) for t in step_ids]
-    decoder_steps = cases.graphs["decoder"] = []
-    for scale in scales:
-        label = f"alpha={scale.flatten()[0].item():.2f}" + ("" if scale.unique().numel() == 1 else " per-layer-head")
-        decoder_steps += _decoder_reference(wrappers["decoder"], ids == image_id, embeds[:, :-1], step_embeds,
-                                            scale, cases.kv_shape, np_float, label)
-    return cases
+    """All three graphs' PyTorch outputs at once."""
+    recorder = ReferenceRecorder(llava_config, dtype, seed)
+    for name in ("vision", "embed", "decoder"):
+        getattr(recorder, name)(wrappers[name])
+    return recorder.cases
 
 
 def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shape, np_float, label) -> list[Step]:
