@@ -35,3 +35,11 @@ synthetic OUT *ARGS:
 # Benchmark our runtime against the PyTorch reference: `just bench [--size small|1b] [--repeat N] [--new-tokens 16,64]`.
 bench *ARGS:
     {{python}} -m bench {{ARGS}}
+
+# Calibrate AdaptVis on a dev split, write BUNDLE/calibration.json: `just calibrate BUNDLE DATASET [--limit N] [--no-write]`.
+calibrate BUNDLE DATASET *ARGS:
+    {{python}} -m calibration.calibrate {{BUNDLE}} {{DATASET}} {{ARGS}}
+
+# Baseline vs ScalingVis vs AdaptVis, and the image's influence: `just evaluate BUNDLE DATASET [--adaptvis LOW,HIGH,T]`.
+evaluate BUNDLE DATASET *ARGS:
+    {{python}} -m calibration.evaluate {{BUNDLE}} {{DATASET}} {{ARGS}}

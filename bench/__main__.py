@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import artifacts, machine, memory, ours, report, roofline
+from . import artifacts, machine, memory, ours, quiet, report, roofline
 from .stats import paired_ratio, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,7 +48,7 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     started = dt.datetime.now(dt.timezone.utc)
     info = machine.describe()
     console.print(f"[bold]bench[/] size={args.size} repeat={args.repeat} new tokens={args.tokens} "
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
 
     with console.status("measuring memory bandwidth (1 GiB copies) and weight bytes"):
         bandwidth = {"single_thread": roofline.memory_bandwidth(threads=1),
-                     "all_threads": roofline.memory_bandwidth(threads=info["logical_cpus"] or 1)}
+                     "all_threads": roofline.memory_bandwidth(threads=info["logical_cpus"] or 1),
+                     "read_only": roofline.read_bandwidth()}
         weights = roofline.bundle_weight_bytes(art.bundle, manifest.graphs)
     peak = None
     if not args.no_memory:
@@ -94,6 +96,8 @@ def main(argv=None) -> int:
     total_steps = 2 + args.repeat * len(chosen) * (len(args.tokens) * per_pair + (0 if args.no_warm else 1))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
+    load_before = quiet.load_average()
+    timed = quiet.CpuWatch().__enter__()
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("warm-up", total=total_steps)
         # warm-up, untimed: first-run allocations and lazy initialisation on both sides
@@ -106,23 +110,37 @@ def main(argv=None) -> int:
             for name, method in chosen.items():
                 for n in args.tokens:
                     progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: ours")
-                    mine = ours.answer(vlm, image, question, method, n, cold=True)
+                    with quiet.CpuWatch() as w:
+                        mine = ours.answer(vlm, image, question, method, n, cold=True)
+                    mine["foreign_cpu_s"] = w.foreign_s
                     samples["ours"][name][n].append(mine)
                     progress.advance(task)
                     if ref is not None:
                         progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: reference")
                         # exactly as many tokens as ours made (ours stops at EOS, the reference is forced)
-                        theirs = ref.answer(image, question, method, max(mine["tokens"], 1))
+                        with quiet.CpuWatch() as w:
+                            theirs = ref.answer(image, question, method, max(mine["tokens"], 1))
+                        theirs["foreign_cpu_s"] = w.foreign_s
                         samples["reference"][name][n].append(theirs)
                         progress.advance(task)
                 if not args.no_warm:
                     progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {warm_tokens:>3} tok: ours warm")
                     # the cold answers above left this image's features and prefix in the cache
-                    warm[name].append(ours.answer(vlm, image, question, method, warm_tokens, cold=False))
+                    with quiet.CpuWatch() as w:
+                        warm[name].append(ours.answer(vlm, image, question, method, warm_tokens, cold=False))
+                    warm[name][-1]["foreign_cpu_s"] = w.foreign_s
                     progress.advance(task)
 
+    timed.__exit__(None, None, None)
+    noise = {"load_average_before": load_before, "load_average_after": quiet.load_average(),
+             "timed_wall_s": timed.wall_s, "foreign_cpu_s": timed.foreign_s,
+             "foreign_cpu_fraction": None if timed.foreign_s is None else
+             timed.foreign_s / (timed.wall_s * (info["logical_cpus"] or 1))}
+    if noise["foreign_cpu_fraction"] and noise["foreign_cpu_fraction"] > 0.05:
+        console.print(f"[yellow]warning: other processes used {noise['foreign_cpu_fraction']:.0%} of the CPUs "
+                      f"while this ran; timings are slower than on a quiet machine[/]")
     result = build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                          ours_load, ref_load, ref, started, vlm)
+                          ours_load, ref_load, ref, started, vlm, noise)
     out = args.out or RESULTS / f"{args.size}-{machine.slug(info)}-{started:%Y-%m-%d}.json"
     report.write_json(result, out)
     report.print_tables(console, result)
@@ -130,7 +148,8 @@ def main(argv=None) -> int:
     return 0
 
 
-METRICS = ("total_s", "vision_s", "prefill_s", "ttft_s", "decode_tokens_per_s", "decode_s_per_token", "tokens")
+METRICS = ("total_s", "vision_s", "prefill_s", "ttft_s", "decode_tokens_per_s", "decode_s_per_token", "tokens",
+           "foreign_cpu_s")
 
 
 def _summaries(runs: list[dict]) -> dict:
@@ -148,7 +167,7 @@ def _summaries(runs: list[dict]) -> dict:
 
 
 def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                 ours_load, ref_load, ref, started, vlm) -> dict:
+                 ours_load, ref_load, ref, started, vlm, noise) -> dict:
     sides = ["ours"] + ([] if ref is None else ["reference"])
     measured = {side: {m: {str(n): _summaries(samples[side][m][n]) for n in args.tokens}
                        for m in samples[side]} for side in sides}
@@ -171,14 +190,19 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
                                  for m in samples["ours"]}
         ratios[key] = r
     bw = max(bandwidth["single_thread"]["bytes_per_s"], bandwidth["all_threads"]["bytes_per_s"])
+    bw_read = bandwidth["read_only"]["bytes_per_s"]
     decoder_bytes = weights["per_graph"]["decoder"]
     roof = {"bandwidth_bytes_per_s": bw, "decoder_weight_bytes": decoder_bytes,
-            "roofline_s_per_token": decoder_bytes / bw, "fraction": {}}
+            "roofline_s_per_token": decoder_bytes / bw, "fraction": {},
+            "read_only_bandwidth_bytes_per_s": bw_read, "read_only_roofline_s_per_token": decoder_bytes / bw_read,
+            "fraction_read_only": {}}
     for side in sides:
         for m in samples[side]:
             spt = [s["decode_s_per_token"] for n in args.tokens for s in samples[side][m][n]
                    if s.get("decode_s_per_token")]
             roof["fraction"][f"{side}_{m}"] = summary([roofline.fraction(decoder_bytes, bw, x) for x in spt])
+            roof["fraction_read_only"][f"{side}_{m}"] = summary([roofline.fraction(decoder_bytes, bw_read, x)
+                                                                 for x in spt])
     memory_summary = None
     if peak is not None:
         memory_summary = dict(peak, bundle_weight_bytes=weights["total"],
@@ -204,6 +228,7 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         "measured": measured,
         "warm": {"tokens": warm_tokens, "ours": {m: _summaries(v) for m, v in warm.items() if v}},
         "ratios": ratios, "roofline": roof, "bandwidth": bandwidth, "memory": memory_summary,
+        "noise": noise,
     }
     result["targets"] = report.targets(result)
     return result

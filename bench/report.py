@@ -104,17 +104,24 @@ def print_tables(console: Console, result: dict) -> None:
     console.print(t)
     roof = result["roofline"]
     t = Table(title=f"decode roofline: {roof['decoder_weight_bytes'] / 1e9:.3f} GB of decoder weights / "
-                    f"{roof['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s = {roof['roofline_s_per_token'] * 1e3:.1f} ms "
-                    f"per token", title_justify="left")
+                    f"{roof['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s copy bandwidth = "
+                    f"{roof['roofline_s_per_token'] * 1e3:.1f} ms per token "
+                    f"(read-only {roof['read_only_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s: "
+                    f"{roof['read_only_roofline_s_per_token'] * 1e3:.1f} ms)", title_justify="left")
     t.add_column("side, method")
-    t.add_column("fraction of roofline", justify="right")
+    t.add_column("fraction of copy roofline", justify="right")
+    t.add_column("fraction of read-only roofline", justify="right")
     for k, s in roof["fraction"].items():
-        t.add_row(k, _fmt(s, digits=3))
+        t.add_row(k, _fmt(s, digits=3), _fmt(roof["fraction_read_only"][k], digits=3))
     console.print(t)
     mem = result.get("memory")
     if mem:
         console.print(f"runtime peak RSS {mem['peak_bytes'] / 1e9:.3f} GB (after load {mem['after_load']['VmHWM'] / 1e9:.3f} GB) "
                       f"for {mem['bundle_weight_bytes'] / 1e9:.3f} GB of weights: {mem['peak_over_weights']:.2f}x")
+    noise = result.get("noise") or {}
+    if noise.get("foreign_cpu_fraction") is not None:
+        console.print(f"other processes used {noise['foreign_cpu_fraction']:.1%} of the CPUs during the timed part "
+                      f"(load average before {noise['load_average_before']}, after {noise['load_average_after']})")
     if result.get("adaptvis_branch"):
         console.print(f"AdaptVis branch: {result['adaptvis_branch']}")
     t = Table(title="targets (issue 4; meant for the 1b checkpoint)", title_justify="left")

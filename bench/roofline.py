@@ -45,6 +45,22 @@ def memory_bandwidth(size_bytes: int = GiB, tries: int = 5, threads: int = 1) ->
             "threads": threads}
 
 
+def read_bandwidth(size_bytes: int = GiB, tries: int = 5) -> dict:
+    """Best-of-``tries`` read-only bandwidth in bytes/s: ``a.dot(a)`` reads a ``size_bytes`` array once (BLAS, all threads).
+
+    A decode step mostly reads (weights), so this is the tighter bound; a copy also pays for writes.
+    """
+    n = size_bytes // 8
+    a = np.ones(n, dtype=np.float64)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        a.dot(a)
+        best = min(best, time.perf_counter() - t0)
+    del a
+    return {"bytes_per_s": n * 8 / best, "array_bytes": n * 8, "best_read_s": best, "tries": tries}
+
+
 def weight_bytes(onnx_path: str | Path) -> dict:
     """Sum of the initializer sizes of a graph, external data included (read from the shapes, not loaded)."""
     import onnx

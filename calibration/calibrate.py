@@ -49,6 +49,9 @@ SCHEMA_VERSION = 1
 REPORT_FILE = "calibration.md"
 HEATMAP_FILE = "calibration_heatmap.png"
 CACHE_FILE = "cache.jsonl"
+#: Subsets without a paper setting of their own, and the subset whose setting they borrow
+#: (for the grid's tie-break threshold here, for the default settings in evaluate).
+PAPER_ALIASES = {"Controlled_Synthetic": "Controlled_Images_A"}
 
 
 class CalibrationError(ValueError):
@@ -108,7 +111,8 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
     conf = {i: float(res[(i, NONE)]["confidence"]) for i in dev}
     table = {i: {a: score(i, res[(i, alpha_name(a))]) for a in alphas} for i in dev}
     base = {i: score(i, res[(i, NONE)]) for i in dev}
-    g = grid_search(conf, table, lows, highs, s.thresholds, ids=dev, subset=ws.subset, round_confidence=rnd)
+    g = grid_search(conf, table, lows, highs, s.thresholds, ids=dev,
+                    subset=PAPER_ALIASES.get(ws.subset, ws.subset), round_confidence=rnd)
     b = g.best
     const = constant_alpha_accuracy(table, alphas, ids=dev)
     scaling_alpha = min(const, key=lambda a: (-round(const[a], 9), abs(a - 1.0), a))
@@ -126,12 +130,11 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
         base[i] = score(i, res[(i, NONE)])
     test_cell = evaluate_cell(conf, table, b.alpha_low, b.alpha_high, b.threshold, ids=test, round_confidence=rnd)
 
-    def is_low(i: str) -> bool:
-        c = round(conf[i], 2) if rnd else conf[i]
-        return c < b.threshold
+    def confidence(i: str) -> float:          # as the rule compares it
+        return round(conf[i], 2) if rnd else conf[i]
 
     def chosen(i: str) -> float:
-        return choose_alpha(round(conf[i], 2) if rnd else conf[i], b.alpha_low, b.alpha_high, b.threshold)
+        return choose_alpha(confidence(i), b.alpha_low, b.alpha_high, b.threshold)
 
     def metrics(ids: list[str]) -> dict:
         its = [items[i] for i in ids]
@@ -139,7 +142,7 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
             "baseline": summarize(its, [base[i] for i in ids]),
             "scalingvis": {"alpha": scaling_alpha, **summarize(its, [table[i][scaling_alpha] for i in ids])},
             "adaptvis": {**summarize(its, [table[i][chosen(i)] for i in ids]),
-                         "n_alpha_low": sum(is_low(i) for i in ids)},
+                         "n_alpha_low": sum(confidence(i) < b.threshold for i in ids)},
         }
 
     dev_metrics, test_metrics = metrics(dev), metrics(test)

@@ -34,13 +34,13 @@ def calibration_heatmap(grid: GridResult, path: str | Path, title: str = "AdaptV
     data = grid.accuracy_array()[lows.index(best.alpha_low)]          # [len(highs), len(ths)]
     fig, ax = plt.subplots(figsize=(max(6.0, min(16.0, 0.28 * len(ths) + 3)), 1.0 + 0.7 * len(highs) + 1.2))
     im = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                   vmin=min(0.0, float(data.min())), vmax=max(float(data.max()), 1e-9))
+                   vmin=0.0, vmax=float(data.max()) if data.max() > 0 else 100.0)
     xs = _tick_positions(len(ths))
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{ths[i]:.2f}" for i in xs], rotation=60, fontsize=8)
+    ax.set_xticklabels([f"{ths[i]:.3g}" for i in xs], rotation=60, fontsize=8)
     ax.set_yticks(range(len(highs)))
     ax.set_yticklabels([f"{h:g}" for h in highs])
-    ax.set_xlabel("confidence threshold")
+    ax.set_xlabel("confidence threshold (every candidate, in order; not to scale)")
     ax.set_ylabel("alpha_high")
     bx, by = ths.index(best.threshold), highs.index(best.alpha_high)
     ax.add_patch(plt.Rectangle((bx - 0.5, by - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))

@@ -19,6 +19,11 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
 
+def _a(v) -> str:
+    """An alpha: a number, or a per-layer / per-head list."""
+    return f"{v:g}" if isinstance(v, (int, float)) else f"per-layer {v}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -48,9 +53,9 @@ def calibration_markdown(doc: dict, grid: GridResult, stats: Mapping, heatmap: s
              f"({ds['n_used']} items used of {ds['n_loaded']} loaded), {doc['created']}.", "",
              "## Chosen settings (written to calibration.json)", ""]
     lines += _table(["alpha_low", "alpha_high", "threshold", "round_confidence", "apply_to"],
-                    [[f"{a['alpha_low']:g}", f"{a['alpha_high']:g}", f"{a['threshold']:.4g}",
+                    [[_a(a['alpha_low']), _a(a['alpha_high']), f"{a['threshold']:.4g}",
                       str(a["round_confidence"]).lower(), a["apply_to"]]])
-    lines += ["", f"Chosen on a {sp['n_dev']}-item dev split (fraction {sp['dev_fraction']}, seed {sp['seed']}"
+    lines += ["", f"Chosen on a dev split of {sp['n_dev']} items (fraction {sp['dev_fraction']}, seed {sp['seed']}"
               f"{', groups kept whole' if sp['groups_kept_whole'] else ''}), scored on the other {sp['n_test']} items. "
               f"Answers: greedy, {se['max_new_tokens']} new tokens, scoring `{se['scoring']}`. "
               f"ScalingVis is the constant alpha best on dev ({sv_alpha:g}).", "",
@@ -104,7 +109,7 @@ def evaluation_markdown(doc: dict, problems: Sequence[Problem] = (), failures: M
         meth = d["methods"]
         lines += ["", f"## {s}", "",
                   f"ScalingVis alpha {st['scalingvis_alpha']:g} ({st['scalingvis_source']}); AdaptVis alpha_low "
-                  f"{st['adaptvis']['alpha_low']:g}, alpha_high {st['adaptvis']['alpha_high']:g}, threshold "
+                  f"{_a(st['adaptvis']['alpha_low'])}, alpha_high {_a(st['adaptvis']['alpha_high'])}, threshold "
                   f"{st['adaptvis']['threshold']:.4g} ({st['adaptvis_source']}).", ""]
         keys = [k for k in METRIC_NAMES if k in meth["baseline"]]
         lines += _table(["metric", "baseline", f"ScalingVis ({st['scalingvis_alpha']:g})", "AdaptVis"],

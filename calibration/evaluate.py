@@ -1,0 +1,272 @@
+"""Evaluate a bundle: baseline, ScalingVis and AdaptVis side by side, and the image's influence.
+
+    python -m calibration.evaluate BUNDLE DATASET [DATASET ...] [--out DIR] [--limit N]
+        [--max-new-tokens 16] [--scalingvis-alpha A] [--adaptvis LOW,HIGH,THRESHOLD]
+        [--scoring reference] [--no-influence] [--cache FILE]
+
+Per item, four model calls (each cached in ``DIR/cache.jsonl``, shared with
+``calibration.calibrate`` when both use the same folder):
+
+* baseline: ``steering=None`` with ``measure_image_influence=True`` -- the unsteered
+  answer, its confidence, and the total-variation distance between the first-token
+  distributions with the image and with a blank mean-colour image;
+* ScalingVis: ``steering=ScalingVis(A)``;
+* AdaptVis: ``steering=AdaptVis(low, high, threshold)``, the runtime's own two-pass path;
+* blank: the unsteered answer about the item's ``blank_image_path`` (else a mean-colour
+  image of the same size): the "blind" answer.
+
+Settings, per subset: ``--adaptvis`` if given, else the bundle's ``calibration.json``
+(``vlm.default_steering``), else the paper's LLaVA-1.5 setting for the subset
+(:data:`calibration.grid.PAPER_SETTINGS`; the synthetic set takes Controlled_Images_A's).
+ScalingVis: ``--scalingvis-alpha``, else the constant alpha the calibration found best on
+dev (recorded in calibration.json), else the paper's.
+
+Metrics come from :func:`calibration.scoring.summarize`: accuracy, plus pair and set
+accuracy for the Controlled sets and F1 for VSR.  Writes ``evaluation.md``,
+``evaluation.json`` and ``answers_<subset>.png`` (the answers' option words with and
+without the image, for correctly and incorrectly answered items) into ``DIR`` (default
+``runs/<bundle name>/<subset>``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+from runtime.steering import PAPER_DEFAULT, AdaptVis, describe
+
+from .cache import ResultCache
+from .calibrate import CACHE_FILE, CALIBRATION_FILE, PAPER_ALIASES, default_out
+from .errors import DatasetError
+from .grid import PAPER_SETTINGS
+from .items import Item
+from .runner import BLANK, NONE, Runner, adaptvis, baseline, blank, bundle_digest, scaling
+from .scoring import score_item, summarize
+from .workset import WorkSet, load_worksets
+
+REPORT_FILE = "evaluation.md"
+JSON_FILE = "evaluation.json"
+OTHER = "other"
+
+
+def answer_category(text: str, options: Sequence[str]) -> str:
+    """The option word that occurs first in ``text`` (whole word, case-insensitive), else ``"other"``."""
+    best, pos = OTHER, None
+    for o in options:
+        m = re.search(r"(?<![A-Za-z0-9])" + re.escape(o) + r"(?![A-Za-z0-9])", text, re.IGNORECASE)
+        if m and (pos is None or m.start() < pos):
+            best, pos = o, m.start()
+    return best
+
+
+def paper_setting(subset: str) -> tuple[Optional[tuple], str]:
+    key = PAPER_ALIASES.get(subset, subset)
+    if key in PAPER_SETTINGS:
+        return PAPER_SETTINGS[key], f"paper, {key}"
+    return None, ""
+
+
+def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adaptvis_arg: Optional[tuple],
+                     scalingvis_arg: Optional[float]) -> tuple[float, str, AdaptVis, str]:
+    """(ScalingVis alpha, where it came from, AdaptVis, where it came from) for one subset."""
+    paper, paper_src = paper_setting(subset)
+    cal_doc = None
+    cal_path = bundle / CALIBRATION_FILE
+    if cal_path.is_file():
+        try:
+            cal_doc = json.loads(cal_path.read_text())
+        except (OSError, ValueError):
+            cal_doc = None
+    if adaptvis_arg is not None:
+        lo, hi, th = adaptvis_arg
+        av, av_src = AdaptVis(low=lo, high=hi, threshold=th), "--adaptvis"
+    elif cal_path.is_file():
+        on = (cal_doc or {}).get("dataset", {}).get("subset") if isinstance(cal_doc, dict) else None
+        av, av_src = default_steering, "bundle calibration.json" + (f", calibrated on {on}" if on else "")
+    elif paper is not None:
+        av, av_src = AdaptVis(low=paper[0], high=paper[1], threshold=paper[2]), paper_src
+    else:
+        av, av_src = PAPER_DEFAULT, "paper default (Controlled_Images_A)"
+    if scalingvis_arg is not None:
+        return float(scalingvis_arg), "--scalingvis-alpha", av, av_src
+    try:
+        sv = float(cal_doc["metrics"]["test"]["scalingvis"]["alpha"])
+        return sv, "best constant alpha on the calibration's dev split", av, av_src
+    except (TypeError, KeyError, ValueError):
+        pass
+    if paper is not None:
+        return float(paper[3]), paper_src, av, av_src
+    return float(PAPER_SETTINGS["Controlled_Images_A"][3]), "paper, Controlled_Images_A", av, av_src
+
+
+def _pct(k: int, n: int) -> Optional[float]:
+    return 100.0 * k / n if n else None
+
+
+def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steering: AdaptVis,
+                   scoring: str = "reference", influence: bool = True) -> dict:
+    """Run the four passes on every item (through the cache); the subset's part of evaluation.json."""
+    p_base, p_sv, p_av = baseline(influence=influence), scaling(scalingvis_alpha), adaptvis(steering)
+    passes = [p_base, p_sv, p_av] + ([blank()] if influence else [])
+    res = runner.run([(it, p) for it in ws.items for p in passes], f"evaluate: {ws.subset}")
+    items: list[Item] = [it for it in ws.items if it.id not in runner.failures]
+
+    def correct(p) -> list[bool]:
+        return [score_item(it, res[(it.id, p.name)]["text"], scoring) for it in items]
+
+    base, sv, av = correct(p_base), correct(p_sv), correct(p_av)
+    av_conf = [float(res[(it.id, p_av.name)]["confidence"]) for it in items]
+    rounded = [round(c, 2) if steering.round_confidence else c for c in av_conf]
+    out: dict = {
+        "dataset": str(ws.source), "n": len(items), "n_loaded": ws.n_loaded, "problems": len(ws.problems),
+        "methods": {
+            "baseline": summarize(items, base),
+            "scalingvis": {"alpha": scalingvis_alpha, **summarize(items, sv)},
+            "adaptvis": {**summarize(items, av), "n_alpha_low": sum(c < steering.threshold for c in rounded),
+                         "mean_confidence": sum(av_conf) / len(av_conf) if av_conf else 0.0},
+        },
+    }
+    if not influence:
+        return out
+    cats = [*dict.fromkeys(o for it in items for o in it.options), OTHER]
+    counts = {s: {"with image": Counter(), "blank image": Counter()} for s in ("correct", "incorrect")}
+    rows = {"all": [], "correct": [], "incorrect": []}
+    for it, ok in zip(items, base):
+        rec = res[(it.id, NONE)]
+        with_image = answer_category(rec["text"], it.options)
+        without = answer_category(res[(it.id, BLANK)]["text"], it.options)
+        split = "correct" if ok else "incorrect"
+        counts[split]["with image"][with_image] += 1
+        counts[split]["blank image"][without] += 1
+        row = (rec["influence"]["tv_distance"], rec["influence"]["answer_changed"], with_image != without)
+        rows["all"].append(row)
+        rows[split].append(row)
+    out["influence"] = {
+        s: {"n": len(r),
+            "mean_tv_distance": sum(x[0] for x in r) / len(r) if r else None,
+            "first_token_changed": _pct(sum(x[1] for x in r), len(r)),
+            "answer_option_changed": _pct(sum(x[2] for x in r), len(r))}
+        for s, r in rows.items()}
+    out["histograms"] = {"categories": cats,
+                         "counts": {s: {c: dict(v) for c, v in d.items()} for s, d in counts.items()}}
+    return out
+
+
+def _adaptvis_arg(text: str) -> tuple[float, float, float]:
+    try:
+        lo, hi, th = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--adaptvis wants LOW,HIGH,THRESHOLD, got {text!r}") from None
+    if not (lo > 0 and hi > 0 and 0 <= th <= 1):
+        raise argparse.ArgumentTypeError(f"--adaptvis: alphas must be > 0 and the threshold in [0, 1], got {text!r}")
+    return lo, hi, th
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m calibration.evaluate", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path, help="bundle folder")
+    ap.add_argument("datasets", nargs="+", metavar="DATASET",
+                    help="what calibration.datasets.load_dataset reads; a folder with several subsets gives each")
+    ap.add_argument("--subset", help="only this subset of a folder holding several")
+    ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
+    ap.add_argument("--out", type=Path, help="output folder (default runs/<bundle name>/<subset>)")
+    ap.add_argument("--cache", type=Path, help="result cache file (default OUT/cache.jsonl)")
+    ap.add_argument("--limit", type=int, help="at most N items per subset (whole groups for the Controlled sets)")
+    ap.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per answer (default 16)")
+    ap.add_argument("--scalingvis-alpha", type=float, help="ScalingVis alpha (default: see above)")
+    ap.add_argument("--adaptvis", type=_adaptvis_arg, metavar="LOW,HIGH,THRESHOLD",
+                    help="AdaptVis settings (default: the bundle's calibration.json, else the paper's)")
+    ap.add_argument("--scoring", choices=["reference", "reference-strict", "strict"], default="reference")
+    ap.add_argument("--no-influence", action="store_true", help="skip the blind test (two fewer passes per item)")
+    ap.add_argument("--provider", action="append", help="cpu (default), cuda or tensorrt; repeatable")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = parser().parse_args(argv)
+    if args.max_new_tokens < 1:
+        parser().error("--max-new-tokens must be positive")
+    if args.limit is not None and args.limit < 1:
+        parser().error("--limit must be positive")
+    if args.scalingvis_alpha is not None and not args.scalingvis_alpha > 0:
+        parser().error("--scalingvis-alpha must be > 0")
+    import runtime
+    from runtime.errors import RuntimeInputError
+
+    t0 = time.perf_counter()
+    try:
+        worksets = load_worksets(args.datasets, args.subset, args.image_root, args.limit, err)
+    except DatasetError as e:
+        print(f"error: {e}", file=err)
+        return 2
+    worksets = [w for w in worksets if w.items or print(f"{w.subset}: no usable items, skipped", file=err)]
+    if not worksets:
+        print("error: no usable items", file=err)
+        return 2
+    try:
+        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
+    except RuntimeInputError as e:
+        print(f"error: {type(e).__name__}: {e}", file=err)
+        return 2
+    names = list(dict.fromkeys(w.subset for w in worksets))
+    out_dir = args.out or (default_out(args.bundle, names[0]) if len(names) == 1
+                           else default_out(args.bundle, "evaluation"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"bundle": str(args.bundle), "bundle_sha256": bundle_digest(args.bundle),
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "tool": "python -m calibration.evaluate", "max_new_tokens": args.max_new_tokens,
+                 "scoring": args.scoring, "subsets": {}}
+    from .plots import answer_histograms
+
+    problems = []
+    with ResultCache(args.cache or out_dir / CACHE_FILE) as cache:
+        runner = Runner(vlm, cache, args.max_new_tokens, progress=not args.quiet, err=err,
+                        bundle=doc["bundle_sha256"])
+        for ws in worksets:
+            problems += ws.problems
+            sv, sv_src, av, av_src = resolve_settings(args.bundle, vlm.default_steering, ws.subset, args.adaptvis,
+                                                      args.scalingvis_alpha)
+            part = evaluate_items(runner, ws, sv, av, args.scoring, influence=not args.no_influence)
+            part["settings"] = {
+                "scalingvis_alpha": sv, "scalingvis_source": sv_src, "adaptvis_source": av_src,
+                "adaptvis": {"alpha_low": describe(av.low), "alpha_high": describe(av.high),
+                             "threshold": float(av.threshold), "round_confidence": av.round_confidence,
+                             "apply_to": av.apply_to}}
+            name = ws.subset if ws.subset not in doc["subsets"] else f"{ws.subset} ({ws.source})"
+            if "histograms" in part and part["n"]:
+                png = f"answers_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
+                h = part["histograms"]
+                answer_histograms(h["counts"], h["categories"], out_dir / png,
+                                  f"{name}: baseline answers with the image and with a blank image")
+                part["histogram_png"] = png
+            doc["subsets"][name] = part
+    doc["run"] = {**runner.stats(), "wall_seconds": round(time.perf_counter() - t0, 3), "cache": str(cache.path)}
+    from .report import evaluation_markdown
+
+    (out_dir / JSON_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / REPORT_FILE).write_text(evaluation_markdown(doc, problems, runner.failures))
+    for name, part in doc["subsets"].items():
+        m = part["methods"]
+        line = (f"{name} (n={part['n']}): baseline {m['baseline']['accuracy']:.1f}  "
+                f"ScalingVis({part['settings']['scalingvis_alpha']:g}) {m['scalingvis']['accuracy']:.1f}  "
+                f"AdaptVis {m['adaptvis']['accuracy']:.1f}")
+        if "influence" in part and part["n"]:
+            i = part["influence"]["all"]
+            line += f"  | image influence: TV {i['mean_tv_distance']:.3f}, first token changed {i['first_token_changed']:.1f} %"
+        print(line, file=out)
+    r = doc["run"]
+    print(f"  model calls {r['model_calls']}, cached {r['cache_hits']}, {r['wall_seconds']:.1f} s; "
+          f"report {out_dir / REPORT_FILE}", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

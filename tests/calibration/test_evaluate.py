@@ -1,0 +1,126 @@
+"""calibration.evaluate: three methods side by side, and the image's influence."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import pytest
+
+import runtime
+from calibration import evaluate as ev
+from calibration.cache import ResultCache
+from calibration.calibrate import write_calibration
+from calibration.runner import Runner
+from calibration.synthetic import generate
+from calibration.workset import load_worksets
+
+from .fakes import FakeVLM, confidence_of
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def syn8(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("syn8"), n=8, seed=9, size=64)
+
+
+def _run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    rc = ev.main([str(a) for a in argv], out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_answer_category():
+    opts = ("left", "right", "on", "under")
+    assert ev.answer_category("On the left.", opts) == "on"
+    assert ev.answer_category("It is to the LEFT, not right", opts) == "left"
+    assert ev.answer_category("button underneath", opts) == "other"     # whole words only
+    assert ev.answer_category("", opts) == "other"
+
+
+def test_evaluate_end_to_end_on_the_tiny_bundle(tmp_path, bundle_dir, syn8):
+    out = tmp_path / "eval"
+    calls = []
+    real = runtime.model.VLM.answer
+
+    def counted(self, *a, **k):
+        calls.append(k)
+        return real(self, *a, **k)
+    rc, stdout, err = None, None, None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.model.VLM, "answer", counted)
+        rc, stdout, err = _run(bundle_dir("tiny"), syn8, "--max-new-tokens", "3", "--out", out, "--quiet")
+    assert rc == 0, err
+    assert len(calls) == 4 * 8                          # baseline+influence, ScalingVis, AdaptVis, blank
+    assert sum(bool(k.get("measure_image_influence")) for k in calls) == 8
+    doc = json.loads((out / "evaluation.json").read_text())
+    (name, part), = doc["subsets"].items()
+    assert name == "Controlled_Synthetic" and part["n"] == 8
+    st = part["settings"]
+    assert st["adaptvis"] == {"alpha_low": 0.5, "alpha_high": 1.5, "threshold": 0.4,
+                                   "round_confidence": False, "apply_to": "last_token"}
+    assert st["adaptvis_source"].startswith("paper") and st["scalingvis_alpha"] == 0.8
+    for m in ("baseline", "scalingvis", "adaptvis"):
+        assert {"accuracy", "pair_accuracy", "set_accuracy", "n"} <= set(part["methods"][m])
+        assert 0 <= part["methods"][m]["accuracy"] <= 100
+    inf = part["influence"]
+    assert inf["all"]["n"] == 8 == inf["correct"]["n"] + inf["incorrect"]["n"]
+    assert 0 <= inf["all"]["mean_tv_distance"] <= 1 and 0 <= inf["all"]["first_token_changed"] <= 100
+    h = part["histograms"]
+    assert h["categories"] == ["left", "right", "on", "under", "other"]
+    for cond in ("with image", "blank image"):
+        assert sum(sum(h["counts"][s][cond].values()) for s in ("correct", "incorrect")) == 8
+    assert sum(h["counts"]["correct"]["with image"].values()) == inf["correct"]["n"]
+    assert (out / part["histogram_png"]).read_bytes()[:8] == PNG
+    md = (out / "evaluation.md").read_text()
+    assert "| baseline |" in md and "| ScalingVis |" in md and "| AdaptVis |" in md and "TV distance" in md
+    assert "Controlled_Synthetic (n=8)" in stdout
+
+    # Again: everything comes from the cache.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.model.VLM, "answer", counted)
+        rc, stdout, err = _run(bundle_dir("tiny"), syn8, "--max-new-tokens", "3", "--out", out, "--quiet")
+    assert rc == 0 and len(calls) == 32
+    assert json.loads((out / "evaluation.json").read_text())["subsets"][name]["methods"] == part["methods"]
+
+
+def test_settings_come_from_calibration_then_flags(tmp_path, bundle_dir, syn8):
+    bundle = shutil.copytree(bundle_dir("tiny"), tmp_path / "bundle")
+    write_calibration(bundle, {"schema_version": 1, "adaptvis": {
+        "alpha_low": 0.8, "alpha_high": 2.0, "threshold": 0.05, "round_confidence": False, "apply_to": "last_token"},
+        "dataset": {"subset": "Controlled_Synthetic"}, "metrics": {"test": {"scalingvis": {"alpha": 1.2}}}})
+    out = tmp_path / "eval"
+    rc, _, err = _run(bundle, syn8, "--max-new-tokens", "2", "--out", out, "--quiet", "--no-influence", "--limit", "4")
+    assert rc == 0, err
+    part = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]
+    assert part["settings"]["adaptvis"]["alpha_low"] == 0.8 and part["settings"]["adaptvis"]["threshold"] == 0.05
+    assert part["settings"]["adaptvis_source"] == "bundle calibration.json, calibrated on Controlled_Synthetic"
+    assert part["settings"]["scalingvis_alpha"] == 1.2 and "influence" not in part and part["n"] == 4
+    rc, _, err = _run(bundle, syn8, "--max-new-tokens", "2", "--out", out, "--quiet", "--no-influence", "--limit", "4",
+                      "--adaptvis", "0.5,1.2,0.3", "--scalingvis-alpha", "2.0")
+    assert rc == 0, err
+    st = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]["settings"]
+    assert (st["adaptvis"]["alpha_low"], st["adaptvis"]["alpha_high"], st["adaptvis"]["threshold"]) == (0.5, 1.2, 0.3)
+    assert st["adaptvis_source"] == "--adaptvis" and st["scalingvis_alpha"] == 2.0
+    with pytest.raises(SystemExit):
+        _run(bundle, syn8, "--adaptvis", "0.5,1.2")
+
+
+def test_metrics_with_known_answers(tmp_path):
+    """With the stand-in model the three methods' accuracies are known exactly."""
+    ds = generate(tmp_path / "syn", n=16, seed=11, size=64)
+    (ws,) = load_worksets([ds], err=io.StringIO())
+    with ResultCache(None) as cache:
+        r = Runner(FakeVLM(tmp_path / "fake"), cache, 2, progress=False)
+        part = ev.evaluate_items(r, ws, 0.5, runtime.AdaptVis(0.5, 1.5, 0.3))
+    low = sum(confidence_of(it.image_path.name) < 0.3 for it in ws.items)
+    m = part["methods"]
+    assert m["baseline"]["accuracy"] == 0.0
+    assert m["scalingvis"]["accuracy"] == pytest.approx(100.0 * low / 16)
+    assert m["adaptvis"]["accuracy"] == 100.0 and m["adaptvis"]["set_accuracy"] == 100.0
+    assert m["adaptvis"]["n_alpha_low"] == low
+    h = part["histograms"]["counts"]
+    assert h["correct"] == {"with image": {}, "blank image": {}}
+    assert h["incorrect"]["with image"] == {"other": 16} == h["incorrect"]["blank image"]
+    assert part["influence"]["all"]["mean_tv_distance"] == pytest.approx(0.25)
