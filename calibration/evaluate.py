@@ -9,7 +9,7 @@ Per item, four model calls (each cached in ``DIR/cache.jsonl``, shared with
 
 * baseline: ``steering=None`` with ``measure_image_influence=True`` -- the unsteered
   answer, its confidence, and the total-variation distance between the first-token
-  distributions with the image and with a blank mean-colour image;
+  distributions with the image and with the item's blank image (see ``blank``);
 * ScalingVis: ``steering=ScalingVis(A)``;
 * AdaptVis: ``steering=AdaptVis(low, high, threshold)``, the runtime's own two-pass path;
 * blank: the unsteered answer about the item's ``blank_image_path`` (else a mean-colour

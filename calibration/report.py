@@ -121,8 +121,8 @@ def evaluation_markdown(doc: dict, problems: Sequence[Problem] = (), failures: M
         inf = d.get("influence")
         if inf:
             lines += ["", "### The image's influence (blind test)", "",
-                      "First-token distributions with the image vs a blank mean-colour image (the runtime's "
-                      "`measure_image_influence`); answers with the image vs with the item's blank image.", ""]
+                      "First-token distributions (the runtime's `measure_image_influence`) and answers, "
+                      "with the image vs with the item's blank image (else a mean-colour image).", ""]
             rows = []
             for split in ("all", "correct", "incorrect"):
                 v = inf[split]

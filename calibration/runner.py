@@ -178,7 +178,8 @@ class Runner:
             t0 = time.perf_counter()
             self.model_calls += 1
             ans = self.vlm.answer(image, item.question, steering=p.steering, max_new_tokens=self.max_new_tokens,
-                                  measure_image_influence=p.influence)
+                                  measure_image_influence=p.influence,
+                                  blank_image=blank_image(item) if p.influence else None)
             seconds = time.perf_counter() - t0
         except (RuntimeInputError, OSError) as e:
             self._fail(item, f"{p.name}: {type(e).__name__}: {e}")

@@ -61,21 +61,25 @@ class VLM:
     # -- public API ---------------------------------------------------------------------
 
     def answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 16,
-               measure_image_influence: bool = False) -> Answer:
-        """Answer a question with the bundle's chat template and AdaptVis by default."""
+               measure_image_influence: bool = False, blank_image=None) -> Answer:
+        """Answer a question with the bundle's chat template and AdaptVis by default.
+
+        ``measure_image_influence`` compares the first-token distribution with one for
+        ``blank_image`` (default: a mean-colour image), at the cost of one more prefill.
+        """
         prompt = self.prompts.from_question(question)
-        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence))
+        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image))
 
     def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = 32,
-                 measure_image_influence: bool = False) -> Answer:
+                 measure_image_influence: bool = False, blank_image=None) -> Answer:
         """A raw prompt (no template) holding the image placeholder once."""
         return self._drain(self._run(image, self.prompts.from_raw(prompt), steering, max_new_tokens,
-                                     measure_image_influence))
+                                     measure_image_influence, blank_image))
 
     def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32) -> Iterator[str]:
         """Yield the answer's text piece by piece as tokens are generated."""
         prompt = self.prompts.from_question(question)
-        run = self._run(image, prompt, steering, max_new_tokens, False)
+        run = self._run(image, prompt, steering, max_new_tokens, False, None)
         ids: list[int] = []
         shown = ""
         for token in run:
@@ -100,7 +104,8 @@ class VLM:
             except StopIteration as stop:
                 return stop.value
 
-    def _run(self, image, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool):
+    def _run(self, image, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool,
+             blank_image):
         """Generator: yields generated token ids; its return value is the Answer."""
         steering = self._steering(steering)
         d = self.manifest.decoder
@@ -114,6 +119,7 @@ class VLM:
         for alpha in _alphas(steering):        # shapes checked before any work
             scale_tensor(alpha, d.num_layers, d.num_attention_heads)
         pixels = pixel_values(load_image(image), self.manifest.preprocessing)    # [1, 3, H, W]
+        blank = self._blank_pixels(blank_image) if measure_image_influence else None
 
         t = time.perf_counter
         t0 = t()
@@ -156,7 +162,7 @@ class VLM:
         t5 = t()
         influence = None
         if measure_image_influence:
-            influence = self._image_influence(prompt, plain[0], image_mask)
+            influence = self._image_influence(prompt, plain[0], image_mask, blank)
         return Answer(
             text=self.prompts.decode(ids), token_ids=ids,
             confidence=None if isinstance(steering, ScalingVis) else confidence,
@@ -190,10 +196,16 @@ class VLM:
                 self._images.popitem(last=False)
         return features, prefix, t1 - t0, t2 - t1
 
-    def _image_influence(self, prompt: Prompt, logits_with_image: np.ndarray, image_mask) -> ImageInfluence:
+    def _blank_pixels(self, blank_image) -> np.ndarray:
         spec = self.manifest.preprocessing
-        blank = Image.new("RGB", (spec.crop_width, spec.crop_height), tuple(int(m * 255) for m in spec.image_mean))
-        features = self.sessions.image_features(pixel_values(blank, spec))
+        if blank_image is None:
+            blank_image = Image.new("RGB", (spec.crop_width, spec.crop_height),
+                                    tuple(int(m * 255) for m in spec.image_mean))
+        return pixel_values(load_image(blank_image), spec)                       # [1, 3, H, W]
+
+    def _image_influence(self, prompt: Prompt, logits_with_image: np.ndarray, image_mask,
+                         blank_pixels: np.ndarray) -> ImageInfluence:
+        features = self.sessions.image_features(blank_pixels)
         embeds = self.sessions.embeddings(prompt.ids)
         embeds[0, prompt.image_start: prompt.image_end] = features[0]
         logits, _ = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, image_mask)

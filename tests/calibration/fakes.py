@@ -33,7 +33,7 @@ class FakeVLM:
         (self.folder / "manifest.json").write_text(json.dumps({"fake": True}))
         self.calls: list[tuple[str, str]] = []          # (image name, steering kind)
 
-    def answer(self, image, question, steering=None, max_new_tokens=16, measure_image_influence=False):
+    def answer(self, image, question, steering=None, max_new_tokens=16, measure_image_influence=False, blank_image=None):
         if not isinstance(image, (str, Path)):            # a blank image made in memory
             name = "blank"
         else:

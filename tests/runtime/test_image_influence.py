@@ -39,3 +39,12 @@ def test_a_blank_image_has_no_influence(bundle_dir):
     assert ans.image_influence.tv_distance < 1e-6 and not ans.image_influence.answer_changed
     assert ans.confidence is None                     # ScalingVis still reports no confidence
     assert vlm.answer(_blank(vlm), QUESTION, max_new_tokens=2).image_influence is None
+
+
+def test_a_given_blank_image_is_used(bundle_dir):
+    vlm = runtime.load(bundle_dir("tiny"))
+    image = random_image(7)
+    same = vlm.answer(image, QUESTION, max_new_tokens=2, measure_image_influence=True, blank_image=image)
+    assert same.image_influence.tv_distance < 1e-6
+    other = vlm.answer(image, QUESTION, max_new_tokens=2, measure_image_influence=True, blank_image=random_image(8))
+    assert other.image_influence.tv_distance > 1e-3
