@@ -81,6 +81,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
+    from .external_data import consolidate, streaming_external_data
     from .parity import ReferenceRecorder, compare_with_onnx
     from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
@@ -99,15 +100,18 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
         part = wrappers.pop(name)
         if dtype == "fp16":
             part.half()
-        export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+        with streaming_external_data():
+            export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
         if dtype == "fp16":
             part.float()   # the reference runs in fp32 on the fp16-rounded weights
         getattr(recorder, name)(part)
         del part
         _release(model, name)   # peak memory: never the whole model next to an exported graph
+        if name == "decoder":
+            del model
+            gc.collect()
+        consolidate(folder / f"{name}.onnx")   # > 2 GB: one data file, one tensor at a time
         log(f"exported {name}.onnx in {time.perf_counter() - t:.1f}s")
-    del model
-    gc.collect()
     t = time.perf_counter()
     parity = compare_with_onnx(folder, recorder.cases, dtype)
     log("parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
