@@ -24,6 +24,10 @@ export MODEL *ARGS:
 fixture OUT *ARGS:
     {{python}} -m export.fixtures {{OUT}} {{ARGS}}
 
+# Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
+check BUNDLE:
+    {{python}} -m graphs check {{BUNDLE}}
+
 # Answer one question: `just answer --bundle DIR --image FILE "question" [--steering none] [--json]`.
 answer *ARGS:
     {{python}} -m runtime answer {{ARGS}}
