@@ -93,3 +93,17 @@ def test_stream_yields_the_answer_text(pair, size):
     pieces = list(vlm.stream(IMAGES[1], QUESTION, steering=None, max_new_tokens=NEW_TOKENS))
     whole = vlm.answer(IMAGES[1], QUESTION, steering=None, max_new_tokens=NEW_TOKENS)
     assert len(pieces) > 1 and "".join(pieces) == whole.text
+
+
+def test_questions_about_one_image_reuse_its_features_and_prefix(pair, size):
+    vlm, _ = pair(size)
+    vlm.clear_cache()
+    first = vlm.answer(IMAGES[2], QUESTION, steering=None, max_new_tokens=NEW_TOKENS)
+    second = vlm.answer(IMAGES[2], "What is left of the cup?", steering=runtime.AdaptVis(0.5, 2.0, 0.3),
+                        max_new_tokens=NEW_TOKENS)
+    assert first.timings.vision > 0 and second.timings.vision == 0.0
+    vlm.clear_cache()
+    cold = vlm.answer(IMAGES[2], "What is left of the cup?", steering=runtime.AdaptVis(0.5, 2.0, 0.3),
+                      max_new_tokens=NEW_TOKENS)
+    assert cold.timings.vision > 0
+    assert cold.token_ids == second.token_ids and abs(cold.confidence - second.confidence) <= 1e-6
