@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     with console.status("measuring memory bandwidth (1 GiB copies) and weight bytes"):
         bandwidth = {"single_thread": roofline.memory_bandwidth(threads=1),
                      "all_threads": roofline.memory_bandwidth(threads=info["logical_cpus"] or 1),
-                     "read_only": roofline.read_bandwidth()}
+                     "read_only_single_thread": roofline.read_bandwidth(threads=1),
+                     "read_only_all_threads": roofline.read_bandwidth(threads=info["logical_cpus"] or 1)}
         weights = roofline.bundle_weight_bytes(art.bundle, manifest.graphs)
     peak = None
     if not args.no_memory:
@@ -190,7 +191,7 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
                                  for m in samples["ours"]}
         ratios[key] = r
     bw = max(bandwidth["single_thread"]["bytes_per_s"], bandwidth["all_threads"]["bytes_per_s"])
-    bw_read = bandwidth["read_only"]["bytes_per_s"]
+    bw_read = max(bandwidth["read_only_single_thread"]["bytes_per_s"], bandwidth["read_only_all_threads"]["bytes_per_s"])
     decoder_bytes = weights["per_graph"]["decoder"]
     roof = {"bandwidth_bytes_per_s": bw, "decoder_weight_bytes": decoder_bytes,
             "roofline_s_per_token": decoder_bytes / bw, "fraction": {},

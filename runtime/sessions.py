@@ -26,6 +26,13 @@ from .providers import device_of
 _NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
 
 
+def _with_options(providers: list[str], folder: Path) -> list:
+    """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle."""
+    options = {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True,
+                                             "trt_engine_cache_path": str(Path(folder) / "trt_engines")}}
+    return [(p, options[p]) if p in options else p for p in providers]
+
+
 @dataclass(frozen=True)
 class KVCache:
     values: tuple            # 2L OrtValues [1, KV, length, D], ordered like manifest.past_names()
@@ -52,7 +59,7 @@ class BundleSessions:
     def _session(self, folder: Path, graph: str, options) -> ort.InferenceSession:
         path = Path(folder) / self.manifest.graphs[graph]
         try:
-            session = ort.InferenceSession(str(path), options, providers=self.providers)
+            session = ort.InferenceSession(str(path), options, providers=_with_options(self.providers, folder))
         except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
         if session.get_providers()[0] != self.providers[0]:
