@@ -12,6 +12,7 @@ Modules, one job each:
 | `memory`      | peak resident memory of a process that only loads our runtime          |
 | `roofline`    | memory bandwidth of this machine and the decoder's weight bytes        |
 | `machine`     | CPU, cores, memory, package versions                                   |
+| `quiet`       | CPU time other processes used meanwhile (this machine is shared)       |
 | `stats`       | medians, min-max, ratios                                               |
 | `report`      | the rich tables and the JSON result file                               |
 | `__main__`    | the command line and the interleaved schedule                          |

@@ -15,7 +15,7 @@ from .stats import paired_ratio, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = ("tiny", "small", "1b")
-DEFAULT_REPEAT = {"tiny": 3, "small": 3, "1b": 2}
+DEFAULT_REPEAT = {"tiny": 3, "small": 5, "1b": 2}     # small: ~2 min, 1b: ~14 min on 2 cores
 
 
 def methods(args) -> dict[str, dict]:
@@ -101,36 +101,51 @@ def main(argv=None) -> int:
     timed = quiet.CpuWatch().__enter__()
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("warm-up", total=total_steps)
+
+        def step(description: str) -> None:
+            progress.update(task, description=description)
+            if not console.is_terminal:          # a log file: one line per measurement instead of a live bar
+                done = int(progress.tasks[0].completed)
+                console.print(f"[{done + 1}/{total_steps} {time.perf_counter() - t_start:7.0f}s] {description}",
+                              highlight=False)
+
+        t_start = time.perf_counter()
         # warm-up, untimed: first-run allocations and lazy initialisation on both sides
+        step("warm-up: ours")
         ours.answer(vlm, image, question, chosen["plain"], 2)
         progress.advance(task)
         if ref is not None:
+            step("warm-up: reference")
             ref.answer(image, question, chosen["plain"], 2)
         progress.advance(task)
         for r in range(args.repeat):
-            for name, method in chosen.items():
-                for n in args.tokens:
-                    progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: ours")
+            # methods side by side at each length, their order reversed every other repeat (cancels drift)
+            order = list(chosen) if r % 2 == 0 else list(chosen)[::-1]
+            for n in args.tokens:
+                for name in order:
+                    method = chosen[name]
+                    step(f"repeat {r + 1}/{args.repeat} {n:>3} tok {name:<10}: ours")
                     with quiet.CpuWatch() as w:
                         mine = ours.answer(vlm, image, question, method, n, cold=True)
                     mine["foreign_cpu_s"] = w.foreign_s
                     samples["ours"][name][n].append(mine)
                     progress.advance(task)
                     if ref is not None:
-                        progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {n:>3} tok: reference")
+                        step(f"repeat {r + 1}/{args.repeat} {n:>3} tok {name:<10}: reference")
                         # exactly as many tokens as ours made (ours stops at EOS, the reference is forced)
                         with quiet.CpuWatch() as w:
                             theirs = ref.answer(image, question, method, max(mine["tokens"], 1))
                         theirs["foreign_cpu_s"] = w.foreign_s
                         samples["reference"][name][n].append(theirs)
                         progress.advance(task)
-                if not args.no_warm:
-                    progress.update(task, description=f"repeat {r + 1}/{args.repeat} {name:<10} {warm_tokens:>3} tok: ours warm")
+                if n == warm_tokens and not args.no_warm:
                     # the cold answers above left this image's features and prefix in the cache
-                    with quiet.CpuWatch() as w:
-                        warm[name].append(ours.answer(vlm, image, question, method, warm_tokens, cold=False))
-                    warm[name][-1]["foreign_cpu_s"] = w.foreign_s
-                    progress.advance(task)
+                    for name in order:
+                        step(f"repeat {r + 1}/{args.repeat} {n:>3} tok {name:<10}: ours warm")
+                        with quiet.CpuWatch() as w:
+                            warm[name].append(ours.answer(vlm, image, question, chosen[name], n, cold=False))
+                        warm[name][-1]["foreign_cpu_s"] = w.foreign_s
+                        progress.advance(task)
 
     timed.__exit__(None, None, None)
     noise = {"load_average_before": load_before, "load_average_after": quiet.load_average(),
@@ -154,9 +169,6 @@ METRICS = ("total_s", "vision_s", "prefill_s", "ttft_s", "decode_tokens_per_s", 
 
 
 def _summaries(runs: list[dict]) -> dict:
-    for run in runs:
-        tps = run.get("decode_tokens_per_s")
-        run["decode_s_per_token"] = 1 / tps if tps else None
     out = {k: summary([run.get(k) for run in runs]) for k in METRICS}
     if runs and "phases" in runs[0]:
         out["phases"] = {k: summary([run["phases"][k] for run in runs]) for k in runs[0]["phases"]}
@@ -181,12 +193,26 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
             for m in ("scalingvis", "adaptvis"):
                 r[f"{side}_{m}_over_plain"] = paired_ratio([s["total_s"] for s in samples[side][m][n]],
                                                            [s["total_s"] for s in plain])
+        # AdaptVis's extra work in ours is the confidence step: (plain + that step) / plain, per repeat,
+        # and that step against one decode step; both immune to the run-to-run noise of whole answers
+        adapt = samples["ours"]["adaptvis"][n]
+        r["ours_adaptvis_extra_step_over_plain"] = paired_ratio(
+            [p["total_s"] + a["phases"]["confidence_step_s"] for p, a in zip(samples["ours"]["plain"][n], adapt)],
+            [p["total_s"] for p in samples["ours"]["plain"][n]])
+        r["ours_adaptvis_extra_step_over_decode_step"] = paired_ratio(
+            [a["phases"]["confidence_step_s"] for a in adapt], [a["decode_s_per_token"] or 0 for a in adapt])
         if ref is not None:
             for m in samples["ours"]:
                 r[f"ours_over_reference_{m}"] = paired_ratio([s["total_s"] for s in samples["ours"][m][n]],
                                                              [s["total_s"] for s in samples["reference"][m][n]])
                 r[f"ours_over_reference_{m}_ttft"] = paired_ratio([s["ttft_s"] for s in samples["ours"][m][n]],
                                                                   [s["ttft_s"] for s in samples["reference"][m][n]])
+            if n == warm_tokens and any(warm.values()):
+                # the cached-image case: ours warm (image features and prefix reused) vs the reference,
+                # which has no cache and always recomputes everything
+                for m in samples["ours"]:
+                    r[f"ours_warm_over_reference_{m}"] = paired_ratio([s["total_s"] for s in warm[m]],
+                                                                      [s["total_s"] for s in samples["reference"][m][n]])
             r["tokens_match"] = {m: samples["ours"][m][n][0]["token_ids"] == samples["reference"][m][n][0]["token_ids"]
                                  for m in samples["ours"]}
         ratios[key] = r

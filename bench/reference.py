@@ -105,6 +105,7 @@ class Reference:
         return {"total_s": total, "vision_s": vision, "prefill_s": ttft - vision - t_inputs, "ttft_s": ttft,
                 "preprocess_s": t_inputs, "decode_s": decode,
                 "decode_tokens_per_s": (len(ids) - 1) / decode if len(ids) > 1 and decode > 0 else None,
+                "decode_s_per_token": decode / (len(ids) - 1) if len(ids) > 1 else None,
                 "tokens": len(ids), "token_ids": ids, "confidence": confidence, "alpha": alpha}
 
     @contextlib.contextmanager

@@ -24,6 +24,9 @@ def targets(result: dict) -> dict:
         speedup = 1 / ratio if ratio else None
         out[f"speedup_over_reference_adaptvis_{n}"] = _check(speedup, SPEEDUP_OVER_REFERENCE_MIN, ">=",
                                                              f"reference AdaptVis / ours AdaptVis at {n} new tokens")
+    r = result["ratios"][n0].get("ours_adaptvis_extra_step_over_plain", {}).get("median")
+    out["adaptvis_over_plain_ours_structural"] = _check(
+        r, ADAPTVIS_OVER_PLAIN_MAX, "<=", f"(plain + AdaptVis's confidence step) / plain, per repeat, at {n0} new tokens")
     frac = result["roofline"]["fraction"].get("ours_plain", {}).get("median")
     out["decode_roofline_fraction"] = _check(frac, ROOFLINE_FRACTION_MIN, ">=", "ours, plain decode")
     mem = result.get("memory")
