@@ -19,13 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument("--pad-to-square", action="store_true",
                         help="pad images to a square with the mean colour before CLIP preprocessing (original LLaVA)")
+    parser.add_argument("--atol", type=float, help="parity tolerance (default: fp32 1e-4, fp16 5e-2)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     args = parser.parse_args(argv)
     out = args.out or Path("bundles") / Path(ALIASES.get(args.model, args.model)).name
     from . import export_llava   # heavy imports only after the arguments parse
     try:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
-                     revision=args.revision, pad_to_square=args.pad_to_square)
+                     revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -127,11 +127,11 @@ def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shap
     return steps
 
 
-def compare_with_onnx(folder: Path, cases: Cases, dtype: str) -> dict[str, float]:
+def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float | None = None) -> dict[str, float]:
     """Returns {graph: max |diff|}; raises ParityError naming the output that differs."""
     import onnxruntime as ort
 
-    tolerance = FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE
+    tolerance = tolerance or (FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE)
     np_float = np.float16 if dtype == "fp16" else np.float32
     worst: dict[str, float] = {}
     for graph, steps in cases.graphs.items():
@@ -148,7 +148,8 @@ def compare_with_onnx(folder: Path, cases: Cases, dtype: str) -> dict[str, float
                 worst[key] = max(worst.get(key, 0.0), diff)
                 if not diff <= tolerance:     # also catches NaN
                     raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
-                                      f"(tolerance {tolerance:g}, {dtype}) in {step.context}")
+                                      f"(tolerance {tolerance:g}, {dtype}) in {step.context}; if that is the "
+                                      f"fp32 rounding of a deep model, re-export with a larger --atol")
             past = got[1:]
         del session
         gc.collect()

@@ -77,33 +77,6 @@ class _ConcatCache:
         return k, v
 
 
-class PreTransposedLinear(nn.Module):
-    """``x @ W^T + b`` with ``W^T`` stored, so the exporter needs no Transpose of it.
-
-    Exporting ``nn.Linear`` constant-folds ``W^T`` into a new tensor: a second copy
-    of every weight alive during the export.  The stored ``W^T`` becomes the
-    MatMul initializer as it is.
-    """
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)  # [in, out]
-        self.bias = linear.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(x, self.weight_t)                  # [..., out]
-        return y if self.bias is None else y + self.bias
-
-
-def pre_transpose_linears(module: nn.Module) -> None:
-    """Replace every nn.Linear below ``module`` in place, one at a time (the old weight is freed)."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(module, name, PreTransposedLinear(child))
-        else:
-            pre_transpose_linears(child)
-
-
 class SteeredDecoder(nn.Module):
     """The Llama decoder with KV cache and the image-attention temperature inputs."""
 
@@ -114,9 +87,6 @@ class SteeredDecoder(nn.Module):
         text_config._attn_implementation = register()
         self.config = text_config
         self.model = llava.model.language_model
-        pre_transpose_linears(self.model)
-        if isinstance(llava.lm_head, nn.Linear):
-            llava.lm_head = PreTransposedLinear(llava.lm_head)
         self.lm_head = llava.lm_head
 
     def forward(self, inputs_embeds, attention_mask, position_ids, past_key_values,

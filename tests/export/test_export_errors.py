@@ -54,6 +54,10 @@ def test_bad_options(checkpoint_dir, tmp_path):
         export_llava(str(checkpoint_dir("tiny")), tmp_path / "o", opset=23, **quiet)
     with pytest.raises(ExportError, match="dtype"):
         export_llava(str(checkpoint_dir("tiny")), tmp_path / "o", dtype="int3", **quiet)
+    for atol in (0.0, -1e-4, 1.0, float("nan")):
+        with pytest.raises(ExportError, match="atol"):
+            export_llava(str(checkpoint_dir("tiny")), tmp_path / "o", atol=atol, **quiet)
+    assert not (tmp_path / "o").exists()
 
 
 def test_failure_mid_export_leaves_no_bundle(checkpoint_dir, tmp_path, monkeypatch):
