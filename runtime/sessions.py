@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from graphs.contracts import STEERING_INPUTS, decoder_contract, embed_contract, vision_contract
 from graphs.manifest import Manifest
+from graphs.tensorrt_profiles import tensorrt_profile
 
 from .errors import BundleError
 from .providers import device_of
@@ -26,11 +27,12 @@ from .providers import device_of
 _NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
 
 
-def _with_options(providers: list[str], folder: Path) -> list:
-    """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle."""
-    options = {"TensorrtExecutionProvider": {"trt_engine_cache_enable": True,
-                                             "trt_engine_cache_path": str(Path(folder) / "trt_engines")}}
-    return [(p, options[p]) if p in options else p for p in providers]
+def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str) -> list:
+    """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle,
+    and give it one explicit profile that covers every call (else it rebuilds as the KV cache grows)."""
+    trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
+           **tensorrt_profile(manifest, graph)}
+    return [(p, trt) if p == "TensorrtExecutionProvider" else p for p in providers]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class BundleSessions:
     def _session(self, folder: Path, graph: str, options) -> ort.InferenceSession:
         path = Path(folder) / self.manifest.graphs[graph]
         try:
-            session = ort.InferenceSession(str(path), options, providers=_with_options(self.providers, folder))
+            session = ort.InferenceSession(str(path), options,
+                                           providers=_with_options(self.providers, folder, self.manifest, graph))
         except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
         if session.get_providers()[0] != self.providers[0]:
