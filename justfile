@@ -1,6 +1,9 @@
 # Edge runtime for LLaVA with AdaptVis image-attention steering. `just --list` shows every recipe.
 python := env_var_or_default("PYTHON", ".venv/bin/python")
 
+# Arguments reach the commands as "$@", with their quoting: `just answer ... "Where is the mug?"` stays one argument.
+set positional-arguments
+
 # Create .venv with the runtime, the exporter and the test tools (CPU torch first: no CUDA download).
 setup:
     test -x {{python}} || python3 -m venv .venv
@@ -10,40 +13,40 @@ setup:
 
 # Build a tiny model locally, export it, answer a question about a drawn image.
 demo *ARGS:
-    {{python}} -m export.demo {{ARGS}}
+    {{python}} -m export.demo "$@"
 
 # Run the tests (the same command CI runs).
 test *ARGS:
-    {{python}} -m pytest -q {{ARGS}}
+    {{python}} -m pytest -q "$@"
 
 # Export a LLaVA checkpoint: `just export llava`, `just export <hub-id|folder> --out DIR --dtype fp16`.
 export MODEL *ARGS:
-    {{python}} -m export {{MODEL}} {{ARGS}}
+    {{python}} -m export "$@"
 
 # Write a random LLaVA checkpoint: `just fixture OUT --size tiny|tiny-mha|small|1b`.
 fixture OUT *ARGS:
-    {{python}} -m export.fixtures {{OUT}} {{ARGS}}
+    {{python}} -m export.fixtures "$@"
 
 # Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
 check BUNDLE:
-    {{python}} -m graphs check {{BUNDLE}}
+    {{python}} -m graphs check "$@"
 
 # Answer one question: `just answer --bundle DIR --image FILE "question" [--steering none] [--json]`.
 answer *ARGS:
-    {{python}} -m runtime answer {{ARGS}}
+    {{python}} -m runtime answer "$@"
 
 # Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
 synthetic OUT *ARGS:
-    {{python}} -m calibration.synthetic {{OUT}} {{ARGS}}
+    {{python}} -m calibration.synthetic "$@"
 
 # Benchmark our runtime against the PyTorch reference: `just bench [--size small|1b] [--repeat N] [--new-tokens 16,64]`.
 bench *ARGS:
-    {{python}} -m bench {{ARGS}}
+    {{python}} -m bench "$@"
 
 # Calibrate AdaptVis on a dev split, write BUNDLE/calibration.json: `just calibrate BUNDLE DATASET [--limit N] [--no-write]`.
 calibrate BUNDLE DATASET *ARGS:
-    {{python}} -m calibration.calibrate {{BUNDLE}} {{DATASET}} {{ARGS}}
+    {{python}} -m calibration.calibrate "$@"
 
 # Baseline vs ScalingVis vs AdaptVis, and the image's influence: `just evaluate BUNDLE DATASET [--adaptvis LOW,HIGH,T]`.
 evaluate BUNDLE DATASET *ARGS:
-    {{python}} -m calibration.evaluate {{BUNDLE}} {{DATASET}} {{ARGS}}
+    {{python}} -m calibration.evaluate "$@"

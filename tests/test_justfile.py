@@ -1,0 +1,38 @@
+"""The justfile's recipes pass arguments through with their quoting (a question is one argument)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import random_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _just() -> str:
+    found = shutil.which("just") or shutil.which("just", path=str(Path(sys.executable).parent))
+    assert found, "`just` (rust-just, a dev dependency) is not installed"
+    return found
+
+
+def test_answer_recipe_keeps_a_multi_word_question_whole(bundle_dir, tmp_path):
+    image = tmp_path / "a scene.png"            # a space in the path too
+    Image.fromarray(random_image(0)).save(image)
+    question = "Where is the mug in relation to the plate?"
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = subprocess.run([_just(), "--justfile", str(ROOT / "justfile"), "--working-directory", str(ROOT),
+                          "answer", "--bundle", str(bundle_dir("tiny")), "--image", str(image), question,
+                          "--json", "--max-new-tokens", "3", "--steering", "none"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["steering"] == "none" and len(data["token_ids"]) == 3
+    import runtime
+    direct = runtime.load(bundle_dir("tiny")).answer(str(image), question, steering=None, max_new_tokens=3)
+    assert data["token_ids"] == direct.token_ids          # the same question reached the model
