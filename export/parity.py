@@ -17,6 +17,7 @@ so the difference measures the exported graph's own arithmetic.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,40 @@ class ReferenceRecorder:
                                         self.cases.kv_shape, self.np_float, label)
 
 
+@contextlib.contextmanager
+def fp32_block_by_block(part: torch.nn.Module):
+    """Run an fp16 ``part`` in fp32 arithmetic without an fp32 copy of all of it.
+
+    Every block of its layer lists (``nn.ModuleList``: the decoder and CLIP layers,
+    nearly all the weights) is upcast for its own forward call only and cast back
+    after it (fp16 -> fp32 -> fp16 is exact); the rest (embeddings, norms, the LM
+    head) is upcast while the ``with`` lasts and cast back when it ends.  Peak: the fp16 part
+    plus one fp32 block and the (small) rest.
+    """
+    blocks = [block for m in part.modules() if isinstance(m, torch.nn.ModuleList) for block in m]
+    in_blocks = {id(t) for block in blocks for t in (*block.parameters(), *block.buffers())}
+    rest = [(t, t.dtype) for module in part.modules() for tensors in (module._parameters, module._buffers)
+            for t in tensors.values() if t is not None and id(t) not in in_blocks and t.is_floating_point()]
+    for t, _ in rest:
+        t.data = t.data.float()
+
+    def upcast(module, args):            # a hook's return value would replace the inputs: return None
+        module.float()
+
+    def downcast(module, args, output):  # ... or the output
+        module.half()
+
+    hooks = [h for block in blocks
+             for h in (block.register_forward_pre_hook(upcast), block.register_forward_hook(downcast))]
+    try:
+        yield part
+    finally:
+        for h in hooks:
+            h.remove()
+        for t, dtype in rest:
+            t.data = t.data.to(dtype)
+
+
 def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0) -> Cases:
     """All three graphs' PyTorch outputs at once."""
     recorder = ReferenceRecorder(llava_config, dtype, seed)
@@ -107,7 +142,7 @@ def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0) -> 
 
 
 def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shape, np_float, label) -> list[Step]:
-    dtype = next(decoder.parameters()).dtype
+    dtype = torch.float32          # the reference's arithmetic, whatever the export dtype
     past = [torch.zeros(kv_shape, dtype=dtype) for _ in range(2 * len(decoder.model.layers))]
     full_mask = torch.cat([image_mask, torch.zeros(1, len(step_embeds), dtype=torch.bool)], dim=1)
     steps, done = [], 0
@@ -149,7 +184,7 @@ def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float |
                 if not diff <= tolerance:     # also catches NaN
                     raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
                                       f"(tolerance {tolerance:g}, {dtype}) in {step.context}; if that is the "
-                                      f"fp32 rounding of a deep model, re-export with a larger --atol")
+                                      f"{dtype} rounding of a deep model, re-export with a larger --atol")
             past = got[1:]
         del session
         gc.collect()

@@ -1,0 +1,36 @@
+"""fp16 exports: the PyTorch reference runs in fp32 arithmetic, one upcast block at a time."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from export.parity import fp32_block_by_block
+from export.wrappers import VisionEncoder
+
+
+def test_an_fp16_part_computes_in_fp32_with_one_fp32_block_at_a_time(checkpoint_dir):
+    half = LlavaForConditionalGeneration.from_pretrained(checkpoint_dir("tiny"), dtype=torch.float16,
+                                                         attn_implementation="eager").eval()
+    full = copy.deepcopy(half).float()                   # the same fp16-rounded weights, all in fp32
+    part, reference = VisionEncoder(half), VisionEncoder(full)
+    blocks = list(part.layers)
+    assert len(blocks) >= 1
+    fp32_blocks_seen = []
+
+    def count_fp32_blocks(module, args):
+        fp32_blocks_seen.append(sum(any(p.dtype == torch.float32 for p in b.parameters()) for b in blocks))
+
+    pixels = torch.randn(1, 3, 30, 30, generator=torch.Generator().manual_seed(0))      # [1, 3, H, W]
+    with torch.no_grad(), fp32_block_by_block(part):
+        watchers = [b.register_forward_pre_hook(count_fp32_blocks) for b in blocks]     # after the upcast hooks
+        got = part(pixels)                                                              # [1, T, C]
+        for w in watchers:
+            w.remove()
+        want = reference(pixels)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert fp32_blocks_seen == [1] * len(blocks)          # each block upcast only while it runs
+    assert all(p.dtype == torch.float16 for b in blocks for p in b.parameters())   # and cast back after it
+    assert all(p.dtype == torch.float16 for p in part.parameters())             # all of it, once the with ends
