@@ -150,7 +150,7 @@ def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad
     import transformers
     from importlib.metadata import version
 
-    from graphs.contracts import decoder_contract, embed_contract, vision_contract
+    from graphs.contracts import bundle_contracts
 
     cfg, text = config, config.text_config
     heads = text.num_attention_heads
@@ -159,7 +159,7 @@ def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad
     size = ip.size.get("shortest_edge") or min(ip.size["height"], ip.size["width"])
     crop = ip.crop_size if ip.do_center_crop else {"height": size, "width": size}
     tok = processor.tokenizer
-    contracts = {"vision": vision_contract(), "embed": embed_contract(), "decoder": decoder_contract(text.num_hidden_layers)}
+    contracts = bundle_contracts(text.num_hidden_layers)
     with_image = _image_tokens(config)
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return Manifest(

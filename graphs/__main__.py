@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from .contracts import decoder_contract, embed_contract, vision_contract
+from .contracts import bundle_contracts
 from .precision import fp16_unsafe_nodes
 from .tensorrt_support import check_tensorrt
 
@@ -16,8 +16,7 @@ from .tensorrt_support import check_tensorrt
 def check_bundle(folder: Path) -> dict[str, list[str]]:
     """Returns {graph: problems}; an empty list everywhere means the bundle passes."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    contracts = {"vision": vision_contract(), "embed": embed_contract(),
-                 "decoder": decoder_contract(manifest["decoder"]["num_layers"])}
+    contracts = bundle_contracts(manifest["decoder"]["num_layers"])
     problems: dict[str, list[str]] = {}
     for name, contract in contracts.items():
         model = onnx.load(str(folder / manifest["graphs"][name]), load_external_data=False)

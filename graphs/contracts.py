@@ -92,3 +92,8 @@ def decoder_contract(num_layers: int) -> GraphContract:
         # logits of the last position only: a 600-token prefill never materialises 600 x vocab
         outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present),
     )
+
+
+def bundle_contracts(num_layers: int) -> dict[str, GraphContract]:
+    """{"vision": ..., "embed": ..., "decoder": ...}: the three graphs of a bundle."""
+    return {"vision": vision_contract(), "embed": embed_contract(), "decoder": decoder_contract(num_layers)}

@@ -22,7 +22,7 @@ The strings use ONNX Runtime's provider-option syntax
 """
 from __future__ import annotations
 
-from .contracts import GraphContract, decoder_contract, embed_contract, vision_contract
+from .contracts import bundle_contracts
 from .manifest import Manifest
 
 _OPT_ANSWER_ROOM = 64      # opt past length: the image, a short question and part of the answer
@@ -42,16 +42,11 @@ def dim_ranges(manifest: Manifest) -> dict[str, tuple[int, int, int]]:
     return ranges
 
 
-def contracts(manifest: Manifest) -> dict[str, GraphContract]:
-    return {"vision": vision_contract(), "embed": embed_contract(),
-            "decoder": decoder_contract(manifest.decoder.num_layers)}
-
-
 def tensorrt_profile(manifest: Manifest, graph: str) -> dict[str, str]:
     """ONNX Runtime TensorRT provider options with one explicit profile for ``graph``'s inputs."""
     ranges = dim_ranges(manifest)
     shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
-    for spec in contracts(manifest)[graph].inputs:
+    for spec in bundle_contracts(manifest.decoder.num_layers)[graph].inputs:
         for which, k in (("min", 0), ("opt", 1), ("max", 2)):
             shapes[which].append(f"{spec.name}:" + "x".join(str(ranges[dim][k]) for dim in spec.dims))
     return {f"trt_profile_{which}_shapes": ",".join(entries) for which, entries in shapes.items()}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import STEERING_INPUTS, decoder_contract, embed_contract, vision_contract
+from graphs.contracts import STEERING_INPUTS, bundle_contracts
 from graphs.manifest import Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
@@ -30,6 +30,8 @@ _NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
 def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str) -> list:
     """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle,
     and give it one explicit profile that covers every call (else it rebuilds as the KV cache grows)."""
+    if "TensorrtExecutionProvider" not in providers:
+        return list(providers)
     trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
            **tensorrt_profile(manifest, graph)}
     return [(p, trt) if p == "TensorrtExecutionProvider" else p for p in providers]
@@ -70,9 +72,8 @@ class BundleSessions:
         return session
 
     def _check_contracts(self) -> None:
-        d = self.manifest.decoder
-        for session, contract in ((self.vision, vision_contract()), (self.embed, embed_contract()),
-                                  (self.decoder, decoder_contract(d.num_layers))):
+        for name, contract in bundle_contracts(self.manifest.decoder.num_layers).items():
+            session = getattr(self, name)
             have = {i.name for i in session.get_inputs()}
             missing = [n for n in contract.input_names if n not in have]
             if missing:
