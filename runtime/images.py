@@ -45,10 +45,16 @@ def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Imag
 
 
 def _from_path(path: Path, max_pixels: int) -> Image.Image:
-    if not path.exists():
-        raise ImageError(f"expected an image file; no such file: {str(path)!r}")
-    if not path.is_file():
-        raise ImageError(f"expected an image file; {str(path)!r} is not a regular file")
+    shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:100]}...({len(str(path))} characters)"
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except (OSError, ValueError) as e:   # a name too long for the file system, a NUL byte in it...
+        raise ImageError(f"expected an image file path; {shown!r} cannot be one: {type(e).__name__}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    if not exists:
+        raise ImageError(f"expected an image file; no such file: {shown!r}")
+    if not is_file:
+        raise ImageError(f"expected an image file; {shown!r} is not a regular file")
     what = f"image file {str(path)!r}"
     try:
         with warnings.catch_warnings():

@@ -80,6 +80,7 @@ def test_controlled_a_items_and_problems(tmp_path):
     assert "boxes" in probs[11]
     assert all(p.file == str(path) for p in rep.problems)
     assert str(rep.problems[0]).startswith(f"{path}:4: ")
+    assert all(it.kind is None and it.familiar is None for it in rep.items)   # WhatsUp: no such fields
 
 
 def test_controlled_image_root_elsewhere(tmp_path):
@@ -115,6 +116,33 @@ def test_controlled_b_relations_and_detection(tmp_path):
     rep = read_controlled(bad)
     assert rep.subset == "Controlled_Images_B"
     assert len(rep.items) == 1 and list(problems_by_line(rep)) == [3]
+
+
+def test_controlled_kind_and_familiar_types(tmp_path):
+    """A wrong type in ``kind`` or ``familiar`` is a problem; the item is kept without the field."""
+    names = ["red-cup_on_blue-table", "red-cup_under_blue-table", "red-cup_left_of_blue-table",
+             "red-circle_right_of_blue-square", "red-circle_on_blue-square"]
+    for n in names:
+        touch(tmp_path / "images" / f"{n}.png")
+    caps = _caps("red cup", "blue table", "on")
+    recs = [
+        {"image_path": f"images/{names[0]}.png", "caption_options": caps, "kind": "thing", "familiar": True},   # 2 ok
+        {"image_path": f"images/{names[1]}.png", "caption_options": caps, "kind": "thing", "familiar": "no"},   # 3
+        {"image_path": f"images/{names[2]}.png", "caption_options": caps, "kind": 7, "familiar": False},        # 4
+        {"image_path": f"images/{names[3]}.png", "caption_options": caps, "kind": "shape", "familiar": None},   # 5 ok
+        {"image_path": f"images/{names[4]}.png", "caption_options": caps, "familiar": 1},                       # 6
+    ]
+    path = tmp_path / "controlled_synthetic.json"
+    path.write_text(dumps_lines(recs))
+    rep = read_controlled(path)
+    assert rep.subset == "Controlled_Synthetic" and len(rep.items) == 5
+    assert [(it.kind, it.familiar) for it in rep.items] == [
+        ("thing", True), ("thing", None), (None, False), ("shape", None), (None, None)]
+    probs = problems_by_line(rep)
+    assert set(probs) == {3, 4, 6}
+    assert "'familiar'" in probs[3] and "str" in probs[3] and "kept without it" in probs[3]
+    assert "'kind'" in probs[4] and "int" in probs[4] and "kept without it" in probs[4]
+    assert "'familiar'" in probs[6] and "int" in probs[6]
 
 
 def test_parse_controlled_name():

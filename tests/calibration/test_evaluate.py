@@ -1,9 +1,11 @@
 """calibration.evaluate: three methods side by side, and the image's influence."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from calibration.runner import Runner
 from calibration.synthetic import generate
 from calibration.workset import load_worksets
 
-from .fakes import FakeVLM, confidence_of
+from .fakes import GOLD, FakeVLM, confidence_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -124,3 +126,64 @@ def test_metrics_with_known_answers(tmp_path):
     assert h["correct"] == {"with image": {}, "blank image": {}}
     assert h["incorrect"]["with image"] == {"other": 16} == h["incorrect"]["blank image"]
     assert part["influence"]["all"]["mean_tv_distance"] == pytest.approx(0.25)
+
+
+class PriorVLM(FakeVLM):
+    """Right about shapes and about things in their familiar relation, wrong otherwise (whatever
+    the steering); about a blank image it always says "On"."""
+
+    def __init__(self, folder, right: set):
+        super().__init__(folder)
+        self.right = right                               # image file names answered correctly
+        self.default_steering = runtime.AdaptVis(0.5, 1.5, 0.3)
+
+    def answer(self, image, question, **kw):
+        ans = super().answer(image, question, **kw)
+        if isinstance(image, (str, Path)) and Path(image).parent.name == "images":
+            name = Path(image).name
+            gold = GOLD["_".join(name.rsplit(".", 1)[0].split("_")[1:-1])]
+            text = f"{gold.capitalize()}." if name in self.right else "Nothing."
+        else:
+            text = "On."
+        return dataclasses.replace(ans, text=text)
+
+
+def test_breakdown_by_kind_and_prior(tmp_path, monkeypatch):
+    ds = generate(tmp_path / "syn", n=16, seed=3, size=64)        # 8 shapes, 8 things (2 familiar)
+    (ws,) = load_worksets([ds], err=io.StringIO())
+    right = {it.image_path.name for it in ws.items if it.kind == "shape" or it.familiar}
+    vlm = PriorVLM(tmp_path / "fake", right)
+    monkeypatch.setattr(runtime, "load", lambda *a, **k: vlm)
+    out = tmp_path / "eval"
+    rc, _, err = _run(tmp_path / "fake", ds, "--out", out, "--quiet", "--max-new-tokens", "2")
+    assert rc == 0, err
+    part = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]
+    b = part["breakdown"]
+    assert list(b) == ["kind=shape", "kind=thing", "familiar", "unfamiliar"]
+    assert [b[k]["n"] for k in b] == [8, 8, 2, 6]
+
+    def on_share(member):                                 # the blind "On" is right where gold is "on"
+        its = [it for it in ws.items if member(it)]
+        return 100.0 * sum(it.gold == "on" for it in its) / len(its)
+    blind = {"kind=shape": on_share(lambda it: it.kind == "shape"), "kind=thing": on_share(lambda it: it.kind == "thing"),
+             "familiar": on_share(lambda it: it.familiar is True), "unfamiliar": on_share(lambda it: it.familiar is False)}
+    for k, acc in {"kind=shape": 100.0, "kind=thing": 25.0, "familiar": 100.0, "unfamiliar": 0.0}.items():
+        assert {m: b[k][m] for m in ("baseline", "scalingvis", "adaptvis")} == dict.fromkeys(
+            ("baseline", "scalingvis", "adaptvis"), acc), k
+        assert b[k]["blind"] == pytest.approx(blind[k]), k
+    assert b["kind=shape"]["blind"] == 25.0                 # each shape pair in all four relations
+    assert part["methods"]["baseline"]["accuracy"] == 100.0 * 10 / 16
+
+    md = (out / "evaluation.md").read_text()
+    assert "### By object kind and language prior" in md
+    assert "| items | n | baseline | ScalingVis (0.8) | AdaptVis | blind |" in md
+    assert "| kind=shape | 8 | 100.0 | 100.0 | 100.0 | 25.0 |" in md
+    assert "| unfamiliar | 6 | 0.0 | 0.0 | 0.0 |" in md
+
+    # Without the blind test: no blind column.  Without kind/familiar (WhatsUp-like items): no breakdown.
+    with ResultCache(None) as cache:
+        r = Runner(vlm, cache, 2, progress=False)
+        part = ev.evaluate_items(r, ws, 0.5, runtime.AdaptVis(0.5, 1.5, 0.3), influence=False)
+        assert "blind" not in part["breakdown"]["kind=thing"] and part["breakdown"]["kind=thing"]["adaptvis"] == 25.0
+        ws.items = [dataclasses.replace(it, kind=None, familiar=None) for it in ws.items]
+        assert "breakdown" not in ev.evaluate_items(r, ws, 0.5, runtime.AdaptVis(0.5, 1.5, 0.3))

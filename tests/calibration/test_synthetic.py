@@ -184,3 +184,18 @@ def test_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "calibration.synthetic", str(out), "--n", "0"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "positive" in bad.stderr
+
+
+def test_reader_carries_kind_and_familiar(tmp_path):
+    """A mixed set: shapes (no prior) and things (familiar or not) reach the items."""
+    path = generate(tmp_path / "mixed", n=16, seed=3, size=64)
+    recs = _records(path)
+    rep = load_dataset(path)
+    assert rep.ok and len(rep.items) == 16
+    for r, it in zip(recs, rep.items):
+        assert (it.kind, it.familiar) == (r["kind"], r["familiar"])
+    assert Counter(it.kind for it in rep.items) == {"shape": 8, "thing": 8}
+    assert all(it.familiar is None for it in rep.items if it.kind == "shape")
+    things = [it for it in rep.items if it.kind == "thing"]
+    assert Counter(it.familiar for it in things) == {True: 2, False: 6}   # one relation of four per pair
+    assert all(it.relation in ("on", "under") for it in things if it.familiar)

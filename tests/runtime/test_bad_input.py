@@ -48,6 +48,9 @@ def _bad_images(tmp_path):
         "float array": np.zeros((10, 10, 3), np.float32),
         "wrong channels": np.zeros((10, 10, 5), np.uint8),
         "not an image": {"pixels": 1},
+        "a path too long for the file system": "x" * 5000,
+        "a path with a NUL byte": "scene\x00.png",
+        "a folder": tmp_path,
     }
 
 
