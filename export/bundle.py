@@ -173,6 +173,7 @@ def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad
         decoder=DecoderShape(text.num_hidden_layers, heads, text.num_key_value_heads, head_dim,
                              text.hidden_size, text.vocab_size, text.max_position_embeddings),
         image_token_id=cfg.image_token_index, image_tokens_per_image=with_image, image_hidden_size=text.hidden_size,
+        image_grid=_image_grid(config), image_cls_token=cfg.vision_feature_select_strategy == "full",
         preprocessing=Preprocessing(
             resize_shortest_edge=int(size), crop_height=int(crop["height"]), crop_width=int(crop["width"]),
             do_center_crop=bool(ip.do_center_crop), resample=int(ip.resample),
@@ -194,6 +195,12 @@ def _image_tokens(cfg) -> int:
     v = cfg.vision_config
     patches = (v.image_size // v.patch_size) ** 2
     return patches + (1 if cfg.vision_feature_select_strategy == "full" else 0)
+
+
+def _image_grid(cfg) -> tuple[int, int]:
+    """CLIP's patch grid (rows, cols): its patch convolution's output, flattened row-major into tokens."""
+    v = cfg.vision_config
+    return (v.image_size // v.patch_size, v.image_size // v.patch_size)
 
 
 def _prompt_template(processor) -> str:

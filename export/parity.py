@@ -3,8 +3,16 @@
 Same weights, same inputs.  The decoder is checked the way the runtime uses it:
 for alpha in {0.5, 1, 2} and a random per-layer-per-head scale (which catches a
 transposed [layer, head] layout), a prefill of the prompt but its last token,
-then three cached single-token steps, comparing logits and every present K/V.
+then three cached single-token steps, comparing logits, every present K/V and
+the attention outputs (``last_row_attention``, ``image_attention_share``).
 Each side carries its own cache from step to step.
+
+The expected attention is not the wrapper's own output: it is reduced here from the
+full softmax matrices [B, H, S, K] that each layer's attention module returns (what
+transformers' ``output_attentions=True`` records, taken with forward hooks during the
+same reference call), in float64: the last row, the mean over heads, the sum over
+image keys.  So the check covers the graph's in-graph slicing, head averaging, masking,
+layer order and float32 output, not only its arithmetic.
 
 Two phases keep peak memory near one copy of the weights:
 
@@ -25,12 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphs.contracts import decoder_contract
+from graphs.contracts import ATTENTION_OUTPUTS, decoder_contract
 from .errors import ParityError
 
 FP32_TOLERANCE = 1e-4
 # fp16 graphs: logits of a random model reach |10|; fp16 carries ~3 decimal digits.
 FP16_TOLERANCE = 5e-2
+# The attention outputs are probabilities in [0, 1]: an absolute 1e-5 in fp32 (the tiny models
+# reach ~1e-7); fp16 graphs compute the scores in fp16.  --atol scales these by the same factor.
+ATTENTION_FP32_TOLERANCE = 1e-5
+ATTENTION_FP16_TOLERANCE = 1e-2
 ALPHAS = (0.5, 1.0, 2.0)
 CACHED_STEPS = 3
 
@@ -143,7 +155,8 @@ def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0) -> 
 
 def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shape, np_float, label) -> list[Step]:
     dtype = torch.float32          # the reference's arithmetic, whatever the export dtype
-    past = [torch.zeros(kv_shape, dtype=dtype) for _ in range(2 * len(decoder.model.layers))]
+    n_kv = 2 * len(decoder.model.layers)
+    past = [torch.zeros(kv_shape, dtype=dtype) for _ in range(n_kv)]
     full_mask = torch.cat([image_mask, torch.zeros(1, len(step_embeds), dtype=torch.bool)], dim=1)
     steps, done = [], 0
     chunks = [(prefill, "prefill")] + [(e, f"cached step {i + 1}") for i, e in enumerate(step_embeds)]
@@ -152,21 +165,54 @@ def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shap
         feeds = dict(inputs_embeds=chunk.to(dtype), attention_mask=torch.ones(1, total, dtype=torch.int64),
                      position_ids=torch.arange(done, total)[None], image_attention_scale=scale,
                      image_token_mask=full_mask[:, :total])
-        with torch.no_grad():
+        with torch.no_grad(), _last_rows(decoder) as rows:
             out = decoder(feeds["inputs_embeds"], feeds["attention_mask"], feeds["position_ids"], past,
                           scale, feeds["image_token_mask"])
         np_feeds = {k: v.numpy() for k, v in feeds.items()}
         np_feeds["inputs_embeds"] = np_feeds["inputs_embeds"].astype(np_float)
-        steps.append(Step(f"{label}, {context}", np_feeds, [t.float().numpy() for t in out], first=done == 0))
-        past, done = list(out[1:]), total
+        expected = [t.float().numpy() for t in out[: 1 + n_kv]]                  # logits, present K/V
+        expected += _expected_attention(rows, feeds["image_token_mask"])        # from the hooks, not from out
+        steps.append(Step(f"{label}, {context}", np_feeds, expected, first=done == 0))
+        past, done = list(out[1: 1 + n_kv]), total
     return steps
+
+
+@contextlib.contextmanager
+def _last_rows(decoder):
+    """Forward hooks on every decoder layer's attention module: the last query row of the softmax
+    matrix [B, H, S, K] it returns (as ``output_attentions=True`` records it), mean over heads,
+    in float64 -> a list of [B, K] per layer.  Reduced at once: the full matrices are never kept."""
+    layers = decoder.model.layers
+    rows: list = [None] * len(layers)
+
+    def recorder(i):
+        def record(module, args, output):
+            rows[i] = output[1][:, :, -1, :].double().mean(dim=1)                # [B, K]
+        return record
+
+    handles = [layer.self_attn.register_forward_hook(recorder(i)) for i, layer in enumerate(layers)]
+    try:
+        yield rows
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _expected_attention(rows: list, image_token_mask: torch.Tensor) -> list[np.ndarray]:
+    """[last_row_attention [B, L, K], image_attention_share [B, L]] as float32, from the hooks' rows."""
+    last = torch.stack(rows, dim=1)                                             # [B, L, K] float64
+    share = (last * image_token_mask[:, None, :].double()).sum(dim=-1)          # [B, L]
+    return [last.float().numpy(), share.float().numpy()]
 
 
 def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float | None = None) -> dict[str, float]:
     """Returns {graph: max |diff|}; raises ParityError naming the output that differs."""
     import onnxruntime as ort
 
-    tolerance = tolerance or (FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE)
+    default = FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE
+    tolerance = tolerance or default
+    attention_tolerance = (ATTENTION_FP16_TOLERANCE if dtype == "fp16" else ATTENTION_FP32_TOLERANCE) \
+        * tolerance / default
     np_float = np.float16 if dtype == "fp16" else np.float32
     worst: dict[str, float] = {}
     for graph, steps in cases.graphs.items():
@@ -181,18 +227,20 @@ def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float |
             for name, g, want in zip(names, got, step.expected):
                 key, diff = _difference(graph, name, g, want)
                 worst[key] = max(worst.get(key, 0.0), diff)
-                if not diff <= tolerance:     # also catches NaN
+                limit = attention_tolerance if name in ATTENTION_OUTPUTS else tolerance
+                if not diff <= limit:     # also catches NaN
                     raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
-                                      f"(tolerance {tolerance:g}, {dtype}) in {step.context}; if that is the "
+                                      f"(tolerance {limit:g}, {dtype}) in {step.context}; if that is the "
                                       f"{dtype} rounding of a deep model, re-export with a larger --atol")
-            past = got[1:]
+            past = got[1: 1 + len(past_names)]
         del session
         gc.collect()
     return worst
 
 
 def _difference(graph: str, name: str, got: np.ndarray, want: np.ndarray) -> tuple[str, float]:
-    """(manifest key, difference). Logits, features, embeddings: absolute |diff|.
+    """(manifest key, difference). Logits, features, embeddings, attention: absolute |diff|
+    (the attention outputs under their own key, ``decoder.attention``).
 
     The K/V cache is compared relative to its largest magnitude (keys of a 22-layer model
     reach |50|): a cache error that matters shows up in the next step's logits anyway.
@@ -201,6 +249,8 @@ def _difference(graph: str, name: str, got: np.ndarray, want: np.ndarray) -> tup
     if name.startswith("present."):
         scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
         return f"{graph}.present_relative", diff / scale
+    if name in ATTENTION_OUTPUTS:
+        return f"{graph}.attention", diff
     return graph, diff
 
 

@@ -9,6 +9,12 @@ an eager mask function under the same name (without it the causal mask
 silently disappears).  Set it on the sub-configs (text, and vision for its
 fp32 softmax), never on the top-level LLaVA config.  The two extra tensors arrive as forward keyword arguments
 ``image_attention_scale`` [B, L, H] (float32) and ``image_token_mask`` [B, K] (bool).
+
+A third keyword argument, ``attention_rows`` (a list, passed by ``SteeredDecoder``),
+collects the decoder's attention output: each call appends, for its layer, the
+last query row of ``p`` averaged over heads, ``p[:, :, -1, :].mean(heads)``
+[B, K] float32 (sliced from the fp32 softmax before any cast back to fp16).
+Only that row is reduced: the cost is one [B, H, K] slice and a mean per layer.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ ATTENTION_NAME = "adaptvis_eager"
 def steered_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                       value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float,
                       dropout: float = 0.0, image_attention_scale: torch.Tensor | None = None,
-                      image_token_mask: torch.Tensor | None = None, **kwargs):
+                      image_token_mask: torch.Tensor | None = None, attention_rows: list | None = None,
+                      **kwargs):
     # query: [B, H, S, D]; key/value: [B, KV, K, D]; attention_mask: [B, 1, S, K] additive
     groups = getattr(module, "num_key_value_groups", 1)             # CLIP's attention has no GQA
     key_states = repeat_kv(key, groups)                             # [B, H, K, D]
@@ -38,7 +45,10 @@ def steered_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     scores = scores.float()
     if attention_mask is not None:
         scores = scores + attention_mask[:, :, :, : key_states.shape[-2]].float()
-    probs = torch.softmax(scores, dim=-1).to(query.dtype)          # [B, H, S, K]
+    probs = torch.softmax(scores, dim=-1)                          # [B, H, S, K] float32
+    if attention_rows is not None:
+        attention_rows.append(probs[:, :, -1, :].mean(dim=1))       # [B, K] float32: the last row, mean over heads
+    probs = probs.to(query.dtype)
     out = torch.matmul(probs, value_states)                         # [B, H, S, D]
     return out.transpose(1, 2).contiguous(), probs                  # [B, S, H, D]
 

@@ -12,6 +12,11 @@ KV cache is a flat list of tensors:
     past_key_values.{i}.key [B, KV, P, D] --+
                                             +--> concat --> attention --> present.{i}.key [B, KV, P+S, D]
     new keys of this call  [B, KV, S, D] ---+
+
+The decoder's outputs end with the attention of the call's last query row
+(``last_row_attention`` [B, L, P+S], ``image_attention_share`` [B, L]; see
+``graphs.contracts.decoder_contract``), which ``steered_attention`` collects
+layer by layer into a list passed down as the ``attention_rows`` keyword.
 """
 from __future__ import annotations
 
@@ -98,16 +103,24 @@ class SteeredDecoder(nn.Module):
         past_len = total - seq
         mask = additive_causal_mask(attention_mask, seq, past_len, inputs_embeds.dtype)  # [B, 1, S, P+S]
         cache = _ConcatCache(list(past_key_values))
+        rows: list[torch.Tensor] = []                               # per layer: [B, P+S] (steered_attention appends)
         hidden = inputs_embeds
         position_embeddings = self.model.rotary_emb(hidden, position_ids)
         for layer in self.model.layers:
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
                            position_embeddings=position_embeddings,
-                           image_attention_scale=image_attention_scale, image_token_mask=image_token_mask)
+                           image_attention_scale=image_attention_scale, image_token_mask=image_token_mask,
+                           attention_rows=rows)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         last = self.model.norm(hidden[:, -1, :])                    # [B, C]: the last position only
         logits = self.lm_head(last)                                 # [B, V]
-        return (logits, *cache.present)
+        # The last query row's attention, mean over heads, per layer (float32 in fp16 graphs too),
+        # and the part of it on image keys: cheap enough to leave on (a [B, L, P+S] tensor).
+        last_row_attention = torch.stack(rows, dim=1)               # [B, L, P+S] float32
+        zero = torch.zeros((), dtype=last_row_attention.dtype, device=last_row_attention.device)
+        on_image = torch.where(image_token_mask[:, None, :], last_row_attention, zero)    # [B, L, P+S]
+        image_attention_share = on_image.sum(dim=-1)                # [B, L]
+        return (logits, *cache.present, last_row_attention, image_attention_share)
 
 
 def additive_causal_mask(attention_mask: torch.Tensor, seq: int, past_len, dtype) -> torch.Tensor:

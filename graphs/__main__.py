@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from .contracts import bundle_contracts
+from .contracts import ATTENTION_OUTPUTS, bundle_contracts
 from .precision import fp16_unsafe_nodes
 from .tensorrt_support import check_tensorrt
 
@@ -16,7 +16,9 @@ from .tensorrt_support import check_tensorrt
 def check_bundle(folder: Path) -> dict[str, list[str]]:
     """Returns {graph: problems}; an empty list everywhere means the bundle passes."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    contracts = bundle_contracts(manifest["decoder"]["num_layers"])
+    # A bundle exported before the decoder's attention outputs is checked against that older contract.
+    attention = set(ATTENTION_OUTPUTS) <= set(manifest["outputs"].get("decoder", ()))
+    contracts = bundle_contracts(manifest["decoder"]["num_layers"], attention_outputs=attention)
     problems: dict[str, list[str]] = {}
     for name, contract in contracts.items():
         model = onnx.load(str(folder / manifest["graphs"][name]), load_external_data=False)

@@ -20,6 +20,11 @@ IMAGE_ATTENTION_SCALE = "image_attention_scale"
 IMAGE_TOKEN_MASK = "image_token_mask"
 STEERING_INPUTS = (IMAGE_ATTENTION_SCALE, IMAGE_TOKEN_MASK)
 
+LAST_ROW_ATTENTION = "last_row_attention"
+IMAGE_ATTENTION_SHARE = "image_attention_share"
+# The decoder's attention outputs, after the present K/V (bundles exported before them lack them).
+ATTENTION_OUTPUTS = (LAST_ROW_ATTENTION, IMAGE_ATTENTION_SHARE)
+
 # batch: images or prompts per call; sequence: new tokens this call;
 # past_sequence: tokens already in the KV cache; total_sequence = past + sequence.
 DYNAMIC_DIMS = frozenset({"batch", "sequence", "past_sequence", "total_sequence"})
@@ -66,12 +71,24 @@ def embed_contract() -> GraphContract:
     )
 
 
-def decoder_contract(num_layers: int) -> GraphContract:
+def decoder_contract(num_layers: int, attention_outputs: bool = True) -> GraphContract:
     """The decoder with KV cache and the two steering inputs.
 
     ``image_attention_scale[b, l, h]`` multiplies the pre-softmax logits
     ``QK^T/sqrt(d)`` of every key j with ``image_token_mask[b, j]`` in layer l,
     head h, for every query row of the call, before the additive mask.
+
+    Outputs: ``logits`` of the last position, the present K/V, then (unless
+    ``attention_outputs`` is False: the contract of bundles exported before them)
+    two float32 outputs, whatever the export dtype, about the call's last query row:
+
+    - ``last_row_attention[b, l, j]``: its softmax attention over every key j
+      (past and new, ``total_sequence`` of them), after the steering scale and the
+      mask, averaged over the heads of layer l.  Each row sums to 1.  Over all keys
+      rather than the image keys only: the graph knows those only through
+      ``image_token_mask``, and gathering them would need data-dependent shapes.
+    - ``image_attention_share[b, l]``: the sum of that row over the keys with
+      ``image_token_mask[b, j]``, the share of layer l's attention that went to the image.
     """
     past = []
     present = []
@@ -79,6 +96,8 @@ def decoder_contract(num_layers: int) -> GraphContract:
         for tpl_in, tpl_out in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
             past.append(TensorSpec(tpl_in.format(i=i), "float", ("batch", "kv_heads", "past_sequence", "head_dim")))
             present.append(TensorSpec(tpl_out.format(i=i), "float", ("batch", "kv_heads", "total_sequence", "head_dim")))
+    attention = (TensorSpec(LAST_ROW_ATTENTION, "float32", ("batch", "num_layers", "total_sequence")),
+                 TensorSpec(IMAGE_ATTENTION_SHARE, "float32", ("batch", "num_layers")))
     return GraphContract(
         "decoder",
         inputs=(
@@ -90,10 +109,15 @@ def decoder_contract(num_layers: int) -> GraphContract:
             TensorSpec(IMAGE_TOKEN_MASK, "bool", ("batch", "total_sequence")),
         ),
         # logits of the last position only: a 600-token prefill never materialises 600 x vocab
-        outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present),
+        outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present,
+                 *(attention if attention_outputs else ())),
     )
 
 
-def bundle_contracts(num_layers: int) -> dict[str, GraphContract]:
-    """{"vision": ..., "embed": ..., "decoder": ...}: the three graphs of a bundle."""
-    return {"vision": vision_contract(), "embed": embed_contract(), "decoder": decoder_contract(num_layers)}
+def bundle_contracts(num_layers: int, attention_outputs: bool = True) -> dict[str, GraphContract]:
+    """{"vision": ..., "embed": ..., "decoder": ...}: the three graphs of a bundle.
+
+    ``attention_outputs=False``: the decoder of a bundle exported before its attention outputs.
+    """
+    return {"vision": vision_contract(), "embed": embed_contract(),
+            "decoder": decoder_contract(num_layers, attention_outputs)}

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contracts import ATTENTION_OUTPUTS
+
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
@@ -70,6 +72,13 @@ class Manifest:
     parity: dict[str, float]           # graph -> max |diff| reached against PyTorch
     tokenizer_file: str = "tokenizer.json"
     sha256: dict[str, str] = field(default_factory=dict)   # file -> hex digest
+    # Where the image tokens sit on the image (added with the decoder's attention outputs; None in
+    # manifests written before them): the vision tower's patch grid [rows, cols] over the
+    # preprocessed (resized, cropped) image, patches in row-major order, and whether a CLS token
+    # precedes them (LLaVA's "full" feature strategy).  image_tokens_per_image = rows * cols + CLS.
+    image_grid: tuple[int, int] | None = None
+    image_cls_token: bool | None = None
+    quantization: dict[str, Any] | None = None   # set by `python -m quantize`: method, bits, source sha256, accuracy
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -88,11 +97,19 @@ class Manifest:
         pre["image_mean"] = tuple(pre["image_mean"])
         pre["image_std"] = tuple(pre["image_std"])
         data["preprocessing"] = Preprocessing(**pre)
+        if data.get("image_grid") is not None:
+            data["image_grid"] = tuple(data["image_grid"])
         return cls(**data)
 
     @classmethod
     def read(cls, folder: Path) -> "Manifest":
         return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()))
+
+    @property
+    def has_attention_outputs(self) -> bool:
+        """Whether the decoder returns ``last_row_attention`` and ``image_attention_share``
+        (bundles exported before those outputs do not; they load and answer all the same)."""
+        return set(ATTENTION_OUTPUTS) <= set(self.outputs.get("decoder", ()))
 
     def past_names(self) -> list[str]:
         return [t.format(i=i) for i in range(self.decoder.num_layers)

@@ -13,12 +13,12 @@ import threading
 from pathlib import Path
 
 from . import errors
-from .answer import Answer, ImageInfluence, Timings
+from .answer import Answer, AttentionMaps, ImageInfluence, Timings
 from .model import VLM
 from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis
 
 __all__ = ["load", "answer", "VLM", "Answer", "AdaptVis", "ScalingVis", "Timings", "ImageInfluence",
-           "PAPER_DEFAULT", "errors"]
+           "AttentionMaps", "PAPER_DEFAULT", "errors"]
 
 _loaded: dict[tuple, VLM] = {}
 _loaded_lock = threading.Lock()

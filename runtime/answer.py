@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Timings:
@@ -33,6 +35,38 @@ class ImageInfluence:
     blank_confidence: float
 
 
+@dataclass(frozen=True, eq=False)
+class AttentionMaps:
+    """Where the last prompt token looked in the image, per decoder layer (``return_attention=True``).
+
+    The decoder's attention of the last prompt row (the one whose logits give the first
+    answer token) over the image-token keys, averaged over heads, after the softmax (so
+    with the pass's alpha applied), as a fraction of that row's whole attention.
+
+    ``maps[l, r, c]`` is the patch in row r, column c of the vision tower's grid over
+    the picture the model sees: the image after preprocessing (pad to square if the
+    bundle does, resize, centre crop), row 0 at its top, column 0 at its left.  ``box``
+    is that picture's rectangle on the original image, in its pixels ``(left, top,
+    right, bottom)``: resize a map to the box's size and paste it at (left, top) to
+    draw it over the original.  The box may extend past the image (padding, or a crop
+    larger than the resized image).
+
+    With a CLS token kept among the image tokens (LLaVA's "full" feature strategy),
+    its attention is in ``cls``, not in ``maps`` (it has no place on the grid); else
+    ``cls`` is None.  ``image_share[l]`` is the layer's total attention on image
+    tokens, CLS included: ``maps[l].sum() + (cls[l] if cls is not None else 0)``.
+    """
+
+    maps: np.ndarray                         # float32 [num_layers, grid_h, grid_w]
+    image_share: np.ndarray                  # float32 [num_layers]
+    cls: np.ndarray | None = None            # float32 [num_layers], or None
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def to_dict(self) -> dict:
+        return {"maps": self.maps.tolist(), "image_share": self.image_share.tolist(),
+                "cls": None if self.cls is None else self.cls.tolist(), "box": list(self.box)}
+
+
 @dataclass(frozen=True)
 class Answer:
     text: str
@@ -44,9 +78,13 @@ class Answer:
     prompt_tokens: int = 0
     image_influence: ImageInfluence | None = None
     first_token_probs: object = field(default=None, repr=False, compare=False)  # [V] float32, steered pass
+    # return_attention=True: {"confidence": AttentionMaps of the alpha = 1 pass, "rescaled": of the
+    # pass with the chosen alpha}, holding the passes that ran (see VLM.answer); else None.
+    attention: dict[str, AttentionMaps] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("first_token_probs")
+        d["attention"] = None if self.attention is None else {k: v.to_dict() for k, v in self.attention.items()}
         d["timings"]["total"] = self.timings.total
         return d

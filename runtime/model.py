@@ -29,11 +29,12 @@ from tokenizers import Tokenizer
 
 from graphs.manifest import Manifest
 
-from .answer import Answer, ImageInfluence, Timings
+from .answer import Answer, AttentionMaps, ImageInfluence, Timings
+from .attention import attention_maps
 from .bundle import open_bundle
 from .errors import PromptError, SteeringError
 from .images import load_image
-from .preprocess import pixel_values
+from .preprocess import crop_box, pixel_values
 from .prompt import Prompt, PromptBuilder
 from .providers import resolve_providers
 from .sessions import BundleSessions, KVCache
@@ -61,20 +62,30 @@ class VLM:
     # -- public API ---------------------------------------------------------------------
 
     def answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 16,
-               measure_image_influence: bool = False, blank_image=None) -> Answer:
+               measure_image_influence: bool = False, blank_image=None, return_attention: bool = False) -> Answer:
         """Answer a question with the bundle's chat template and AdaptVis by default.
 
         ``measure_image_influence`` compares the first-token distribution with one for
         ``blank_image`` (default: a mean-colour image), at the cost of one more prefill.
+
+        ``return_attention`` puts on ``Answer.attention`` the last prompt token's attention
+        over the image, per layer (``runtime.AttentionMaps``), for each pass that ran:
+        ``"confidence"`` (alpha = 1) and ``"rescaled"`` (the chosen alpha) with AdaptVis;
+        only ``"confidence"`` with ``steering=None`` (its one pass is unsteered; it also gives
+        the answer); only ``"rescaled"`` with ScalingVis (plus ``"confidence"`` when
+        ``measure_image_influence`` runs that pass anyway).  It costs a copy of a
+        [layers, prompt] array per pass; a bundle exported before the decoder had attention
+        outputs raises ``BundleError`` (re-export it), and answers as before without it.
         """
         prompt = self.prompts.from_question(question)
-        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image))
+        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
+                                     return_attention))
 
     def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = 32,
-                 measure_image_influence: bool = False, blank_image=None) -> Answer:
-        """A raw prompt (no template) holding the image placeholder once."""
+                 measure_image_influence: bool = False, blank_image=None, return_attention: bool = False) -> Answer:
+        """A raw prompt (no template) holding the image placeholder once; ``return_attention`` as in ``answer``."""
         return self._drain(self._run(image, self.prompts.from_raw(prompt), steering, max_new_tokens,
-                                     measure_image_influence, blank_image))
+                                     measure_image_influence, blank_image, return_attention))
 
     def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32) -> Iterator[str]:
         """Yield the answer's text piece by piece as tokens are generated."""
@@ -105,9 +116,11 @@ class VLM:
                 return stop.value
 
     def _run(self, image, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool,
-             blank_image):
+             blank_image, return_attention: bool = False):
         """Generator: yields generated token ids; its return value is the Answer."""
         steering = self._steering(steering)
+        if return_attention:
+            self.sessions.require_attention_outputs()
         d = self.manifest.decoder
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise PromptError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
@@ -118,7 +131,11 @@ class VLM:
                               f"context of {d.max_position_embeddings}")
         for alpha in _alphas(steering):        # shapes checked before any work
             scale_tensor(alpha, d.num_layers, d.num_attention_heads)
-        pixels = pixel_values(load_image(image), self.manifest.preprocessing)    # [1, 3, H, W]
+        picture = load_image(image)
+        pixels = pixel_values(picture, self.manifest.preprocessing)              # [1, 3, H, W]
+        # return_attention: "confidence" / "rescaled" -> AttentionMaps, and where the grid lies on the image
+        maps: dict[str, AttentionMaps] | None = {} if return_attention else None
+        box = crop_box(picture.width, picture.height, self.manifest.preprocessing) if return_attention else None
         blank = self._blank_pixels(blank_image) if measure_image_influence else None
 
         t = time.perf_counter
@@ -138,7 +155,7 @@ class VLM:
         tail = embeds[:, split:]
         confidence = plain = None
         if not isinstance(steering, ScalingVis) or measure_image_influence:
-            plain = self.sessions.step(tail, cache, self._ones, image_mask)
+            plain = self._prompt_end(tail, cache, self._ones, image_mask, maps, "confidence", prompt, box)
             confidence = float(_softmax(plain[0]).max())
         t3 = t()
         if steering is None:
@@ -146,7 +163,7 @@ class VLM:
         else:
             alpha = steering.choose(confidence) if isinstance(steering, AdaptVis) else steering.alpha
             scale = scale_tensor(alpha, d.num_layers, d.num_attention_heads)
-            logits, cache = self.sessions.step(tail, cache, scale, image_mask)
+            logits, cache = self._prompt_end(tail, cache, scale, image_mask, maps, "rescaled", prompt, box)
         t4 = t()
         first_probs = _softmax(logits)
         ids: list[int] = []
@@ -170,7 +187,16 @@ class VLM:
             steering="none" if steering is None else type(steering).__name__.lower(),
             timings=Timings(vision=vision_s, prefill=(t2 - t0) - vision_s,
                             confidence_step=t3 - t2, rescaled_step=t4 - t3, decode=t5 - t4),
-            prompt_tokens=n, image_influence=influence, first_token_probs=first_probs)
+            prompt_tokens=n, image_influence=influence, first_token_probs=first_probs, attention=maps)
+
+    def _prompt_end(self, tail, cache: KVCache, scale, image_mask, maps, which: str, prompt: Prompt, box):
+        """The confidence or the rescaled pass over the prompt's last token(s); with ``maps``
+        (return_attention), also the last row's attention on the grid, as ``maps[which]``."""
+        if maps is None:
+            return self.sessions.step(tail, cache, scale, image_mask)
+        logits, after, rows = self.sessions.step_with_attention(tail, cache, scale, image_mask)
+        maps[which] = attention_maps(rows, prompt.image_start, self.manifest, box)
+        return logits, after
 
     def _image_prefix(self, pixels: np.ndarray, prompt: Prompt):
         """Image features and the KV cache of the prompt up to the end of the image, cached per image."""

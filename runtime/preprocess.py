@@ -55,6 +55,29 @@ def pixel_values(image: Image.Image, spec: Preprocessing, *,
     return np.ascontiguousarray(normed.transpose(2, 0, 1)[None])   # [1, 3, h, w]
 
 
+def crop_box(width: int, height: int, spec: Preprocessing) -> tuple[float, float, float, float]:
+    """Where ``pixel_values`` of a ``width`` x ``height`` image lie on that image, in its pixels:
+    ``(left, top, right, bottom)`` of the (square-padded,) resized and cropped picture the model sees.
+
+    PIL's resize maps edges to edges, so this is a linear map of the crop's rectangle in the
+    resized image.  Parts may lie outside ``[0, width] x [0, height]``: the padding of
+    ``pad_to_square``, or a crop larger than the resized image (zero-padded).
+    """
+    ox = oy = 0
+    if spec.pad_to_square and width != height:
+        side = max(width, height)
+        ox, oy = (side - width) // 2, (side - height) // 2          # as expand_to_square pastes it
+        width = height = side
+    rh, rw = resized_size(height, width, spec.resize_shortest_edge)
+    if spec.do_center_crop:
+        top, left = (rh - spec.crop_height) // 2, (rw - spec.crop_width) // 2   # as center_crop (also when padding)
+        bottom, right = top + spec.crop_height, left + spec.crop_width
+    else:
+        top, left, bottom, right = 0, 0, rh, rw
+    sx, sy = width / rw, height / rh
+    return (left * sx - ox, top * sy - oy, right * sx - ox, bottom * sy - oy)
+
+
 def expand_to_square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
     """LLaVA's ``expand2square``: paste centred (offset floored) onto a square canvas."""
     width, height = image.size

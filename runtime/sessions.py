@@ -8,6 +8,10 @@ The KV cache never leaves ONNX Runtime between steps:
 Only the logits ([1, vocab]) come back to host memory.  A cache is a tuple of
 OrtValues that no step writes into (each step makes new, longer tensors), so
 one cached prefix can start any number of continuations, from any thread.
+
+The decoder graph has attention outputs (the last query row's attention, a [1, L, total]
+tensor: negligible next to the step); ``step`` leaves them unbound, so they are never
+copied anywhere, and ``step_with_attention`` binds them to host memory as well.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import STEERING_INPUTS, bundle_contracts
+from graphs.contracts import ATTENTION_OUTPUTS, IMAGE_ATTENTION_SHARE, LAST_ROW_ATTENTION, STEERING_INPUTS, \
+    bundle_contracts
 from graphs.manifest import Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
@@ -43,8 +48,17 @@ class KVCache:
     length: int
 
 
+@dataclass(frozen=True, eq=False)
+class StepAttention:
+    """The decoder's attention outputs for the last query row of one step (see ``decoder_contract``)."""
+
+    last_row: np.ndarray     # float32 [L, total]: softmax over every key (after the steering scale), mean over heads
+    image_share: np.ndarray  # float32 [L]: last_row summed over the image-token keys
+
+
 class BundleSessions:
     def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None):
+        self.folder = Path(folder)
         self.manifest = manifest
         self.providers = providers
         self.device = device_of(providers)
@@ -72,7 +86,8 @@ class BundleSessions:
         return session
 
     def _check_contracts(self) -> None:
-        for name, contract in bundle_contracts(self.manifest.decoder.num_layers).items():
+        contracts = bundle_contracts(self.manifest.decoder.num_layers, self.manifest.has_attention_outputs)
+        for name, contract in contracts.items():
             session = getattr(self, name)
             have = {i.name for i in session.get_inputs()}
             missing = [n for n in contract.input_names if n not in have]
@@ -107,6 +122,26 @@ class BundleSessions:
         ``scale`` [1, L, H] multiplies the image-key logits of these S query rows;
         ``image_mask`` [1, cache.length + S] marks image-token keys.
         """
+        logits, new_cache, _ = self._step(embeds, cache, scale, image_mask, attention=False)
+        return logits, new_cache
+
+    def step_with_attention(self, embeds: np.ndarray, cache: KVCache, scale: np.ndarray, image_mask: np.ndarray
+                            ) -> tuple[np.ndarray, KVCache, StepAttention]:
+        """``step``, also returning the attention of its last query row (the last of ``embeds``).
+
+        Raises ``BundleError`` for a bundle exported before the decoder had attention outputs.
+        """
+        self.require_attention_outputs()
+        return self._step(embeds, cache, scale, image_mask, attention=True)
+
+    def require_attention_outputs(self) -> None:
+        if not self.manifest.has_attention_outputs:
+            raise BundleError(f"the bundle {self.folder} was exported before the decoder returned its attention "
+                              f"({', '.join(ATTENTION_OUTPUTS)}), so it cannot report attention maps; it answers "
+                              f"as before without return_attention. Re-export it with this version of the exporter "
+                              f"(just export <model> --out {self.folder} --force) to get them")
+
+    def _step(self, embeds, cache: KVCache, scale, image_mask, attention: bool):
         seq = embeds.shape[1]
         total = cache.length + seq
         binding = self.decoder.io_binding()
@@ -120,7 +155,16 @@ class BundleSessions:
         binding.bind_output("logits", "cpu")
         for name in self.present_names:
             binding.bind_output(name, self.device, 0)
+        if attention:                       # else left unbound: never copied out
+            binding.bind_output(LAST_ROW_ATTENTION, "cpu")
+            binding.bind_output(IMAGE_ATTENTION_SHARE, "cpu")
         self.decoder.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
+        outputs = binding.get_outputs()     # in binding order
         logits = outputs[0].numpy()[0].astype(np.float32, copy=False)          # [V]
-        return logits, KVCache(tuple(outputs[1:]), total)
+        n_kv = len(self.present_names)
+        new_cache = KVCache(tuple(outputs[1: 1 + n_kv]), total)
+        if not attention:
+            return logits, new_cache, None
+        rows = StepAttention(outputs[1 + n_kv].numpy()[0].astype(np.float32, copy=False),       # [L, total]
+                             outputs[2 + n_kv].numpy()[0].astype(np.float32, copy=False))       # [L]
+        return logits, new_cache, rows

@@ -344,6 +344,11 @@ class Trainer:
         while True:
             if self.progress.total_steps and self.progress.step >= self.progress.total_steps:
                 break
+            if self.progress.elapsed > self.s.minutes * 60 - 60:      # the budget holds even when the CPU is shared
+                print(f"[train] time budget reached at step {self.progress.step} of {self.progress.total_steps}",
+                      file=sys.stderr)
+                self._log(stage="readout", step=self.progress.step, stopped="time budget")
+                break
             step = self.progress.step
             if self.progress.total_steps:
                 frac = step / self.progress.total_steps

@@ -48,12 +48,16 @@ def fp16_bundle(checkpoint_dir, tmp_path_factory):
 
 
 def test_fp16_export_is_parity_checked_and_keeps_softmax_and_rmsnorm_in_fp32(fp16_bundle):
-    from export.parity import FP16_TOLERANCE
+    from export.parity import ATTENTION_FP16_TOLERANCE, FP16_TOLERANCE
     manifest = json.loads((fp16_bundle / "manifest.json").read_text())
     assert manifest["dtype"] == "fp16"
     assert all(v <= FP16_TOLERANCE for v in manifest["parity"].values())
     decoder = onnx.load(str(fp16_bundle / "decoder.onnx"))
     assert decoder.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    # the attention outputs stay float32, and are parity-checked like the logits
+    types = {o.name: o.type.tensor_type.elem_type for o in decoder.graph.output}
+    assert types["last_row_attention"] == types["image_attention_share"] == TensorProto.FLOAT
+    assert manifest["parity"]["decoder.attention"] <= ATTENTION_FP16_TOLERANCE
     assert check_bundle(fp16_bundle) == {"vision": [], "embed": [], "decoder": []}
 
 

@@ -49,6 +49,13 @@ class Reference:
             logits = self.model(**inputs).logits[0, -1]
         return float(torch.softmax(logits.double(), -1).max())
 
+    def last_row_attention(self, inputs, alpha: float | None, rows: str = "last_token") -> torch.Tensor:
+        """[L, n] float64: the last prompt row's attention over every key, per layer, mean over heads
+        (``output_attentions=True``), with the prompt's image keys scaled by ``alpha`` as in ``generate``."""
+        with self._scaled(inputs.input_ids[0], alpha, rows), torch.no_grad():
+            attentions = self.model(**inputs, output_attentions=True).attentions     # L x [1, H, n, n]
+        return torch.stack([a[0, :, -1, :].double().mean(dim=0) for a in attentions])
+
     def plain(self, image, question, max_new_tokens):
         inputs = self.inputs(image, question)
         return ReferenceAnswer(self.generate(inputs, None, max_new_tokens), self.confidence(inputs), None)
