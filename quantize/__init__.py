@@ -1,0 +1,15 @@
+"""Quantize an exported bundle into a new bundle: fp16, or int8 / int4 weight-only (MatMulNBits).
+
+    from quantize import quantize_bundle
+    quantize_bundle("bundles/mine", "bundles/mine-int4", to="int4", block_size=32, report=True)
+
+    python -m quantize bundles/mine --to int4 [--block-size 32] [--vision] [--out DIR] [--report]
+
+The source is only read; the result is written atomically; ``runtime.load()`` runs it as it is.
+The image-key scaling, the mask, softmax, RMSNorm and the rotary angles keep computing in fp32.
+"""
+from .bundle import Settings, quantize_bundle
+from .errors import AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError
+
+__all__ = ["quantize_bundle", "Settings", "QuantizeError", "OptionError", "SourceBundleError",
+           "AlreadyQuantizedError", "BundleExistsError"]

@@ -1,0 +1,236 @@
+"""Quantize a bundle folder into a new one, atomically, with a manifest that says what was done.
+
+    source (checked: manifest, sha256 of every file, fp32, not quantized yet)
+      |-- decoder.onnx           --weights.to_nbits / to_fp16--> decoder.onnx (+ .onnx_data past 1 GiB)
+      |-- vision.onnx            copied, or converted with --vision
+      |-- embed.onnx             copied, or converted to fp16 with --embed
+      |-- tokenizer.json         copied
+      `-- calibration.json       NOT copied: it was fitted to the source's confidences (see README)
+    manifest.json: the source's, with new sha256 and a ``quantization`` record; the bundle is
+    loaded with runtime.load() before it is published, and (--report) measured against the source.
+
+Everything is written into ``.<out>.partial-<pid>`` beside the target and renamed at the end:
+a failure leaves no bundle behind, and the source folder is only ever read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphs.manifest import MANIFEST_FILE, Manifest
+from runtime.bundle import open_bundle, sha256_file
+from runtime.errors import BundleError
+
+from . import weights as W
+from .errors import AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError
+
+REPORT_FILE = "quantization.md"
+
+
+@dataclass(frozen=True)
+class Settings:
+    to: str                         # fp16 | int8 | int4
+    block_size: int = 32            # int8 / int4: weights per scale along K
+    symmetric: bool = False         # int8 / int4: no zero points
+    accuracy_level: int = 0         # int8 / int4: MatMulNBits compute type (0 = the kernel's default)
+    vision: bool = False            # also the vision graph (tower + projector)
+    embed: bool = False             # also the embedding table (fp16 only)
+    lm_head: bool = False           # also the decoder's LM head
+
+    def check(self) -> "Settings":
+        if self.to not in W.PRECISIONS:
+            raise OptionError(f"--to must be one of {', '.join(W.PRECISIONS)}, got {self.to!r}")
+        if self.block_size not in W.BLOCK_SIZES:
+            raise OptionError(f"--block-size must be one of {', '.join(map(str, W.BLOCK_SIZES))}, got {self.block_size!r}")
+        if self.accuracy_level not in W.ACCURACY_LEVELS:
+            raise OptionError(f"--accuracy-level must be one of {', '.join(map(str, W.ACCURACY_LEVELS))} "
+                              f"(MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8), got {self.accuracy_level!r}")
+        if self.embed and self.to != "fp16":
+            raise OptionError("--embed works with --to fp16 only: MatMulNBitsQuantizer quantizes a Gather only to "
+                              "4 bits and only at opset 21 (bundles are opset <= 20 for TensorRT 10.3)")
+        return self
+
+    @property
+    def bits(self) -> int:
+        return {"fp16": 16, "int8": 8, "int4": 4}[self.to]
+
+    def converts(self, graph: str) -> bool:
+        return graph == "decoder" or (graph == "vision" and self.vision) or (graph == "embed" and self.embed)
+
+
+def default_out(source: Path, to: str) -> Path:
+    return source.parent / f"{source.name}-{to}"
+
+
+def quantize_bundle(source: str | Path, out: str | Path | None = None, *, to: str, block_size: int = 32,
+                    symmetric: bool = False, accuracy_level: int = 0, vision: bool = False, embed: bool = False,
+                    lm_head: bool = False, force: bool = False, report: bool = False, report_items: int = 40,
+                    report_seed: int = 0, log=None) -> Manifest:
+    """Write a quantized copy of the bundle ``source`` to ``out`` (default ``<source>-<to>``); returns its manifest.
+
+    ``report`` measures the accuracy cost against the source (``quantize.report``) and writes it into
+    the manifest and ``quantization.md``.  Raises a :class:`QuantizeError` subclass for bad input.
+    """
+    log = log or _stderr_log
+    settings = Settings(to, block_size, symmetric, accuracy_level, vision, embed, lm_head).check()
+    if report and (isinstance(report_items, bool) or not isinstance(report_items, int) or report_items < 4):
+        raise OptionError(f"--report-items must be an int >= 4 (the benchmark has 4 relations), got {report_items!r}")
+    source = Path(source).expanduser().resolve()
+    manifest = open_source(source)
+    out = Path(out).expanduser().resolve() if out is not None else default_out(source, to)
+    check_target(out, source, force)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        written = write_quantized(source, manifest, partial, settings, log)
+        log(f"quantized in {time.perf_counter() - t0:.1f}s; loading it")
+        _load_check(partial)
+        if report:
+            from .report import markdown, measure
+            accuracy = measure(source, partial, n_items=report_items, seed=report_seed, log=log)
+            (partial / REPORT_FILE).write_text(markdown(written, accuracy))
+            written = finish_manifest(partial, written, accuracy)
+        replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log(f"bundle ready: {out}")
+    return written
+
+
+def open_source(source: Path) -> Manifest:
+    """The source's manifest, after checking every file's sha256; refuses quantized and fp16 bundles."""
+    try:
+        manifest = open_bundle(source, verify_checksums=True)
+    except BundleError as e:
+        raise SourceBundleError(f"cannot quantize {source}: {e}") from None
+    q = manifest.quantization
+    if q:
+        raise AlreadyQuantizedError(f"{source} is already quantized ({q.get('precision')} from "
+                                    f"{q.get('source_bundle')}); quantize its fp32 source instead")
+    if manifest.dtype != "fp32":
+        raise SourceBundleError(f"{source} is a {manifest.dtype} export; quantization starts from an fp32 export "
+                                f"(just export <model> --dtype fp32)")
+    return manifest
+
+
+def check_target(out: Path, source: Path, force: bool) -> None:
+    if out == source or source in out.parents or out in source.parents:
+        raise BundleExistsError(f"--out {out} is, holds or lies inside the source bundle {source}; "
+                                f"the source is never modified: pick another folder")
+    if not out.exists() or force:
+        return
+    if (out / MANIFEST_FILE).exists():
+        raise BundleExistsError(f"{out} already holds a bundle; pass --force to replace it")
+    if not out.is_dir() or any(out.iterdir()):
+        raise BundleExistsError(f"{out} exists and is not an empty folder; pass --force to replace it")
+
+
+def replace(partial: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        partial.rename(out)
+
+
+def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Settings, log) -> Manifest:
+    """Convert or copy every file of the source into ``folder`` and write the new manifest."""
+    graphs: dict[str, dict] = {}
+    done: set[str] = set()
+    for name, file in manifest.graphs.items():
+        if not settings.converts(name):
+            for f in [file, *W.external_files(source / file)]:
+                shutil.copy2(source / f, folder / f)
+                done.add(f)
+            graphs[name] = {"copied": True}
+            continue
+        t = time.perf_counter()
+        try:
+            model = W.load(source / file)
+        except Exception as e:   # onnx raises its own DecodeError / ValidationError types
+            raise SourceBundleError(f"cannot read {source / file}: {type(e).__name__}: {e}") from None
+        why = W.already_quantized(model)
+        if why:
+            raise AlreadyQuantizedError(f"{source / file} is already quantized ({why}) although its manifest "
+                                        f"says nothing about it; quantize the fp32 export instead")
+        done.update([file, *W.external_files(source / file)])
+        keep_head = not settings.lm_head
+        if settings.to == "fp16":
+            converted = W.to_fp16(model, keep_lm_head=keep_head)
+        else:
+            converted = W.to_nbits(model, settings.bits, settings.block_size, settings.symmetric,
+                                   settings.accuracy_level, keep_lm_head=keep_head)
+        del model
+        W.save(converted.model, folder / file)
+        graphs[name] = converted.stats
+        log(f"{name}: {_summary(converted.stats)} ({time.perf_counter() - t:.1f}s)")
+    for f in manifest.sha256:       # the tokenizer, and whatever else the source lists
+        if f not in done and not (folder / f).exists():
+            shutil.copy2(source / f, folder / f)
+    new = dataclasses.replace(manifest, sha256=_digests(folder), quantization=_record(source, manifest, settings, graphs))
+    new.write(folder)
+    return new
+
+
+def finish_manifest(folder: Path, manifest: Manifest, accuracy: dict) -> Manifest:
+    record = dict(manifest.quantization, accuracy=accuracy, report=REPORT_FILE)
+    new = dataclasses.replace(manifest, sha256=_digests(folder), quantization=record)
+    new.write(folder)
+    return new
+
+
+def _record(source: Path, manifest: Manifest, settings: Settings, graphs: dict) -> dict:
+    import onnxruntime
+
+    nbits = settings.to != "fp16"
+    return {
+        "precision": settings.to,
+        "method": "MatMulNBits (weight-only, blockwise)" if nbits else "fp16 weights and activations, fp32 islands",
+        "tool": W.NBITS_TOOL if nbits else W.FP16_TOOL,
+        "onnxruntime": onnxruntime.__version__,
+        "bits": settings.bits,
+        "block_size": settings.block_size if nbits else None,
+        "symmetric": settings.symmetric if nbits else None,
+        "accuracy_level": settings.accuracy_level if nbits else None,
+        "io_dtype": manifest.dtype,      # graph inputs/outputs keep the source's types: the runtime feeds those
+        "lm_head": "quantized" if settings.lm_head else "as exported",
+        "graphs": graphs,
+        "source_bundle": str(source),
+        "source_sha256": hashlib.sha256((source / MANIFEST_FILE).read_bytes()).hexdigest(),
+        "accuracy": None,
+    }
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
+
+
+def _load_check(folder: Path) -> None:
+    import runtime
+    try:
+        runtime.load(folder, providers=["cpu"])
+    except BundleError as e:
+        raise QuantizeError(f"the quantized bundle does not load in the runtime: {e}") from None
+
+
+def _summary(stats: dict) -> str:
+    if "matmulnbits" in stats:
+        return (f"{stats['matmulnbits']} of {stats['weight_matmuls']} weight MatMuls -> MatMulNBits"
+                + (f", {len(stats['skipped'])} kept" if stats["skipped"] else "")
+                + (f", {len(stats['k_padded'])} with K padded to a whole block" if stats["k_padded"] else ""))
+    return f"{stats['fp16_initializers']} weights fp16, {stats['kept_fp32_nodes']} nodes kept fp32"
+
+
+def _stderr_log(message: str) -> None:
+    print(f"[quantize] {message}", file=sys.stderr, flush=True)
