@@ -33,6 +33,10 @@ fixture OUT *ARGS:
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
 
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4 [--block-size 32] [--report]`.
+quantize BUNDLE *ARGS:
+    {{python}} -m quantize "$@"
+
 # Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
 check BUNDLE:
     {{python}} -m graphs check "$@"
