@@ -37,6 +37,14 @@ train-spatial *ARGS:
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 
+# One PNG of where the model looked, at alpha = 1 and at AdaptVis's alpha: `just explain BUNDLE IMAGE "question" [--layers A:B] [--out FILE.png]`.
+explain BUNDLE IMAGE QUESTION *ARGS:
+    {{python}} -m diagnostics explain "$@"
+
+# What the eyes knew: a linear probe on the image features beside the VLM's own and blind accuracy: `just probe BUNDLE DATASET [--out DIR]`.
+probe BUNDLE DATASET *ARGS:
+    {{python}} -m diagnostics probe "$@"
+
 # Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
 check BUNDLE:
     {{python}} -m graphs check "$@"

@@ -5,7 +5,13 @@ One line per model call::
     {"key": "<bundle>|<item id>|<item digest>|<pass>|<max_new_tokens>",
      "bundle": ..., "item": ..., "digest": ..., "pass": ..., "max_new_tokens": ...,
      "text": ..., "token_ids": [...], "confidence": ..., "scale": ..., "influence": {...} | null,
-     "seconds": ...}
+     "seconds": ...[, "alignment": {...} | null]}
+
+``alignment`` (evaluate's AdaptVis pass on items with boxes, bundles with attention
+outputs): the share of image attention inside each box per layer, for the alpha = 1 and
+the rescaled step, and the boxes' area fractions (:func:`diagnostics.alignment.alignment`);
+never the maps themselves.  Records written before it have no such key (see
+:mod:`calibration.runner` for what happens then).
 
 The key names what was computed: the bundle (sha256 of its manifest, which holds the
 sha256 of every graph and the tokenizer), the item (its id and a digest of its question

@@ -21,7 +21,8 @@ Every model result is cached (``DIR/cache.jsonl``), so a rerun resumes where the
 stopped and ``calibration.evaluate`` reuses what it can.  Writes ``calibration.json``
 into the bundle folder (atomically; ``runtime.load`` then uses it as the default
 steering) and, in ``DIR`` (default ``runs/<bundle name>/<subset>``): a copy of it,
-``calibration.md`` and ``calibration_heatmap.png``.
+``calibration.md`` and ``calibration_heatmap.png`` (skipped, with one line saying which
+extra to install, without matplotlib).
 """
 from __future__ import annotations
 
@@ -292,12 +293,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         written = write_calibration(args.bundle, doc)
     write_calibration(out_dir, doc)
 
-    from .plots import calibration_heatmap
+    from .plots import MISSING_MATPLOTLIB, calibration_heatmap, have_matplotlib
     from .report import calibration_markdown
 
-    heatmap = out_dir / HEATMAP_FILE
-    calibration_heatmap(outcome.grid, heatmap, title=f"AdaptVis dev accuracy, {ws.subset}")
-    (out_dir / REPORT_FILE).write_text(calibration_markdown(doc, outcome.grid, outcome.stats, HEATMAP_FILE,
+    heatmap = None
+    if have_matplotlib():
+        calibration_heatmap(outcome.grid, out_dir / HEATMAP_FILE, title=f"AdaptVis dev accuracy, {ws.subset}")
+        heatmap = HEATMAP_FILE
+    else:
+        print(MISSING_MATPLOTLIB, file=err)
+    (out_dir / REPORT_FILE).write_text(calibration_markdown(doc, outcome.grid, outcome.stats, heatmap,
                                                             ws.problems, runner.failures))
     a, acc = doc["adaptvis"], doc["accuracy"]
     print(f"AdaptVis for {ws.subset}: alpha_low={a['alpha_low']} alpha_high={a['alpha_high']} "

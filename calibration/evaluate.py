@@ -28,7 +28,19 @@ by whether the relation is the one a language prior expects (familiar / unfamili
 for each method and for the blind answer.  Writes ``evaluation.md``,
 ``evaluation.json`` and ``answers_<subset>.png`` (the answers' option words with and
 without the image, for correctly and incorrectly answered items) into ``DIR`` (default
-``runs/<bundle name>/<subset>``).
+``runs/<bundle name>/<subset>``).  Without matplotlib the PNGs are skipped with one line
+saying which extra to install; everything else is written.
+
+Where items have ``boxes`` (the synthetic set; WhatsUp files that carry them), the AdaptVis
+pass also asks for the attention maps and the cache keeps, per item, the share of image
+attention inside each box (A, B and their union), per layer, for its alpha = 1 pass and
+its rescaled pass (:mod:`diagnostics.alignment`).  The report (``alignment`` in
+evaluation.json) gives the mean share inside the boxes over the middle layers (and per
+layer in the JSON) at alpha = 1 and at the alpha AdaptVis chose, for all items, split by
+whether the AdaptVis / the baseline answer was right, and by the alpha applied (low /
+high), beside the boxes' area fraction: the share attention spread evenly would give.
+A cached AdaptVis record from before (no alignment in it) is recomputed once when the
+bundle can report attention; a bundle exported without attention outputs gives ``n/a``.
 """
 from __future__ import annotations
 
@@ -43,6 +55,8 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from runtime.steering import PAPER_DEFAULT, AdaptVis, describe
+
+from diagnostics.alignment import parse_boxes, summarize_alignment
 
 from .cache import ResultCache
 from .calibrate import CACHE_FILE, CALIBRATION_FILE, PAPER_ALIASES, default_out
@@ -108,6 +122,10 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
     return float(PAPER_SETTINGS["Controlled_Images_A"][3]), "paper, Controlled_Images_A", av, av_src
 
 
+def _pct_text(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.1f} %"
+
+
 def _pct(k: int, n: int) -> Optional[float]:
     return 100.0 * k / n if n else None
 
@@ -134,7 +152,8 @@ def breakdown(items: Sequence[Item], correct: dict[str, list[bool]]) -> Optional
 def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steering: AdaptVis,
                    scoring: str = "reference", influence: bool = True) -> dict:
     """Run the four passes on every item (through the cache); the subset's part of evaluation.json."""
-    p_base, p_sv, p_av = baseline(influence=influence), scaling(scalingvis_alpha), adaptvis(steering)
+    boxed = any(parse_boxes(it.boxes) for it in ws.items)
+    p_base, p_sv, p_av = baseline(influence=influence), scaling(scalingvis_alpha), adaptvis(steering, alignment=boxed)
     passes = [p_base, p_sv, p_av] + ([blank()] if influence else [])
     res = runner.run([(it, p) for it in ws.items for p in passes], f"evaluate: {ws.subset}")
     items: list[Item] = [it for it in ws.items if it.id not in runner.failures]
@@ -160,6 +179,10 @@ def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steerin
     by_split = breakdown(items, scores)
     if by_split is not None:
         out["breakdown"] = by_split
+    if boxed:
+        low = [c < steering.threshold for c in rounded]
+        out["alignment"] = alignment_report(items, [res[(it.id, p_av.name)] for it in items], av, base, low,
+                                            runner.attention_available)
     if not influence:
         return out
     cats = [*dict.fromkeys(o for it in items for o in it.options), OTHER]
@@ -183,6 +206,32 @@ def evaluate_items(runner: Runner, ws: WorkSet, scalingvis_alpha: float, steerin
         for s, r in rows.items()}
     out["histograms"] = {"categories": cats,
                          "counts": {s: {c: dict(v) for c, v in d.items()} for s, d in counts.items()}}
+    return out
+
+
+#: evaluation.json's alignment groups, in report order.
+ALIGNMENT_GROUPS = ("all", "adaptvis_correct", "adaptvis_incorrect", "baseline_correct", "baseline_incorrect",
+                    "alpha_low", "alpha_high")
+
+
+def alignment_report(items: Sequence[Item], av_records: Sequence[dict], av_correct: Sequence[bool],
+                     base_correct: Sequence[bool], alpha_low: Sequence[bool], attention_available: bool) -> dict:
+    """evaluation.json's ``alignment``: the AdaptVis records' shares inside the boxes, by group
+    (:data:`ALIGNMENT_GROUPS`; :func:`diagnostics.alignment.summarize_alignment`)."""
+    n_boxed = sum(bool(parse_boxes(it.boxes)) for it in items)
+    idx = [i for i, r in enumerate(av_records) if r.get("alignment")]
+    recs = [av_records[i]["alignment"] for i in idx]
+    out: dict = {"n_with_boxes": n_boxed, "n": len(recs)}
+    if not recs:
+        out["note"] = ("n/a: the bundle's decoder has no attention outputs (exported before them); re-export it"
+                       if not attention_available else "n/a: no item's boxes gave an alignment")
+        return out
+    member = {"all": lambda i: True, "adaptvis_correct": lambda i: av_correct[i],
+              "adaptvis_incorrect": lambda i: not av_correct[i], "baseline_correct": lambda i: base_correct[i],
+              "baseline_incorrect": lambda i: not base_correct[i], "alpha_low": lambda i: alpha_low[i],
+              "alpha_high": lambda i: not alpha_low[i]}
+    groups = {g: [k for k, i in enumerate(idx) if member[g](i)] for g in ALIGNMENT_GROUPS}
+    out.update(summarize_alignment(recs, groups))
     return out
 
 
@@ -252,7 +301,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "tool": "python -m calibration.evaluate", "max_new_tokens": args.max_new_tokens,
                  "scoring": args.scoring, "subsets": {}}
-    from .plots import answer_histograms
+    from .plots import MISSING_MATPLOTLIB, answer_histograms, have_matplotlib
+
+    plots = have_matplotlib()
+    if not plots:
+        print(MISSING_MATPLOTLIB, file=err)
 
     problems = []
     with ResultCache(args.cache or out_dir / CACHE_FILE) as cache:
@@ -269,7 +322,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                              "threshold": float(av.threshold), "round_confidence": av.round_confidence,
                              "apply_to": av.apply_to}}
             name = ws.subset if ws.subset not in doc["subsets"] else f"{ws.subset} ({ws.source})"
-            if "histograms" in part and part["n"]:
+            if plots and "histograms" in part and part["n"]:
                 png = f"answers_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
                 h = part["histograms"]
                 answer_histograms(h["counts"], h["categories"], out_dir / png,
@@ -289,6 +342,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         if "influence" in part and part["n"]:
             i = part["influence"]["all"]
             line += f"  | image influence: TV {i['mean_tv_distance']:.3f}, first token changed {i['first_token_changed']:.1f} %"
+        al = part.get("alignment")
+        if al and al.get("n"):
+            g = al["groups"]["all"]
+            k = "union" if "union" in g["chance"] else next(iter(g["chance"]), "union")
+            line += (f"  | attention in the boxes: {_pct_text(g['alpha_1'].get(k))} at alpha 1 -> "
+                     f"{_pct_text(g['chosen_alpha'].get(k))} at AdaptVis's alpha "
+                     f"(chance {_pct_text(g['chance'].get(k))})")
         print(line, file=out)
     r = doc["run"]
     print(f"  model calls {r['model_calls']}, cached {r['cache_hits']}, {r['wall_seconds']:.1f} s; "

@@ -1,4 +1,9 @@
-"""The PNGs of calibration and evaluation (matplotlib, Agg backend: no display needed)."""
+"""The PNGs of calibration and evaluation (matplotlib, Agg backend: no display needed).
+
+matplotlib is an optional extra (``adaptvis-edge[calibration]``).  Every command that
+plots checks :func:`have_matplotlib` first; without it, it prints
+:data:`MISSING_MATPLOTLIB` once (one line) and writes everything but the PNGs.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +13,29 @@ import numpy as np
 
 from .grid import GridResult
 
+MISSING_MATPLOTLIB = "plots skipped: pip install 'adaptvis-edge[calibration]' for matplotlib"
 
-def _pyplot():
+
+def have_matplotlib() -> bool:
+    """Whether matplotlib can be imported (the plotting functions need it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend; ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_pyplot = pyplot
 
 
 def _tick_positions(n: int, most: int = 16) -> list[int]:

@@ -43,7 +43,7 @@ def _problems(problems: Sequence[Problem], failures: Mapping[str, str], limit: i
     return lines
 
 
-def calibration_markdown(doc: dict, grid: GridResult, stats: Mapping, heatmap: str,
+def calibration_markdown(doc: dict, grid: GridResult, stats: Mapping, heatmap: str | None,
                          problems: Sequence[Problem] = (), failures: Mapping[str, str] = {}) -> str:
     a, ds, sp, se = doc["adaptvis"], doc["dataset"], doc["split"], doc["search"]
     m = doc["metrics"]
@@ -84,7 +84,8 @@ def calibration_markdown(doc: dict, grid: GridResult, stats: Mapping, heatmap: s
     lines += ["", f"{se['n_cells']} cells searched ({len(se['alpha_low'])} x {len(se['alpha_high'])} alphas x "
               f"{se['n_thresholds']} thresholds; thresholds: {se['thresholds'] if isinstance(se['thresholds'], str) else 'given'}). "
               f"Ties: smallest alpha change, then the threshold nearest {se['tie_break_reference_threshold']}.",
-              "", f"![dev accuracy over alpha_high x threshold]({heatmap})", "", "## Run", ""]
+              "", f"![dev accuracy over alpha_high x threshold]({heatmap})" if heatmap else
+              "(No heatmap: matplotlib is not installed.)", "", "## Run", ""]
     lines += [f"- model calls: {stats.get('model_calls')}, served from the cache: {stats.get('cache_hits')}",
               f"- model time {stats.get('model_seconds', 0):.1f} s, wall time {stats.get('wall_seconds', 0):.1f} s",
               f"- cache: `{stats.get('cache')}`"]
@@ -106,6 +107,48 @@ def _breakdown(split: Mapping | None, sv_alpha: float) -> list[str]:
             + ([_pct(v.get("blind"))] if blind else []) for name, v in split.items()]
     lines += _table(["items", "n", "baseline", f"ScalingVis ({sv_alpha:g})", "AdaptVis"] + (["blind"] if blind else []),
                     rows)
+    return lines
+
+
+ALIGNMENT_ROWS = {"all": "all", "adaptvis_correct": "AdaptVis right", "adaptvis_incorrect": "AdaptVis wrong",
+                  "baseline_correct": "baseline right", "baseline_incorrect": "baseline wrong",
+                  "alpha_low": "alpha_low applied", "alpha_high": "alpha_high applied"}
+
+
+def _signed(a, b) -> str:
+    return "n/a" if a is None or b is None else f"{b - a:+.1f}"
+
+
+def _alignment(al: Mapping | None) -> list[str]:
+    """The share of image attention inside the objects' boxes (evaluation.json's ``alignment``)."""
+    if not al:
+        return []
+    lines = ["", "### Attention on the objects", ""]
+    if not al.get("n"):
+        return lines + [f"{al.get('n_with_boxes', 0)} items have boxes; {al.get('note', 'n/a')}."]
+    groups = al["groups"]
+    first = next(iter(groups.values()))
+    keys = list(first["chance"])
+    main = "union" if "union" in keys else keys[0]
+    what = "A and B (their union)" if main == "union" else main
+    lo, hi = al["middle_layers"]
+    lines += [f"Share of the last prompt token's image attention (on the patch grid) inside the boxes of {what}, "
+              f"in %, mean over layers {lo}..{hi - 1} of {al['num_layers']} (per layer in evaluation.json), for the "
+              f"AdaptVis pass's alpha = 1 step and its step with the alpha it chose. Chance: the boxes' area "
+              f"share, what attention spread evenly over the picture would put inside them. "
+              f"{al['n']} of {al['n_with_boxes']} items with boxes.", ""]
+    others = [k for k in keys if k != main]
+    header = ["items", "n", "chance", "alpha = 1", "chosen alpha", "change"]
+    for k in others:
+        header += [f"{k}: chance", f"{k}: alpha = 1", f"{k}: chosen"]
+    rows = []
+    for g, v in groups.items():
+        row = [ALIGNMENT_ROWS.get(g, g), v["n"], _pct(v["chance"].get(main)), _pct(v["alpha_1"].get(main)),
+               _pct(v["chosen_alpha"].get(main)), _signed(v["alpha_1"].get(main), v["chosen_alpha"].get(main))]
+        for k in others:
+            row += [_pct(v["chance"].get(k)), _pct(v["alpha_1"].get(k)), _pct(v["chosen_alpha"].get(k))]
+        rows.append(row)
+    lines += _table(header, rows)
     return lines
 
 
@@ -136,6 +179,7 @@ def evaluation_markdown(doc: dict, problems: Sequence[Problem] = (), failures: M
         lines += ["", f"AdaptVis sent {ad['n_alpha_low']} of {ad['n']} items to alpha_low "
                   f"(mean confidence {ad['mean_confidence']:.3f})."]
         lines += _breakdown(d.get("breakdown"), st["scalingvis_alpha"])
+        lines += _alignment(d.get("alignment"))
         inf = d.get("influence")
         if inf:
             lines += ["", "### The image's influence (blind test)", "",

@@ -16,7 +16,16 @@ name                call                                                        
 ==================  ==========================================================  ==========================
 
 ``none`` may also measure the image influence (``measure_image_influence=True``); a
-cached ``none`` record without it does not satisfy a pass that asks for it.  The blank
+cached ``none`` record without it does not satisfy a pass that asks for it.
+
+A pass with ``alignment=True`` (evaluate's AdaptVis pass) also asks for the attention
+maps (``return_attention=True``) on items that have ``boxes``, when the bundle's decoder
+has attention outputs, and stores in the record only the shares of image attention
+inside each box, per layer and pass (``"alignment"``: see
+:func:`diagnostics.alignment.alignment`), never the maps.  A cached record without
+``"alignment"`` (written before it existed) does not satisfy such a pass on such an
+item: it is recomputed (once; the new record replaces it).  With a bundle that has no
+attention outputs the pass runs as before and the records carry no alignment.  The blank
 image is the item's ``blank_image_path`` when it has one, else a mean-colour image of the
 same size (:func:`calibration.synthetic.mean_colour_image`).
 
@@ -39,6 +48,8 @@ from PIL import Image
 from runtime.errors import RuntimeInputError
 from runtime.steering import AdaptVis, ScalingVis, describe
 
+from diagnostics.alignment import alignment, parse_boxes
+
 from .cache import ResultCache, make_key
 from .items import Item
 from .synthetic import mean_colour_image
@@ -53,6 +64,7 @@ class Pass:
     steering: object = None          # None, ScalingVis or AdaptVis
     blank: bool = False              # answer about the blank image instead of the item's image
     influence: bool = False          # measure_image_influence=True
+    alignment: bool = False          # attention inside the item's boxes (items with boxes; see module doc)
 
 
 def baseline(influence: bool = False) -> Pass:
@@ -67,10 +79,10 @@ def scaling(alpha) -> Pass:
     return Pass(alpha_name(alpha), ScalingVis(alpha))
 
 
-def adaptvis(s: AdaptVis) -> Pass:
+def adaptvis(s: AdaptVis, alignment: bool = False) -> Pass:
     name = (f"adaptvis={json.dumps(describe(s.low))},{json.dumps(describe(s.high))},{float(s.threshold)!r},"
             f"{'rounded' if s.round_confidence else 'exact'},{s.apply_to}")
-    return Pass(name, s)
+    return Pass(name, s, alignment=alignment)
 
 
 def blank() -> Pass:
@@ -119,6 +131,8 @@ class Runner:
         self.model_seconds = 0.0
         self.failures: dict[str, str] = {}
         self._digests: dict[str, str] = {}
+        # Can this model report attention maps?  (runtime.VLM: its manifest says; stand-ins: no manifest, no.)
+        self.attention_available = bool(getattr(getattr(vlm, "manifest", None), "has_attention_outputs", False))
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -141,7 +155,12 @@ class Runner:
         rec = None if k is None else self.cache.get(k)
         if rec is not None and p.influence and rec.get("influence") is None:
             return None
+        if rec is not None and self._wants_alignment(item, p) and "alignment" not in rec:
+            return None
         return rec
+
+    def _wants_alignment(self, item: Item, p: Pass) -> bool:
+        return p.alignment and self.attention_available and bool(parse_boxes(item.boxes))
 
     # -- running ----------------------------------------------------------------------------
 
@@ -175,11 +194,13 @@ class Runner:
             return None
         try:
             image = blank_image(item) if p.blank else item.image_path
+            attention = self._wants_alignment(item, p)
+            extra = {"return_attention": True} if attention else {}
             t0 = time.perf_counter()
             self.model_calls += 1
             ans = self.vlm.answer(image, item.question, steering=p.steering, max_new_tokens=self.max_new_tokens,
                                   measure_image_influence=p.influence,
-                                  blank_image=blank_image(item) if p.influence else None)
+                                  blank_image=blank_image(item) if p.influence else None, **extra)
             seconds = time.perf_counter() - t0
         except (RuntimeInputError, OSError) as e:
             self._fail(item, f"{p.name}: {type(e).__name__}: {e}")
@@ -196,6 +217,8 @@ class Runner:
                 "blank_top_token": int(inf.blank_top_token), "blank_confidence": float(inf.blank_confidence)},
             "seconds": round(seconds, 6),
         }
+        if attention:
+            rec["alignment"] = alignment(ans.attention, item.boxes)
         self.cache.put(rec)
         return rec
 

@@ -9,12 +9,17 @@ comes from the file name (``<obj>_<relation>_<ref>.png``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
 
 import runtime
-from runtime.answer import Answer, ImageInfluence
+from runtime.answer import Answer, AttentionMaps, ImageInfluence
 
 LOW_ALPHA, HIGH_ALPHA, SPLIT = 0.5, 1.5, 0.3
 GOLD = {"on": "on", "under": "under", "left_of": "left", "right_of": "right"}
@@ -56,3 +61,44 @@ class FakeVLM:
         return Answer(text=text, token_ids=[1, 2], confidence=None if isinstance(steering, runtime.ScalingVis)
                       else conf, scale=alpha, steering="none" if steering is None else type(steering).__name__.lower(),
                       image_influence=infl)
+
+
+class AttentionFakeVLM(FakeVLM):
+    """``FakeVLM`` that can report attention maps (as a bundle with attention outputs does).
+
+    The maps: ``layers`` layers on a ``grid`` x ``grid`` patch grid over the whole image.  At
+    alpha = 1 (the "confidence" pass) and with alpha_low, attention is spread evenly over the
+    patches (so the share inside a box is its area fraction); with alpha_high all of it sits on
+    the patch holding the centre of the item's box A (``boxes``: image file name -> boxes).
+    """
+
+    def __init__(self, folder: Path, boxes: dict, grid: int = 32, layers: int = 3):
+        super().__init__(folder)
+        self.boxes = boxes
+        self.grid = grid
+        self.layers = layers
+        self.manifest = SimpleNamespace(has_attention_outputs=True)
+        self.attention_calls = 0
+
+    def answer(self, image, question, steering=None, max_new_tokens=16, measure_image_influence=False,
+               blank_image=None, return_attention=False):
+        ans = super().answer(image, question, steering, max_new_tokens, measure_image_influence, blank_image)
+        if not return_attention:
+            return ans
+        self.attention_calls += 1
+        name = Path(image).name
+        with Image.open(image) as im:
+            w, h = im.size
+        g, L = self.grid, self.layers
+        uniform = np.full((L, g, g), 0.5 / (g * g), dtype=np.float32)
+        maps = {"confidence": uniform}
+        if ans.scale == HIGH_ALPHA:
+            x0, y0, x1, y1 = self.boxes[name]["A"]
+            one = np.zeros((L, g, g), dtype=np.float32)
+            one[:, int((y0 + y1) / 2 / h * g), int((x0 + x1) / 2 / w * g)] = 0.7
+            maps["rescaled"] = one
+        else:
+            maps["rescaled"] = uniform
+        att = {k: AttentionMaps(maps=m, image_share=m.sum(axis=(1, 2)), box=(0.0, 0.0, float(w), float(h)))
+               for k, m in maps.items()}
+        return dataclasses.replace(ans, attention=att)

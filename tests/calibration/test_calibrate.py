@@ -214,3 +214,24 @@ def test_cli_errors(tmp_path, bundle, syn12):
     with pytest.raises(SystemExit):
         _run(bundle, syn12, "--grid-low", "0.5,x")
     assert not (bundle / "calibration.json").exists()
+
+
+def test_calibrate_without_matplotlib(tmp_path, monkeypatch):
+    """No matplotlib: the calibration is done and written, one line names the extra, no traceback."""
+    import sys
+
+    ds = generate(tmp_path / "syn", n=40, seed=5, size=64)
+    vlm = FakeVLM(tmp_path / "fake")
+    monkeypatch.setattr(runtime, "load", lambda *a, **k: vlm)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "out"
+    rc, stdout, err = _run(tmp_path / "fake", ds, "--out", out, "--quiet", "--max-new-tokens", "2")
+    assert rc == 0, err
+    assert err.splitlines() == ["plots skipped: pip install 'adaptvis-edge[calibration]' for matplotlib"]
+    doc = json.loads((tmp_path / "fake" / "calibration.json").read_text())
+    assert (doc["adaptvis"]["alpha_low"], doc["adaptvis"]["alpha_high"]) == (LOW_ALPHA, HIGH_ALPHA)
+    assert json.loads((out / "calibration.json").read_text()) == doc
+    assert not (out / "calibration_heatmap.png").exists()
+    md = (out / "calibration.md").read_text()
+    assert "calibration_heatmap.png" not in md and "matplotlib is not installed" in md
+    assert "AdaptVis for Controlled_Synthetic" in stdout

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from calibration.runner import Runner
 from calibration.synthetic import generate
 from calibration.workset import load_worksets
 
-from .fakes import GOLD, FakeVLM, confidence_of
+from .fakes import GOLD, HIGH_ALPHA, LOW_ALPHA, SPLIT, AttentionFakeVLM, FakeVLM, confidence_of
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -187,3 +188,151 @@ def test_breakdown_by_kind_and_prior(tmp_path, monkeypatch):
         assert "blind" not in part["breakdown"]["kind=thing"] and part["breakdown"]["kind=thing"]["adaptvis"] == 25.0
         ws.items = [dataclasses.replace(it, kind=None, familiar=None) for it in ws.items]
         assert "breakdown" not in ev.evaluate_items(r, ws, 0.5, runtime.AdaptVis(0.5, 1.5, 0.3))
+
+
+# ------------------------------------------------------------------ attention on the objects' boxes
+
+def test_alignment_with_known_maps(tmp_path):
+    """Alpha = 1 and alpha_low spread attention evenly (share = the boxes' area), alpha_high puts it all
+    on box A: the report's groups must say exactly that."""
+    ds = generate(tmp_path / "syn", n=16, seed=11, size=64)
+    (ws,) = load_worksets([ds], err=io.StringIO())
+    boxes = {it.image_path.name: it.boxes for it in ws.items}
+    assert all(min(b["A"][2] - b["A"][0], b["A"][3] - b["A"][1]) >= 4 for b in boxes.values())   # > 2 cells
+    vlm = AttentionFakeVLM(tmp_path / "fake", boxes)
+    steering = runtime.AdaptVis(LOW_ALPHA, HIGH_ALPHA, SPLIT)
+    with ResultCache(tmp_path / "cache.jsonl") as cache:
+        r = Runner(vlm, cache, 2, progress=False)
+        part = ev.evaluate_items(r, ws, 0.5, steering)
+    assert vlm.attention_calls == 16                              # the AdaptVis pass only
+    al = part["alignment"]
+    low = [confidence_of(it.image_path.name) < SPLIT for it in ws.items]
+    assert al["n"] == al["n_with_boxes"] == 16 and al["num_layers"] == 3 and al["middle_layers"] == [0, 3]
+    g = al["groups"]
+    assert list(g) == ["all", "adaptvis_correct", "baseline_incorrect", "alpha_low", "alpha_high"]
+    assert g["alpha_low"]["n"] == sum(low) and g["alpha_high"]["n"] == 16 - sum(low)
+    assert g["adaptvis_correct"]["n"] == 16 and g["baseline_incorrect"]["n"] == 16
+
+    def area(names, key):
+        its = [it for it in ws.items if it.image_path.name in names]
+        return 100 * sum(_area(it.boxes, key) for it in its) / len(its)
+    high_names = {it.image_path.name for it, lo in zip(ws.items, low) if not lo}
+    low_names = {it.image_path.name for it, lo in zip(ws.items, low) if lo}
+    for name, v in g.items():
+        for key in ("A", "B", "union"):
+            assert v["alpha_1"][key] == pytest.approx(v["chance"][key], abs=1e-3), (name, key)   # uniform = chance
+            assert v["per_layer"]["alpha_1"][key] == pytest.approx([v["chance"][key]] * 3, abs=1e-3)
+    assert g["alpha_high"]["chosen_alpha"]["A"] == pytest.approx(100.0)
+    assert g["alpha_high"]["chosen_alpha"]["union"] == pytest.approx(100.0)
+    assert g["alpha_high"]["chance"]["A"] == pytest.approx(area(high_names, "A"), abs=1e-3)
+    assert g["alpha_low"]["chosen_alpha"]["A"] == pytest.approx(area(low_names, "A"), abs=1e-3)
+    n_high = len(high_names)
+    assert g["all"]["chosen_alpha"]["A"] == pytest.approx((100 * n_high + area(low_names, "A") * len(low_names)) / 16,
+                                                          abs=1e-3)
+
+    from calibration.report import _alignment
+    md = "\n".join(_alignment(al))
+    assert "### Attention on the objects" in md and "| alpha_high applied |" in md
+    assert "| items | n | chance | alpha = 1 | chosen alpha | change |" in md
+
+    # The cache holds the numbers, not the maps; a second run asks for nothing.
+    recs = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    av = [x for x in recs if x["pass"].startswith("adaptvis=")]
+    assert len(av) == 16 and all(set(x["alignment"]) == {"confidence", "rescaled", "area"} for x in av)
+    assert all(len(x["alignment"]["rescaled"]["A"]) == 3 for x in av)
+    assert all("alignment" not in x for x in recs if not x["pass"].startswith("adaptvis="))
+    with ResultCache(tmp_path / "cache.jsonl") as cache:
+        r = Runner(vlm, cache, 2, progress=False)
+        again = ev.evaluate_items(r, ws, 0.5, steering)
+    assert r.model_calls == 0 and again["alignment"] == al
+
+
+def _area(boxes, key):
+    from diagnostics.alignment import area_fractions
+
+    return area_fractions({k: boxes[k] for k in ("A", "B")}, (0, 0, 64, 64), (32, 32))[key]
+
+
+def test_alignment_is_na_without_attention_outputs(tmp_path):
+    """A model that cannot report attention (a bundle exported before the outputs): n/a, and the passes
+    run as before (the stand-in has no return_attention argument at all)."""
+    ds = generate(tmp_path / "syn", n=8, seed=11, size=64)
+    (ws,) = load_worksets([ds], err=io.StringIO())
+    with ResultCache(None) as cache:
+        part = ev.evaluate_items(Runner(FakeVLM(tmp_path / "fake"), cache, 2, progress=False), ws, 0.5,
+                                 runtime.AdaptVis(0.5, 1.5, 0.3))
+    assert part["alignment"] == {"n_with_boxes": 8, "n": 0,
+                                 "note": "n/a: the bundle's decoder has no attention outputs (exported before "
+                                         "them); re-export it"}
+    from calibration.report import _alignment
+    assert "re-export it" in "\n".join(_alignment(part["alignment"]))
+    ws.items = [dataclasses.replace(it, boxes=None) for it in ws.items]        # no boxes: no section at all
+    with ResultCache(None) as cache:
+        part = ev.evaluate_items(Runner(AttentionFakeVLM(tmp_path / "fake", {}), cache, 2, progress=False), ws, 0.5,
+                                 runtime.AdaptVis(0.5, 1.5, 0.3))
+    assert "alignment" not in part
+
+
+def test_alignment_on_the_tiny_bundle_and_old_cache_entries(tmp_path, bundle_dir, syn8):
+    out = tmp_path / "eval"
+    calls = []
+    real = runtime.model.VLM.answer
+
+    def counted(self, *a, **k):
+        calls.append(k)
+        return real(self, *a, **k)
+    args = (bundle_dir("tiny"), syn8, "--max-new-tokens", "2", "--out", out, "--quiet", "--no-influence")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.model.VLM, "answer", counted)
+        rc, stdout, err = _run(*args)
+    assert rc == 0, err
+    assert len(calls) == 3 * 8 and sum(bool(k.get("return_attention")) for k in calls) == 8
+    assert all(k["steering"].__class__.__name__ == "AdaptVis" for k in calls if k.get("return_attention"))
+    part = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]
+    al = part["alignment"]
+    assert al["n"] == 8 and al["num_layers"] == 2
+    g = al["groups"]["all"]
+    for key in ("A", "B", "union"):
+        assert 0.0 < g["chance"][key] < 100.0
+        for p in ("alpha_1", "chosen_alpha"):
+            assert 0.0 <= g[p][key] <= 100.0 and len(g["per_layer"][p][key]) == 2
+    assert g["chance"]["union"] <= g["chance"]["A"] + g["chance"]["B"] + 1e-9
+    assert "### Attention on the objects" in (out / "evaluation.md").read_text()
+    assert "attention in the boxes:" in stdout
+
+    # An AdaptVis entry cached before alignment existed: recomputed once, the rest served from the cache.
+    cache = out / "cache.jsonl"
+    lines = [json.loads(x) for x in cache.read_text().splitlines()]
+    for x in lines:
+        x.pop("alignment", None)
+    cache.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.model.VLM, "answer", counted)
+        rc, _, err = _run(*args)
+    assert rc == 0, err
+    assert len(calls) == 3 * 8 + 8 and all(k.get("return_attention") for k in calls[24:])
+    again = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]
+    assert again["alignment"] == al and again["methods"] == part["methods"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime.model.VLM, "answer", counted)
+        rc, _, err = _run(*args)
+    assert rc == 0 and len(calls) == 32
+
+
+def test_evaluate_without_matplotlib(tmp_path, monkeypatch):
+    """No matplotlib: one line saying which extra to install, every other output written."""
+    ds = generate(tmp_path / "syn", n=8, seed=3, size=64)
+    vlm = FakeVLM(tmp_path / "fake")
+    vlm.default_steering = runtime.AdaptVis(0.5, 1.5, 0.3)
+    monkeypatch.setattr(runtime, "load", lambda *a, **k: vlm)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out = tmp_path / "eval"
+    rc, stdout, err = _run(tmp_path / "fake", ds, "--out", out, "--quiet", "--max-new-tokens", "2")
+    assert rc == 0, err
+    assert err.splitlines() == ["plots skipped: pip install 'adaptvis-edge[calibration]' for matplotlib"]
+    part = json.loads((out / "evaluation.json").read_text())["subsets"]["Controlled_Synthetic"]
+    assert "histograms" in part and "histogram_png" not in part
+    assert not list(out.glob("*.png"))
+    md = (out / "evaluation.md").read_text()
+    assert "TV distance" in md and "](answers_" not in md
+    assert "Controlled_Synthetic (n=8)" in stdout

@@ -1,0 +1,12 @@
+"""Diagnostics: where the model looked, whether that was on the objects, and what its eyes knew.
+
+* :mod:`diagnostics.explain` -- one PNG: the attention over the image at alpha = 1 and at the
+  alpha AdaptVis chose, with the answer and the per-layer image share
+  (``python -m diagnostics explain BUNDLE IMAGE "question"``);
+* :mod:`diagnostics.alignment` -- the share of image attention inside objects' boxes, per
+  layer (used by ``calibration.evaluate`` where items have boxes);
+* :mod:`diagnostics.probe` -- a linear probe on the vision graph's image features beside the
+  VLM's own and blind accuracy (``python -m diagnostics probe BUNDLE DATASET``).
+
+numpy only at import; plots need matplotlib (the ``calibration`` extra).
+"""
