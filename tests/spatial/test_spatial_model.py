@@ -10,7 +10,7 @@ import runtime
 from calibration.datasets import load_dataset
 from calibration.scoring import strict_correct
 from calibration.synthetic import generate
-from spatial.architecture import PROMPT_TEMPLATE
+from spatial.architecture import EXPORT_ATOL, PROMPT_TEMPLATE
 from tests.runtime.reference import Reference
 
 HELD_OUT_SEED = 7          # < 1000: never trained on
@@ -28,7 +28,7 @@ def spatial_bundle(spatial_checkpoint, tmp_path_factory):
     from export import export_llava
 
     out = tmp_path_factory.mktemp("spatial-bundle") / "bundle"
-    export_llava(str(spatial_checkpoint), out, log=lambda m: None)
+    export_llava(str(spatial_checkpoint), out, atol=EXPORT_ATOL, log=lambda m: None)
     return out
 
 
@@ -40,9 +40,52 @@ def scenes(tmp_path_factory):
 
 def test_export_parity_on_real_weights(spatial_bundle):
     manifest = json.loads((spatial_bundle / "manifest.json").read_text())
-    assert manifest["parity"]["logits"] <= 1e-4
+    assert manifest["parity"]["decoder"] <= EXPORT_ATOL and manifest["parity"]["vision"] <= 1e-4
+    assert manifest["parity"]["decoder.attention"] <= 1e-5
     assert manifest["prompt_template"] == PROMPT_TEMPLATE      # what training fed the model
     assert manifest["decoder"]["num_layers"] == 30 and manifest["image_tokens_per_image"] == 36
+
+
+def test_onnx_runtime_is_as_exact_as_pytorch_fp32(spatial_bundle, spatial_checkpoint):
+    """The 1e-4 default is below this model's fp32 noise: judge both sides against fp64 arithmetic.
+
+    On every parity case (alpha 0.5, 1, 2, per-layer-head; prefill, 3 cached steps), ONNX Runtime's
+    logits must be no further from the exact (fp64 PyTorch) ones than PyTorch's own fp32 logits are
+    (with 25 % slack), and within 2e-4 of them."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from export.parity import ReferenceRecorder
+    from export.wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
+
+    model = LlavaForConditionalGeneration.from_pretrained(spatial_checkpoint, attn_implementation="eager").eval()
+    rec = ReferenceRecorder(model.config, "fp32")
+    rec.vision(VisionEncoder(model))
+    rec.embed(TokenEmbedding(model))
+    rec.decoder(SteeredDecoder(model))
+    exact = SteeredDecoder(model.double())
+    session = ort.InferenceSession(str(spatial_bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    layers, kv_shape = rec.cases.num_layers, rec.cases.kv_shape
+    worst_ort = worst_torch = 0.0
+    for step in rec.cases.graphs["decoder"]:
+        if step.first:
+            past64 = [torch.zeros(kv_shape, dtype=torch.float64) for _ in range(2 * layers)]
+            past = [np.zeros(kv_shape, np.float32) for _ in range(2 * layers)]
+        feeds = dict(step.feeds)
+        for i in range(layers):
+            feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = past[2 * i], past[2 * i + 1]
+        out = session.run(None, feeds)
+        f = {k: torch.from_numpy(v) for k, v in step.feeds.items()}
+        with torch.no_grad():
+            out64 = exact(f["inputs_embeds"].double(), f["attention_mask"], f["position_ids"], past64,
+                          f["image_attention_scale"].double(), f["image_token_mask"])
+        logits64 = out64[0].numpy()
+        worst_ort = max(worst_ort, float(np.abs(out[0] - logits64).max()))
+        worst_torch = max(worst_torch, float(np.abs(step.expected[0] - logits64).max()))
+        past, past64 = out[1: 1 + 2 * layers], list(out64[1: 1 + 2 * layers])
+    assert worst_ort <= 1.25 * worst_torch and worst_ort <= 2e-4, (worst_ort, worst_torch)
 
 
 def test_runtime_equals_the_pytorch_reference(spatial_bundle, spatial_checkpoint, scenes):
