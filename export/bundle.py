@@ -21,8 +21,9 @@ import time
 import warnings
 from pathlib import Path
 
+from graphs.bundle_folder import occupied, replace_folder
 from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
-from graphs.manifest import MANIFEST_FILE, SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
+from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
 from runtime.bundle import sha256_file
 
 from .errors import BundleExistsError, ExportError
@@ -55,7 +56,7 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     partial.mkdir(parents=True)
     try:
         manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, log)
-        _replace(partial, out)
+        replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -64,22 +65,9 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
 
 
 def _check_target(out: Path, force: bool) -> None:
-    if not out.exists() or force:
-        return
-    if (out / MANIFEST_FILE).exists():
-        raise BundleExistsError(f"{out} already holds a bundle; pass --force to replace it")
-    if not out.is_dir() or any(out.iterdir()):
-        raise BundleExistsError(f"{out} exists and is not an empty folder; pass --force to replace it")
-
-
-def _replace(partial: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        partial.rename(out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        partial.rename(out)
+    reason = occupied(out, force)
+    if reason:
+        raise BundleExistsError(reason)
 
 
 def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, log) -> Manifest:

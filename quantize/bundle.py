@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from graphs.bundle_folder import occupied, replace_folder
 from graphs.manifest import MANIFEST_FILE, Manifest
 from runtime.bundle import open_bundle, sha256_file
 from runtime.errors import BundleError
@@ -98,7 +99,7 @@ def quantize_bundle(source: str | Path, out: str | Path | None = None, *, to: st
             accuracy = measure(source, partial, n_items=report_items, seed=report_seed, log=log)
             (partial / REPORT_FILE).write_text(markdown(written, accuracy))
             written = finish_manifest(partial, written, accuracy)
-        replace(partial, out)
+        replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -126,22 +127,9 @@ def check_target(out: Path, source: Path, force: bool) -> None:
     if out == source or source in out.parents or out in source.parents:
         raise BundleExistsError(f"--out {out} is, holds or lies inside the source bundle {source}; "
                                 f"the source is never modified: pick another folder")
-    if not out.exists() or force:
-        return
-    if (out / MANIFEST_FILE).exists():
-        raise BundleExistsError(f"{out} already holds a bundle; pass --force to replace it")
-    if not out.is_dir() or any(out.iterdir()):
-        raise BundleExistsError(f"{out} exists and is not an empty folder; pass --force to replace it")
-
-
-def replace(partial: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        partial.rename(out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        partial.rename(out)
+    reason = occupied(out, force)
+    if reason:
+        raise BundleExistsError(reason)
 
 
 def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Settings, log) -> Manifest:
