@@ -241,6 +241,36 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def open_one_dataset(args, err: TextIO):
+    """(work set, VLM, output folder) for a command over one dataset and one bundle (``args.dataset``,
+    ``subset``, ``image_root``, ``limit``, ``bundle``, ``provider``, ``out``); None after printing
+    the error when the dataset is unusable or holds several subsets, or the bundle does not load."""
+    import runtime
+    from runtime.errors import RuntimeInputError
+
+    try:
+        worksets = load_worksets([args.dataset], args.subset, args.image_root, args.limit, err)
+    except DatasetError as e:
+        print(f"error: {e}", file=err)
+        return None
+    if len(worksets) != 1:
+        print(f"error: {args.dataset} holds several datasets ({', '.join(w.subset for w in worksets)}); "
+              f"pick one with --subset", file=err)
+        return None
+    ws = worksets[0]
+    if not ws.items:
+        print(f"error: no usable items in {args.dataset}", file=err)
+        return None
+    try:
+        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
+    except RuntimeInputError as e:
+        print(f"error: {type(e).__name__}: {e}", file=err)
+        return None
+    out_dir = args.out or default_out(args.bundle, ws.subset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return ws, vlm, out_dir
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     args = parser().parse_args(argv)
     if not 0.0 < args.dev_fraction < 1.0:
@@ -249,30 +279,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         parser().error("--max-new-tokens must be positive")
     if args.limit is not None and args.limit < 1:
         parser().error("--limit must be positive")
-    import runtime
-    from runtime.errors import RuntimeInputError
-
     t0 = time.perf_counter()
-    try:
-        worksets = load_worksets([args.dataset], args.subset, args.image_root, args.limit, err)
-    except DatasetError as e:
-        print(f"error: {e}", file=err)
+    opened = open_one_dataset(args, err)
+    if opened is None:
         return 2
-    if len(worksets) != 1:
-        print(f"error: {args.dataset} holds several datasets ({', '.join(w.subset for w in worksets)}); "
-              f"pick one with --subset", file=err)
-        return 2
-    ws = worksets[0]
-    if not ws.items:
-        print(f"error: no usable items in {args.dataset}", file=err)
-        return 2
-    try:
-        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
-    except RuntimeInputError as e:
-        print(f"error: {type(e).__name__}: {e}", file=err)
-        return 2
-    out_dir = args.out or default_out(args.bundle, ws.subset)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ws, vlm, out_dir = opened
     settings = Settings(alpha_lows=tuple(args.grid_low), alpha_highs=tuple(args.grid_high),
                         thresholds=None if args.thresholds is None else tuple(sorted(set(args.thresholds))),
                         dev_fraction=args.dev_fraction, seed=args.seed, scoring=args.scoring,

@@ -383,36 +383,16 @@ def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO
         ap.error("--max-new-tokens and --max-grid must be positive, --C > 0")
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be positive")
-    import runtime
     from calibration.cache import ResultCache
-    from calibration.calibrate import CACHE_FILE, default_out
-    from calibration.errors import DatasetError
+    from calibration.calibrate import CACHE_FILE, open_one_dataset
     from calibration.evaluate import resolve_settings
     from calibration.runner import Runner, bundle_digest
-    from calibration.workset import load_worksets
-    from runtime.errors import RuntimeInputError
 
     t0 = time.perf_counter()
-    try:
-        worksets = load_worksets([args.dataset], args.subset, args.image_root, args.limit, err)
-    except DatasetError as e:
-        print(f"error: {e}", file=err)
+    opened = open_one_dataset(args, err)
+    if opened is None:
         return 2
-    if len(worksets) != 1:
-        print(f"error: {args.dataset} holds several datasets ({', '.join(w.subset for w in worksets)}); "
-              f"pick one with --subset", file=err)
-        return 2
-    ws = worksets[0]
-    if not ws.items:
-        print(f"error: no usable items in {args.dataset}", file=err)
-        return 2
-    try:
-        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
-    except RuntimeInputError as e:
-        print(f"error: {type(e).__name__}: {e}", file=err)
-        return 2
-    out_dir = args.out or default_out(args.bundle, ws.subset)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ws, vlm, out_dir = opened
     steering, source = None, None
     if not args.no_adaptvis:
         _, _, steering, source = resolve_settings(args.bundle, vlm.default_steering, ws.subset, None, None)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.synthetic import RELATIONS
+
 from .architecture import ANSWERS, EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, shapes_metadata
 
 WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
@@ -114,7 +116,6 @@ class Trainer:
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
         self.progress = Progress()
-        self.run_started = time.perf_counter()
 
     # ------------------------------------------------------------------ setup
 
@@ -207,7 +208,7 @@ class Trainer:
         rel = torch.from_numpy(scenes.relation[idx]).clone()                     # [B]
         cover = torch.from_numpy(scenes.cover[idx]).clone()                      # [B, T, 2]
         g = self.vision.grid
-        left, right = 2, 3      # RELATIONS = (on, under, left_of, right_of)
+        left, right = RELATIONS.index("left_of"), RELATIONS.index("right_of")
         f = torch.from_numpy(flip)
         swapped = rel.clone()
         swapped[rel == left], swapped[rel == right] = right, left
@@ -303,7 +304,7 @@ class Trainer:
             question = scenes.questions[i]
             ids = self._prompt(question)
             last.append(len(ids) - 1)
-            word = self.answer_ids[("on", "under", "left_of", "right_of")[int(rel[k])]]
+            word = self.answer_ids[RELATIONS[int(rel[k])]]
             targets.append((word, self.eos_id))
             rows.append(ids + ([word] if with_answer else []))
         width = max(len(r) for r in rows)
