@@ -1,4 +1,4 @@
-"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force]"""
+"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]"""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +21,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="pad images to a square with the mean colour before CLIP preprocessing (original LLaVA)")
     parser.add_argument("--atol", type=float, help="parity tolerance (default: fp32 1e-4, fp16 5e-2)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument("--exporter-writes-weights", action="store_true",
+                        help="let the TorchScript exporter fold and write the weights itself (holds a second copy of "
+                             "each graph's weights: ~2-3x more peak memory); default: trace without weights, then "
+                             "write them one tensor at a time")
     args = parser.parse_args(argv)
     out = args.out or Path("bundles") / Path(ALIASES.get(args.model, args.model)).name
     from . import export_llava   # heavy imports only after the arguments parse
     try:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
-                     revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol)
+                     revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
+                     bound_weights=not args.exporter_writes_weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

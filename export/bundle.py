@@ -36,10 +36,14 @@ _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                  force: bool = False, revision: str | None = None, pad_to_square: bool = False,
-                 atol: float | None = None, log=None) -> Manifest:
+                 atol: float | None = None, bound_weights: bool = True, log=None) -> Manifest:
     """Export ``model`` (alias, hub id or local folder) into the bundle folder ``out``.
 
     ``atol`` overrides the parity tolerance (fp32 1e-4, fp16 5e-2 by default).
+    ``bound_weights`` (the default) traces each graph without its weights and writes them from
+    the loaded model one tensor at a time (``export/bound_weights.py``): peak memory about one
+    copy of the checkpoint.  False: the TorchScript exporter folds and writes the weights itself
+    (a second copy of each graph's weights while it runs).
     """
     log = log or _stderr_log
     if dtype not in ("fp32", "fp16"):
@@ -55,7 +59,7 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, log)
+        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -70,11 +74,15 @@ def _check_target(out: Path, force: bool) -> None:
         raise BundleExistsError(reason)
 
 
-def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, log) -> Manifest:
+def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, bound_weights: bool,
+                 log) -> Manifest:
     import torch
     from optimum.exporters.onnx import export
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from graphs.contracts import bundle_contracts
+
+    from .bound_weights import bind_weights, trace_only
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
     from .external_data import consolidate, streaming_external_data
     from .parity import ReferenceRecorder, compare_with_onnx, fp32_block_by_block
@@ -93,14 +101,18 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
     config = model.config
     recorder = ReferenceRecorder(config, dtype)
+    contracts = bundle_contracts(config.text_config.num_hidden_layers)
     for name in ("vision", "embed", "decoder"):
         t = time.perf_counter()
         part = wrappers.pop(name)
-        with streaming_external_data(), warnings.catch_warnings():
+        tracing = trace_only() if bound_weights else streaming_external_data()
+        with tracing, warnings.catch_warnings():
             # The tracer's notes on CLIP's image-size branch (the size is fixed per checkpoint) and on
             # the mask's constant fill value: both are meant to be constants in the graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+        if bound_weights:    # the weights, one tensor at a time, from the module that was traced
+            bind_weights(folder / f"{name}.onnx", part, contracts[name].input_names)
         # The reference runs in fp32 arithmetic on the (fp16-rounded) weights that were exported.
         with fp32_block_by_block(part) if dtype == "fp16" else contextlib.nullcontext():
             getattr(recorder, name)(part)
@@ -109,7 +121,8 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
         if name == "decoder":
             del model
             gc.collect()
-        consolidate(folder / f"{name}.onnx")   # > 2 GB: one data file, one tensor at a time
+        if not bound_weights:
+            consolidate(folder / f"{name}.onnx")   # > 2 GB: one data file, one tensor at a time
         log(f"exported {name}.onnx in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
     parity = compare_with_onnx(folder, recorder.cases, dtype, atol)
