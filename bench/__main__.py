@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import artifacts, machine, memory, ours, quiet, report, roofline
+from . import artifacts, machine, memory, ours, quiet, report, roofline, variants
 from .stats import paired_ratio, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,12 +37,21 @@ def parse(argv=None):
     p.add_argument("--no-warm", action="store_true", help="skip the warm (image cached) answers of ours")
     p.add_argument("--no-reference", action="store_true", help="time our runtime only")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
+    p.add_argument("--variants", default=variants.DEFAULT,
+                   help="runtimes timed beside the fp32 bundle, methods plain and AdaptVis: quantized copies "
+                        "(fp16, int8, int4; built once beside the bundle), return-attention (answers with "
+                        "return_attention=True), no-attention-outputs (the decoder without them); "
+                        f"comma-separated or none (default {variants.DEFAULT})")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")
     args = p.parse_args(argv)
     args.repeat = args.repeat or DEFAULT_REPEAT[args.size]
     args.tokens = sorted({int(x) for x in args.new_tokens.split(",") if x.strip()})
     if args.repeat < 1 or not args.tokens or min(args.tokens) < 1:
         p.error("--repeat and --new-tokens must be positive")
+    try:
+        args.variant_names = variants.parse(args.variants)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -61,6 +70,11 @@ def main(argv=None) -> int:
     from graphs.manifest import Manifest
 
     manifest = Manifest.read(art.bundle)
+    try:
+        extra = variants.prepare(art.bundle, args.variant_names, log=lambda m: console.print(f"  {m}"))
+    except Exception as e:       # a quantization that fails is reported, not a traceback
+        console.print(f"[red]could not prepare the variants {args.variant_names}: {type(e).__name__}: {e}[/]")
+        return 2
 
     with console.status("measuring memory bandwidth (1 GiB copies) and weight bytes"):
         bandwidth = {"single_thread": roofline.memory_bandwidth(threads=1),
@@ -68,10 +82,16 @@ def main(argv=None) -> int:
                      "read_only_single_thread": roofline.read_bandwidth(threads=1),
                      "read_only_all_threads": roofline.read_bandwidth(threads=info["logical_cpus"] or 1)}
         weights = roofline.bundle_weight_bytes(art.bundle, manifest.graphs)
+        for v in extra:
+            v.weights = roofline.bundle_weight_bytes(v.bundle, Manifest.read(v.bundle).graphs)
+            v.disk_bytes = roofline.disk_bytes(v.bundle)
     peak = None
     if not args.no_memory:
         with console.status("peak memory: a child process loads the runtime and answers once (AdaptVis, cold)"):
             peak = memory.measure(art.bundle, max(args.tokens))
+            for v in extra:
+                if not v.shares_runtime:
+                    v.peak = memory.measure(v.bundle, max(args.tokens))
 
     import runtime
 
@@ -79,6 +99,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         vlm = runtime.load(art.bundle)
         ours_load = time.perf_counter() - t0
+    for v in extra:
+        with console.status(f"loading {v.name} ({v.bundle})"):
+            t0 = time.perf_counter()
+            v.vlm = vlm if v.shares_runtime else runtime.load(v.bundle)
+            v.load_s = time.perf_counter() - t0
     ref = ref_load = None
     if not args.no_reference:
         with console.status("loading the PyTorch reference"):
@@ -91,10 +116,13 @@ def main(argv=None) -> int:
     image, question = ours.scene(0), ours.QUESTION
     chosen = methods(args)
     samples = {side: {m: {n: [] for n in args.tokens} for m in chosen} for side in ("ours", "reference")}
+    for v in extra:
+        samples[v.side] = {m: {n: [] for n in args.tokens} for m in variants.METHODS}
     warm = {m: [] for m in chosen}
     warm_tokens = min(args.tokens)
     per_pair = (1 if ref is None else 2)
     total_steps = 2 + args.repeat * len(chosen) * (len(args.tokens) * per_pair + (0 if args.no_warm else 1))
+    total_steps += args.repeat * len(args.tokens) * len(variants.METHODS) * len(extra) + len(extra)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     load_before = quiet.load_average()
@@ -118,6 +146,10 @@ def main(argv=None) -> int:
             step("warm-up: reference")
             ref.answer(image, question, chosen["plain"], 2)
         progress.advance(task)
+        for v in extra:
+            step(f"warm-up: {v.name}")
+            ours.answer(v.vlm, image, question, chosen["plain"], 2, **v.answer_kwargs)
+            progress.advance(task)
         for r in range(args.repeat):
             # methods side by side at each length, their order reversed every other repeat (cancels drift)
             order = list(chosen) if r % 2 == 0 else list(chosen)[::-1]
@@ -130,6 +162,13 @@ def main(argv=None) -> int:
                     mine["foreign_cpu_s"] = w.foreign_s
                     samples["ours"][name][n].append(mine)
                     progress.advance(task)
+                    for v in (extra if name in variants.METHODS else ()):
+                        step(f"repeat {r + 1}/{args.repeat} {n:>3} tok {name:<10}: {v.name}")
+                        with quiet.CpuWatch() as w:
+                            got = ours.answer(v.vlm, image, question, method, n, cold=True, **v.answer_kwargs)
+                        got["foreign_cpu_s"] = w.foreign_s
+                        samples[v.side][name][n].append(got)
+                        progress.advance(task)
                     if ref is not None:
                         step(f"repeat {r + 1}/{args.repeat} {n:>3} tok {name:<10}: reference")
                         # exactly as many tokens as ours made (ours stops at EOS, the reference is forced)
@@ -156,7 +195,7 @@ def main(argv=None) -> int:
         console.print(f"[yellow]warning: other processes used {noise['foreign_cpu_fraction']:.0%} of the CPUs "
                       f"while this ran; timings are slower than on a quiet machine[/]")
     result = build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                          ours_load, ref_load, ref, started, vlm, noise)
+                          ours_load, ref_load, ref, started, vlm, noise, extra)
     out = args.out or RESULTS / f"{args.size}-{machine.slug(info)}-{started:%Y-%m-%d}.json"
     report.write_json(result, out)
     report.print_tables(console, result)
@@ -180,8 +219,8 @@ def _summaries(runs: list[dict]) -> dict:
 
 
 def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                 ours_load, ref_load, ref, started, vlm, noise) -> dict:
-    sides = ["ours"] + ([] if ref is None else ["reference"])
+                 ours_load, ref_load, ref, started, vlm, noise, extra=()) -> dict:
+    sides = ["ours"] + ([] if ref is None else ["reference"]) + [v.side for v in extra]
     measured = {side: {m: {str(n): _summaries(samples[side][m][n]) for n in args.tokens}
                        for m in samples[side]} for side in sides}
     ratios = {}
@@ -190,7 +229,7 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         r = {}
         for side in sides:
             plain = samples[side]["plain"][n]
-            for m in ("scalingvis", "adaptvis"):
+            for m in (x for x in ("scalingvis", "adaptvis") if x in samples[side]):
                 r[f"{side}_{m}_over_plain"] = paired_ratio([s["total_s"] for s in samples[side][m][n]],
                                                            [s["total_s"] for s in plain])
         # AdaptVis's extra work in ours is the confidence step: (plain + that step) / plain, per repeat,
@@ -215,10 +254,13 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
                                                                       [s["total_s"] for s in samples["reference"][m][n]])
             r["tokens_match"] = {m: samples["ours"][m][n][0]["token_ids"] == samples["reference"][m][n][0]["token_ids"]
                                  for m in samples["ours"]}
+        r.update(variants_ratios(samples, extra, n, ref is not None))
         ratios[key] = r
     bw = max(bandwidth["single_thread"]["bytes_per_s"], bandwidth["all_threads"]["bytes_per_s"])
     bw_read = max(bandwidth["read_only_single_thread"]["bytes_per_s"], bandwidth["read_only_all_threads"]["bytes_per_s"])
     decoder_bytes = weights["per_graph"]["decoder"]
+    side_bytes = {"ours": decoder_bytes, "reference": decoder_bytes,
+                  **{v.side: v.weights["per_graph"]["decoder"] for v in extra}}
     roof = {"bandwidth_bytes_per_s": bw, "decoder_weight_bytes": decoder_bytes,
             "roofline_s_per_token": decoder_bytes / bw, "fraction": {},
             "read_only_bandwidth_bytes_per_s": bw_read, "read_only_roofline_s_per_token": decoder_bytes / bw_read,
@@ -227,8 +269,8 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         for m in samples[side]:
             spt = [s["decode_s_per_token"] for n in args.tokens for s in samples[side][m][n]
                    if s.get("decode_s_per_token")]
-            roof["fraction"][f"{side}_{m}"] = summary([roofline.fraction(decoder_bytes, bw, x) for x in spt])
-            roof["fraction_read_only"][f"{side}_{m}"] = summary([roofline.fraction(decoder_bytes, bw_read, x)
+            roof["fraction"][f"{side}_{m}"] = summary([roofline.fraction(side_bytes[side], bw, x) for x in spt])
+            roof["fraction_read_only"][f"{side}_{m}"] = summary([roofline.fraction(side_bytes[side], bw_read, x)
                                                                  for x in spt])
     memory_summary = None
     if peak is not None:
@@ -247,7 +289,7 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         "machine": info, "versions": machine.versions(),
         "threads": {"onnxruntime_intra_op": _ort_threads(vlm), "torch": None if ref is None else ref.threads()},
         "bundle": {"folder": str(art.bundle), "checkpoint": str(art.checkpoint), "dtype": manifest.dtype,
-                   "built_now": art.built, "weight_bytes": weights,
+                   "built_now": art.built, "weight_bytes": weights, "disk_bytes": roofline.disk_bytes(art.bundle),
                    "decoder": vars(manifest.decoder), "image_tokens": manifest.image_tokens_per_image},
         "question": ours.QUESTION, "image": "bench.ours.scene(0), 640x480",
         "methods": methods(args), "adaptvis_branch": branch,
@@ -256,9 +298,44 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         "warm": {"tokens": warm_tokens, "ours": {m: _summaries(v) for m, v in warm.items() if v}},
         "ratios": ratios, "roofline": roof, "bandwidth": bandwidth, "memory": memory_summary,
         "noise": noise,
+        "variants": {v.side: variant_record(v, weights) for v in extra},
     }
     result["targets"] = report.targets(result)
     return result
+
+
+def variants_ratios(samples, extra, n: int, with_reference: bool) -> dict:
+    """Each variant against our fp32 answers (and the reference's AdaptVis), per repeat."""
+    r = {}
+    ours_runs = samples["ours"]
+    for v in extra:
+        mine = samples[v.side]
+        for m in mine:
+            r[f"{v.side}_over_ours_{m}"] = paired_ratio([s["total_s"] for s in mine[m][n]],
+                                                        [s["total_s"] for s in ours_runs[m][n]])
+        r[f"{v.side}_adaptvis_over_ours_plain"] = paired_ratio([s["total_s"] for s in mine["adaptvis"][n]],
+                                                               [s["total_s"] for s in ours_runs["plain"][n]])
+        r[f"{v.side}_decode_speedup_plain"] = paired_ratio([s["decode_s_per_token"] for s in ours_runs["plain"][n]],
+                                                           [s["decode_s_per_token"] for s in mine["plain"][n]])
+        if with_reference:
+            r[f"{v.side}_over_reference_adaptvis"] = paired_ratio(
+                [s["total_s"] for s in mine["adaptvis"][n]], [s["total_s"] for s in samples["reference"]["adaptvis"][n]])
+        r[f"{v.side}_tokens_match_fp32"] = {m: mine[m][n][0]["token_ids"] == ours_runs[m][n][0]["token_ids"]
+                                            for m in mine}
+    return r
+
+
+def variant_record(v, fp32_weights: dict) -> dict:
+    from graphs.manifest import Manifest
+
+    q = Manifest.read(v.bundle).quantization
+    decoder = v.weights["per_graph"]["decoder"]
+    return {"name": v.name, "bundle": str(v.bundle), "built_now": v.built, "answer_kwargs": v.answer_kwargs,
+            "quantization": None if not q else {k: q.get(k) for k in ("precision", "method", "bits", "block_size",
+                                                                      "symmetric", "accuracy_level", "lm_head")},
+            "weight_bytes": v.weights, "disk_bytes": v.disk_bytes,
+            "decoder_bytes_over_fp32": decoder / fp32_weights["per_graph"]["decoder"],
+            "load_s": v.load_s, "memory": getattr(v, "peak", None)}
 
 
 def _ort_threads(vlm):
@@ -274,6 +351,7 @@ def _argv_echo(args) -> list[str]:
         out.append("--no-reference")
     if args.no_memory:
         out.append("--no-memory")
+    out += ["--variants", ",".join(args.variant_names) or "none"]
     return out
 
 

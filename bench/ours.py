@@ -34,12 +34,13 @@ def steering(method: dict):
     return runtime.AdaptVis(method["low"], method["high"], method["threshold"])
 
 
-def answer(vlm, image, question: str, method: dict, tokens: int, cold: bool = True) -> dict:
-    """One timed answer; ``cold`` clears the image cache first (vision and image prefix recomputed)."""
+def answer(vlm, image, question: str, method: dict, tokens: int, cold: bool = True, **answer_kwargs) -> dict:
+    """One timed answer; ``cold`` clears the image cache first (vision and image prefix recomputed).
+    ``answer_kwargs`` go to ``vlm.answer`` (e.g. ``return_attention=True``)."""
     if cold:
         vlm.clear_cache()
     t0 = time.perf_counter()
-    ans = vlm.answer(image, question, steering=steering(method), max_new_tokens=tokens)
+    ans = vlm.answer(image, question, steering=steering(method), max_new_tokens=tokens, **answer_kwargs)
     total = time.perf_counter() - t0
     t = ans.timings
     n = len(ans.token_ids)

@@ -12,6 +12,12 @@ ADAPTVIS_OVER_PLAIN_MAX = 1.05       # ours, at the shortest answer length
 SPEEDUP_OVER_REFERENCE_MIN = 3.0     # reference AdaptVis latency / ours
 ROOFLINE_FRACTION_MIN = 0.5          # decode, ours
 PEAK_OVER_WEIGHTS_MAX = 1.3          # runtime peak RSS / bundle weight bytes
+# issue 10's targets (1b checkpoint, CPU): the int4 / int8 bundles against fp32 and the reference
+INT4_DECODER_BYTES_MAX = 0.35        # int4 decoder bytes / fp32 decoder bytes
+INT4_DECODE_SPEEDUP_MIN = 3.0        # int4 decode tok/s / fp32 decode tok/s
+INT4_DECODE_SPEEDUP_PEER = 5.5       # ... to match llama.cpp q4_0 (32.5 tok/s against our fp32's ~5.9)
+QUANTIZED_SPEEDUP_OVER_REFERENCE_MIN = 4.0   # reference AdaptVis / our int8-or-int4 AdaptVis, cold
+INT4_ADAPTVIS_OVER_FP32_PLAIN_MAX = 0.69     # llama.cpp q4_0 plain answer / our fp32 plain answer
 
 
 def targets(result: dict) -> dict:
@@ -32,6 +38,33 @@ def targets(result: dict) -> dict:
     mem = result.get("memory")
     out["peak_memory_over_weights"] = _check(mem and mem["peak_over_weights"], PEAK_OVER_WEIGHTS_MAX, "<=",
                                              "runtime-only process, peak RSS / bundle weight bytes")
+    out.update(quantized_targets(result))
+    return out
+
+
+def quantized_targets(result: dict) -> dict:
+    """Issue 10's targets, for the variants that ran (nothing when no quantized variant did)."""
+    out, variants, ratios = {}, result.get("variants", {}), result["ratios"]
+    n0 = str(min(result["new_tokens"]))
+    if "ours_int4" in variants:
+        out["int4_decoder_bytes_over_fp32"] = _check(variants["ours_int4"]["decoder_bytes_over_fp32"],
+                                                     INT4_DECODER_BYTES_MAX, "<=", "decoder initializer bytes")
+        for n, r in ratios.items():
+            speed = r.get("ours_int4_decode_speedup_plain", {}).get("median")
+            out[f"int4_decode_speedup_{n}"] = _check(speed, INT4_DECODE_SPEEDUP_MIN, ">=",
+                                                     f"int4 / fp32 decode tok/s, plain, {n} new tokens")
+            out[f"int4_decode_speedup_peer_{n}"] = _check(speed, INT4_DECODE_SPEEDUP_PEER, ">=",
+                                                          f"the same against llama.cpp q4_0's 5.5x, {n} new tokens")
+        out["int4_adaptvis_over_fp32_plain"] = _check(
+            ratios[n0].get("ours_int4_adaptvis_over_ours_plain", {}).get("median"), INT4_ADAPTVIS_OVER_FP32_PLAIN_MAX,
+            "<=", f"int4 AdaptVis answer / fp32 plain answer, cold, {n0} new tokens")
+    for n, r in ratios.items():
+        best = [1 / r[k]["median"] for k in ("ours_int8_over_reference_adaptvis", "ours_int4_over_reference_adaptvis")
+                if r.get(k, {}).get("median")]
+        if best:
+            out[f"quantized_speedup_over_reference_adaptvis_{n}"] = _check(
+                max(best), QUANTIZED_SPEEDUP_OVER_REFERENCE_MIN, ">=",
+                f"reference fp32 AdaptVis / our int8 or int4 AdaptVis (the faster), cold, {n} new tokens")
     return out
 
 
@@ -61,6 +94,44 @@ def _plain(o):
     return str(o)
 
 
+def print_variants(console: Console, result: dict) -> None:
+    """One row per runtime: our fp32 bundle, then each variant; every ratio against fp32 is per repeat."""
+    measured, ratios, variants = result["measured"], result["ratios"], result["variants"]
+    fp32_bytes = result["bundle"]["weight_bytes"]
+    mem = result.get("memory") or {}
+    for n in map(str, result["new_tokens"]):
+        t = Table(title=f"{result['size']}: the bundles side by side, {n} new tokens, cold; seconds unless noted",
+                  title_justify="left")
+        for col in ("runtime", "decoder MB", "on disk GB", "peak RSS GB", "vision", "prefill", "decode tok/s",
+                    "x fp32", "roofline", "plain", "AdaptVis", "ref AdaptVis / it", "it / fp32 plain",
+                    "tokens = fp32"):
+            t.add_column(col, justify="left" if col == "runtime" else "right")
+        rows = [("ours fp32", "ours", fp32_bytes["per_graph"]["decoder"], result["bundle"].get("disk_bytes"),
+                 mem.get("peak_bytes"))]
+        rows += [(v["name"], side, v["weight_bytes"]["per_graph"]["decoder"], v["disk_bytes"],
+                  (v.get("memory") or {}).get("peak_bytes")) for side, v in variants.items()]
+        ref = ratios[n]
+        for label, side, decoder, disk, peak in rows:
+            plain, adapt = measured[side]["plain"][n], measured[side]["adaptvis"][n]
+            if side == "ours":
+                speed = f"{1 / ref['ours_over_reference_adaptvis']['median']:.2f}x" \
+                    if ref.get("ours_over_reference_adaptvis", {}).get("median") else "-"
+                over_plain, same, x = "1", "-", "1"
+            else:
+                q = ref.get(f"{side}_over_reference_adaptvis", {}).get("median")
+                speed = f"{1 / q:.2f}x" if q else "-"
+                over_plain = _fmt(ref.get(f"{side}_adaptvis_over_ours_plain"), digits=3)
+                match = ref.get(f"{side}_tokens_match_fp32", {})
+                same = "/".join("yes" if match.get(m) else "no" for m in ("plain", "adaptvis"))
+                x = _fmt(ref.get(f"{side}_decode_speedup_plain"), digits=2)
+            roof = result["roofline"]["fraction"].get(f"{side}_plain")
+            t.add_row(label, f"{decoder / 1e6:,.0f} ({decoder / fp32_bytes['per_graph']['decoder']:.2f}x)",
+                      "-" if disk is None else f"{disk / 1e9:.2f}", "-" if peak is None else f"{peak / 1e9:.2f}",
+                      _fmt(plain["vision_s"]), _fmt(plain["prefill_s"]), _fmt(plain["decode_tokens_per_s"], digits=1),
+                      x, _fmt(roof, digits=2), _fmt(plain["total_s"]), _fmt(adapt["total_s"]), speed, over_plain, same)
+        console.print(t)
+
+
 def _fmt(s: dict | None, scale: float = 1.0, digits: int = 2) -> str:
     if not s or s.get("median") is None:
         return "-"
@@ -79,7 +150,7 @@ def print_tables(console: Console, result: dict) -> None:
         for col in ("method", "side", "vision", "prefill", "TTFT", "decode tok/s", "latency", "tokens"):
             t.add_column(col, justify="left" if col in ("method", "side") else "right")
         for m in measured["ours"]:
-            for side in sides:
+            for side in (x for x in sides if m in measured[x]):
                 s = measured[side][m][n]
                 t.add_row(m if side == "ours" else "", side, _fmt(s["vision_s"]), _fmt(s["prefill_s"]),
                           _fmt(s["ttft_s"]), _fmt(s["decode_tokens_per_s"], digits=1), _fmt(s["total_s"]),
@@ -117,6 +188,8 @@ def print_tables(console: Console, result: dict) -> None:
     for k, s in roof["fraction"].items():
         t.add_row(k, _fmt(s, digits=3), _fmt(roof["fraction_read_only"][k], digits=3))
     console.print(t)
+    if result.get("variants"):
+        print_variants(console, result)
     mem = result.get("memory")
     if mem:
         console.print(f"runtime peak RSS {mem['peak_bytes'] / 1e9:.3f} GB (after load {mem['after_load']['VmHWM'] / 1e9:.3f} GB) "

@@ -99,6 +99,11 @@ def bundle_weight_bytes(folder: Path, graphs: dict[str, str]) -> dict:
     return {"per_graph": per, "total": sum(per.values())}
 
 
+def disk_bytes(folder: Path) -> int:
+    """Bytes on disk of a bundle's files (symlinks followed: what a copy of the bundle weighs)."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
 def fraction(weight_bytes_: int, bandwidth_bytes_per_s: float, seconds_per_token: float | None) -> float | None:
     """Achieved fraction of the roofline: (weight_bytes / bandwidth) / measured seconds per token."""
     if not seconds_per_token:

@@ -1,0 +1,153 @@
+"""The runtimes timed beside our fp32 bundle in the same run.
+
+    fp16 / int8 / int4        quantized copies of the bundle (``python -m quantize``), built once
+                              beside it (``<bundle>-fp16`` ...) and rebuilt when the source changes
+    return-attention          the fp32 bundle, answering with ``return_attention=True``
+    no-attention-outputs      the fp32 bundle with the decoder's attention outputs pruned away
+                              (what a bundle exported before them computes): the graph-side
+                              cost of leaving them on
+
+Never imports torch (the memory worker imports ``prepare``'s products only).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graphs.manifest import MANIFEST_FILE
+
+# How the bench quantizes: ONNX Runtime's MatMulNBits with int8 arithmetic (accuracy level 4), the
+# lever for the compute-bound prefill; int4 also quantizes the LM head (fp32 it is 6% of a
+# 1b decoder's fp32 bytes, a quarter of its int4 bytes, and every decode step reads it).
+QUANTIZE = {
+    "fp16": {"to": "fp16"},
+    "int8": {"to": "int8", "block_size": 32, "accuracy_level": 4},
+    "int4": {"to": "int4", "block_size": 32, "accuracy_level": 4, "lm_head": True},
+}
+NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs")
+DEFAULT = ",".join(NAMES)
+METHODS = ("plain", "adaptvis")            # variants skip ScalingVis (it costs what plain costs)
+ATTENTION_OUTPUTS = ("last_row_attention", "image_attention_share")
+
+
+@dataclass
+class Variant:
+    name: str                 # as given to --variants
+    side: str                 # key in the result JSON: "ours_int4", ...
+    bundle: Path
+    answer_kwargs: dict = field(default_factory=dict)
+    built: bool = False       # made by this run
+    shares_runtime: bool = False   # answers with the fp32 runtime object (return-attention)
+
+
+def parse(text: str) -> list[str]:
+    """'fp16,int4' -> ['fp16', 'int4']; 'none' or '' -> []; unknown names raise ValueError."""
+    names = [n.strip() for n in text.split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {', '.join(NAMES)} (or none)")
+    return list(dict.fromkeys(names))
+
+
+def prepare(source: Path, names: list[str], log=print) -> list[Variant]:
+    out = []
+    for name in names:
+        side = "ours_" + name.replace("-", "_")
+        if name in QUANTIZE:
+            folder = source.parent / f"{source.name}-{name}"
+            built = _ensure_quantized(source, folder, QUANTIZE[name], log)
+            out.append(Variant(name, side, folder, built=built))
+        elif name == "return-attention":
+            out.append(Variant(name, side, source, {"return_attention": True}, shares_runtime=True))
+        else:
+            folder = source.parent / f"{source.name}-no-attention-outputs"
+            built = _ensure_pruned(source, folder, log)
+            out.append(Variant(name, side, folder, built=built))
+    return out
+
+
+def _source_digest(source: Path) -> str:
+    return hashlib.sha256((source / MANIFEST_FILE).read_bytes()).hexdigest()
+
+
+def _ensure_quantized(source: Path, folder: Path, settings: dict, log) -> bool:
+    manifest = folder / MANIFEST_FILE
+    if manifest.is_file():
+        q = json.loads(manifest.read_text()).get("quantization") or {}
+        if q.get("source_sha256") == _source_digest(source) and _same_settings(q, settings):
+            return False
+    from quantize import quantize_bundle
+
+    log(f"quantizing {source} -> {folder} ({settings})")
+    quantize_bundle(source, folder, force=True, log=lambda m: log(f"  {m}"), **settings)
+    return True
+
+
+def _same_settings(record: dict, settings: dict) -> bool:
+    if record.get("precision") != settings["to"]:
+        return False
+    if any(record.get(key) != settings[key] for key in ("block_size", "accuracy_level") if key in settings):
+        return False
+    return record.get("lm_head") == ("quantized" if settings.get("lm_head") else "as exported")
+
+
+def _ensure_pruned(source: Path, folder: Path, log) -> bool:
+    """``source`` with the decoder's attention outputs removed; every other file is a hard link to the source's."""
+    stamp = folder / ".source_sha256"
+    if (folder / MANIFEST_FILE).is_file() and stamp.is_file() and stamp.read_text() == _source_digest(source):
+        return False
+    import onnx
+
+    from runtime.bundle import sha256_file
+
+    log(f"pruning the attention outputs: {source} -> {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    manifest = json.loads((source / MANIFEST_FILE).read_text())
+    decoder_file = manifest["graphs"]["decoder"]
+    for item in source.iterdir():
+        if item.is_file() and item.name not in (MANIFEST_FILE, decoder_file):
+            _link(item, folder / item.name)
+    model = onnx.load(str(source / decoder_file), load_external_data=False)
+    prune_outputs(model, ATTENTION_OUTPUTS)
+    onnx.save(model, str(folder / decoder_file))
+    manifest["outputs"]["decoder"] = [o for o in manifest["outputs"]["decoder"] if o not in ATTENTION_OUTPUTS]
+    manifest["sha256"][decoder_file] = sha256_file(folder / decoder_file)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    stamp.write_text(_source_digest(source))
+    return True
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (ONNX Runtime refuses external data behind a symlink leaving the folder); a copy across disks."""
+    import shutil
+
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def prune_outputs(model, names) -> int:
+    """Drop graph outputs ``names`` and every node and initializer only they needed; returns nodes removed."""
+    graph = model.graph
+    keep_outputs = [o for o in graph.output if o.name not in names]
+    del graph.output[:]
+    graph.output.extend(keep_outputs)
+    needed = {o.name for o in keep_outputs}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            needed.update(i for i in node.input if i)
+            kept.append(node)
+    removed = len(graph.node) - len(kept)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return removed
