@@ -22,6 +22,7 @@ def test_an_fp16_part_computes_in_fp32_with_one_fp32_block_at_a_time(checkpoint_
     def count_fp32_blocks(module, args):
         fp32_blocks_seen.append(sum(any(p.dtype == torch.float32 for p in b.parameters()) for b in blocks))
 
+    storages = {name: p.data_ptr() for name, p in part.named_parameters()}
     pixels = torch.randn(1, 3, 30, 30, generator=torch.Generator().manual_seed(0))      # [1, 3, H, W]
     with torch.no_grad(), fp32_block_by_block(part):
         watchers = [b.register_forward_pre_hook(count_fp32_blocks) for b in blocks]     # after the upcast hooks
@@ -34,3 +35,5 @@ def test_an_fp16_part_computes_in_fp32_with_one_fp32_block_at_a_time(checkpoint_
     assert fp32_blocks_seen == [1] * len(blocks)          # each block upcast only while it runs
     assert all(p.dtype == torch.float16 for b in blocks for p in b.parameters())   # and cast back after it
     assert all(p.dtype == torch.float16 for p in part.parameters())             # all of it, once the with ends
+    # the fp16 storages themselves are put back, not recast copies (a copy would double the memory)
+    assert {name: p.data_ptr() for name, p in part.named_parameters()} == storages
