@@ -45,8 +45,8 @@ explain BUNDLE IMAGE QUESTION *ARGS:
 probe BUNDLE DATASET *ARGS:
     {{python}} -m diagnostics probe "$@"
 
-# Check a bundle's graphs: contracts, static TensorRT 10.3 compatibility, fp16 safety.
-check BUNDLE:
+# Check a bundle's graphs without a GPU: contracts, TensorRT parser tables, shape inputs, profiles, fp16 safety, fusable attention: `just check BUNDLE [--target jetpack6|jetpack7|desktop]`.
+check BUNDLE *ARGS:
     {{python}} -m graphs check "$@"
 
 # Answer one question: `just answer --bundle DIR --image FILE "question" [--steering none] [--json]`.

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from graphs.manifest import ATTENTION_FORMS, DEFAULT_ATTENTION_FORM
+
 from .bundle import DEFAULT_OPSET
 from .errors import ExportError
 from .source import ALIASES
@@ -20,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad-to-square", action="store_true",
                         help="pad images to a square with the mean colour before CLIP preprocessing (original LLaVA)")
     parser.add_argument("--atol", type=float, help="parity tolerance (default: fp32 1e-4, fp16 5e-2)")
+    parser.add_argument("--attention-form", choices=ATTENTION_FORMS, default=DEFAULT_ATTENTION_FORM,
+                        help="where the decoder applies the image-attention scale: on the logits, or on the "
+                             "image keys (a form fused attention kernels can take); the same attention "
+                             f"(default {DEFAULT_ATTENTION_FORM})")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--exporter-writes-weights", action="store_true",
                         help="let the TorchScript exporter fold and write the weights itself (holds a second copy of "
@@ -31,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
                      revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
+                     attention_form=args.attention_form,
                      bound_weights=not args.exporter_writes_weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

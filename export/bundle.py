@@ -23,7 +23,8 @@ from pathlib import Path
 
 from graphs.bundle_folder import occupied, replace_folder
 from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
-from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
+from graphs.manifest import (ATTENTION_FORMS, DEFAULT_ATTENTION_FORM, SCHEMA_VERSION, DecoderShape, Manifest,
+                             Preprocessing)
 from runtime.bundle import sha256_file
 
 from .errors import BundleExistsError, ExportError
@@ -36,10 +37,13 @@ _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                  force: bool = False, revision: str | None = None, pad_to_square: bool = False,
-                 atol: float | None = None, bound_weights: bool = True, log=None) -> Manifest:
+                 atol: float | None = None, bound_weights: bool = True, log=None,
+                 attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
     """Export ``model`` (alias, hub id or local folder) into the bundle folder ``out``.
 
     ``atol`` overrides the parity tolerance (fp32 1e-4, fp16 5e-2 by default).
+    ``attention_form``: where the decoder applies the image-attention scale, "scaled-logits" or
+    "scaled-keys" (the same attention; see ``export/steered_attention.py``), recorded in the manifest.
     ``bound_weights`` (the default) traces each graph without its weights and writes them from
     the loaded model one tensor at a time (``export/bound_weights.py``): peak memory about one
     copy of the checkpoint.  False: the TorchScript exporter folds and writes the weights itself
@@ -48,6 +52,8 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     log = log or _stderr_log
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"dtype must be fp32 or fp16, got {dtype!r}")
+    if attention_form not in ATTENTION_FORMS:
+        raise ExportError(f"attention_form must be one of {', '.join(ATTENTION_FORMS)}, got {attention_form!r}")
     if atol is not None and not 0 < atol < 1:
         raise ExportError(f"atol must be in (0, 1), got {atol}")
     if not 14 <= opset <= MAX_OPSET:
@@ -59,7 +65,7 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log)
+        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log, attention_form)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -75,7 +81,7 @@ def _check_target(out: Path, force: bool) -> None:
 
 
 def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, bound_weights: bool,
-                 log) -> Manifest:
+                 log, attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
     import torch
     from optimum.exporters.onnx import export
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -96,7 +102,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
         source.folder, dtype=torch.float16 if dtype == "fp16" else torch.float32,
         attn_implementation="eager", low_cpu_mem_usage=True).eval()
     processor = AutoProcessor.from_pretrained(source.folder, use_fast=False)
-    wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model)}
+    wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model, attention_form)}
     configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
     config = model.config
@@ -128,7 +134,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     parity = compare_with_onnx(folder, recorder.cases, dtype, atol)
     log("parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
     processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square)
+    manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square, attention_form)
     manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
@@ -144,9 +150,9 @@ def _release(model, exported: str) -> None:
     gc.collect()
 
 
-def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square) -> Manifest:
+def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square,
+              attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
     import onnx
-    import optimum
     import torch
     import transformers
     from importlib.metadata import version
@@ -187,7 +193,7 @@ def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad
         exporter_versions={"torch": torch.__version__, "transformers": transformers.__version__,
                            "optimum": version("optimum"), "optimum-onnx": version("optimum-onnx"),
                            "onnx": onnx.__version__},
-        parity=parity,
+        parity=parity, attention_form=attention_form,
         sha256={name: sha256_file(folder / name) for name in files},
     )
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from graphs.manifest import ATTENTION_FORMS, DEFAULT_ATTENTION_FORM
+
 from .steered_attention import register
 
 
@@ -38,6 +40,8 @@ class VisionEncoder(nn.Module):
         vision = llava.model.vision_tower.vision_model
         # The same eager attention (no steering inputs here): its softmax runs in fp32 in fp16 graphs.
         vision.config._attn_implementation = register()
+        if vision.pre_layrnorm.weight.dtype != torch.float32:
+            _layer_norms_in_fp32(vision)     # an fp16 export: the norms compute in float32 too
         self.embeddings, self.pre_layrnorm = vision.embeddings, vision.pre_layrnorm
         n = len(vision.encoder.layers)
         # hidden_states[k] is the output after k layers (hidden_states[0] = embeddings);
@@ -54,6 +58,22 @@ class VisionEncoder(nn.Module):
         if self.drop_cls:
             h = h[:, 1:]                                          # [B, patches, C]
         return self.projector(h)                                  # [B, T, hidden]
+
+
+def _layer_norms_in_fp32(module: nn.Module) -> None:
+    """Every LayerNorm under ``module`` computes in float32 and returns its input's dtype (fp16 overflows
+    in the variance of activations in the hundreds; TensorRT and ``graphs check`` want norms in fp32)."""
+    for norm in (m for m in module.modules() if isinstance(m, nn.LayerNorm)):
+        norm.forward = _fp32_layer_norm.__get__(norm)
+
+
+def _fp32_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    # x [..., C] fp16 -> normalised in float32 -> [..., C] fp16, then the fp16 affine (no cast of a weight:
+    # the bound-weights export writes the weights as they are)
+    y = nn.functional.layer_norm(x.float(), self.normalized_shape, None, None, self.eps).to(x.dtype)
+    if self.weight is not None:
+        y = y * self.weight
+    return y + self.bias if self.bias is not None else y
 
 
 class TokenEmbedding(nn.Module):
@@ -83,10 +103,17 @@ class _ConcatCache:
 
 
 class SteeredDecoder(nn.Module):
-    """The Llama decoder with KV cache and the image-attention temperature inputs."""
+    """The Llama decoder with KV cache and the image-attention temperature inputs.
 
-    def __init__(self, llava):
+    ``attention_form``: where the temperature is applied, ``"scaled-logits"`` or ``"scaled-keys"``
+    (see ``steered_attention``); the same attention either way.
+    """
+
+    def __init__(self, llava, attention_form: str = DEFAULT_ATTENTION_FORM):
         super().__init__()
+        if attention_form not in ATTENTION_FORMS:
+            raise ValueError(f"attention_form must be one of {ATTENTION_FORMS}, got {attention_form!r}")
+        self.attention_form = attention_form
         text_config = llava.config.text_config
         # Only the text config gets the steered attention (the CLIP tower would crash on it).
         text_config._attn_implementation = register()
@@ -110,7 +137,7 @@ class SteeredDecoder(nn.Module):
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
                            position_embeddings=position_embeddings,
                            image_attention_scale=image_attention_scale, image_token_mask=image_token_mask,
-                           attention_rows=rows)
+                           attention_rows=rows, attention_form=self.attention_form)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         last = self.model.norm(hidden[:, -1, :])                    # [B, C]: the last position only
         logits = self.lm_head(last)                                 # [B, V]

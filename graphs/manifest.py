@@ -16,6 +16,9 @@ from .contracts import ATTENTION_OUTPUTS
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+# Where the decoder applies image_attention_scale (export/steered_attention.py); see Manifest.attention_form.
+ATTENTION_FORMS = ("scaled-logits", "scaled-keys")
+DEFAULT_ATTENTION_FORM = "scaled-logits"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class Manifest:
     image_grid: tuple[int, int] | None = None
     image_cls_token: bool | None = None
     quantization: dict[str, Any] | None = None   # set by `python -m quantize`: method, bits, source sha256, accuracy
+    # Where the decoder applies image_attention_scale (export/steered_attention.py): "scaled-logits"
+    # (a Mul on Q K^T, the form of every bundle exported before this field) or "scaled-keys" (on the
+    # image keys before the MatMul; the cached keys stay unscaled).  Both compute the same attention.
+    attention_form: str = "scaled-logits"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
