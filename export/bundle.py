@@ -45,9 +45,8 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     ``attention_form``: where the decoder applies the image-attention scale, "scaled-logits" or
     "scaled-keys" (the same attention; see ``export/steered_attention.py``), recorded in the manifest.
     ``bound_weights`` (the default) traces each graph without its weights and writes them from
-    the loaded model one tensor at a time (``export/bound_weights.py``): peak memory about one
-    copy of the checkpoint.  False: the TorchScript exporter folds and writes the weights itself
-    (a second copy of each graph's weights while it runs).
+    the loaded model one tensor at a time (``export/bound_weights.py``): the exporter never holds a
+    second copy of them.  False: the TorchScript exporter folds and writes the weights itself.
     """
     log = log or _stderr_log
     if dtype not in ("fp32", "fp16"):
