@@ -95,7 +95,7 @@ def _same_settings(record: dict, settings: dict) -> bool:
 
 
 def _ensure_pruned(source: Path, folder: Path, log) -> bool:
-    """``source`` with the decoder's attention outputs removed; every other file is a hard link to the source's."""
+    """``source`` with the decoder's attention outputs removed; every other file is a copy of the source's."""
     stamp = folder / ".source_sha256"
     if (folder / MANIFEST_FILE).is_file() and stamp.is_file() and stamp.read_text() == _source_digest(source):
         return False
@@ -123,13 +123,11 @@ def _ensure_pruned(source: Path, folder: Path, log) -> bool:
 
 
 def _link(source: Path, target: Path) -> None:
-    """A hard link (ONNX Runtime refuses external data behind a symlink leaving the folder); a copy across disks."""
+    """A copy: ONNX Runtime refuses external data behind a symlink that leaves the folder, and onnx
+    refuses to load external data from a file with several hard links (it would break quantizing the source)."""
     import shutil
 
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    shutil.copy2(source, target)
 
 
 def prune_outputs(model, names) -> int:

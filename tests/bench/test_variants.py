@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_pruned_bundle_answers_like_its_source_and_refuses_attention(tmp_path, b
     import runtime
 
     source = tmp_path / "bundle"
-    source.symlink_to(bundle_dir("tiny"), target_is_directory=True)
+    shutil.copytree(bundle_dir("tiny"), source)       # the variant is built beside it: not beside the shared bundle
     [variant] = variants.prepare(source.resolve(), ["no-attention-outputs"], log=lambda m: None)
     assert variant.built and variant.side == "ours_no_attention_outputs"
     manifest = json.loads((variant.bundle / "manifest.json").read_text())
