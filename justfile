@@ -49,6 +49,10 @@ probe BUNDLE DATASET *ARGS:
 check BUNDLE *ARGS:
     {{python}} -m graphs check "$@"
 
+# Build TensorRT engines for a bundle on this machine (TensorRT + GPU): `just engines BUNDLE [--precision fp16|fp32] [--max-prompt N] [--max-context N] [--workspace GB]`.
+engines BUNDLE *ARGS:
+    {{python}} -m engines "$@"
+
 # Answer one question: `just answer --bundle DIR --image FILE "question" [--steering none] [--json]`.
 answer *ARGS:
     {{python}} -m runtime answer "$@"

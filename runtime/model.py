@@ -125,10 +125,16 @@ class VLM:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise PromptError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         n = len(prompt.ids)
-        if n + max_new_tokens > d.max_position_embeddings:
+        context = self.sessions.max_context      # the model's, or less: what prebuilt TensorRT engines were built for
+        engines = "" if context == d.max_position_embeddings else " the TensorRT engines were built for"
+        if n + max_new_tokens > context:
             raise PromptError(f"the prompt has {n} tokens (with {self.manifest.image_tokens_per_image} image tokens) "
                               f"and {max_new_tokens} new tokens were asked for: {n + max_new_tokens} exceeds the "
-                              f"context of {d.max_position_embeddings}")
+                              f"context of {context}{engines}")
+        if n > self.sessions.max_prompt:
+            raise PromptError(f"the prompt has {n} tokens (with {self.manifest.image_tokens_per_image} image tokens): "
+                              f"more than the {self.sessions.max_prompt} the TensorRT engines were built for "
+                              f"(rebuild them with a larger --max-prompt: just engines {self.folder} ...)")
         for alpha in _alphas(steering):        # shapes checked before any work
             scale_tensor(alpha, d.num_layers, d.num_attention_heads)
         picture = load_image(image)

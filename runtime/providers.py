@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import onnxruntime as ort
 
-from .errors import ProviderError
+from .errors import BundleError, ProviderError
 
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -42,3 +43,34 @@ def resolve_providers(requested: list[str] | tuple[str, ...] | str, fallback: bo
 def device_of(providers: list[str]) -> str:
     """Where the KV cache lives between steps: on the GPU for CUDA/TensorRT, else in host memory."""
     return "cuda" if providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+
+
+def tensorrt_engines(folder: Path, manifest_file: Path, providers: list[str]):
+    """The bundle's prebuilt TensorRT engines for this machine (``engines.layout.EngineSet``), or None.
+
+    Only looked at when TensorRT is the first provider; only then are ``tensorrt`` (if installed),
+    libnvinfer and libcuda touched (through ``engines.target``).  A bundle without engines warns
+    that ONNX Runtime will build its own; engines for another TensorRT or GPU, or from an earlier
+    export, raise BundleError naming both and the command that rebuilds.
+    """
+    if providers[0] != "TensorrtExecutionProvider":
+        return None
+    from engines.layout import EngineError, builds_in, no_engines_message, select_engines
+    from engines.target import TargetUnavailable, local_target
+
+    from .bundle import sha256_file
+    try:
+        target = local_target()
+    except TargetUnavailable as e:
+        if builds_in(folder):
+            raise ProviderError(f"{folder} has prebuilt TensorRT engines, but this machine's TensorRT or GPU "
+                                f"cannot be identified: {e}") from None
+        warnings.warn(no_engines_message(folder, None), RuntimeWarning, stacklevel=4)
+        return None
+    try:
+        chosen = select_engines(folder, target, sha256_file(manifest_file))
+    except EngineError as e:
+        raise BundleError(str(e)) from None
+    if chosen is None:
+        warnings.warn(no_engines_message(folder, target), RuntimeWarning, stacklevel=4)
+    return chosen

@@ -12,6 +12,12 @@ one cached prefix can start any number of continuations, from any thread.
 The decoder graph has attention outputs (the last query row's attention, a [1, L, total]
 tensor: negligible next to the step); ``step`` leaves them unbound, so they are never
 copied anywhere, and ``step_with_attention`` binds them to host memory as well.
+
+With TensorRT first among the providers and prebuilt engines in the bundle for this TensorRT
+and GPU (``just engines``; ``engines/layout.py``), each session is opened on the one-node EPContext
+model beside its engine instead of the graph: ONNX Runtime's TensorRT provider deserializes the
+engine and builds nothing; IO binding and the KV cache on the GPU work as above.  Those engines'
+limits (max prompt, max context) become the sessions' ``max_prompt`` / ``max_context``.
 """
 from __future__ import annotations
 
@@ -23,22 +29,26 @@ import onnxruntime as ort
 
 from graphs.contracts import ATTENTION_OUTPUTS, IMAGE_ATTENTION_SHARE, LAST_ROW_ATTENTION, STEERING_INPUTS, \
     bundle_contracts
-from graphs.manifest import Manifest
+from graphs.manifest import MANIFEST_FILE, Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
 from .errors import BundleError
-from .providers import device_of
+from .providers import device_of, tensorrt_engines
 
 _NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
 
 
-def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str) -> list:
+def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str, engines=None) -> list:
     """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle,
-    and give it one explicit profile that covers every call (else it rebuilds as the KV cache grows)."""
+    and give it one explicit profile that covers every call (else it rebuilds as the KV cache grows).
+    With prebuilt ``engines`` it only needs the folder its EPContext model and engine are in."""
     if "TensorrtExecutionProvider" not in providers:
         return list(providers)
-    trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
-           **tensorrt_profile(manifest, graph)}
+    if engines is not None:
+        trt = {"trt_ep_context_file_path": str(engines.folder)}
+    else:
+        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
+               **tensorrt_profile(manifest, graph)}
     return [(p, trt) if p == "TensorrtExecutionProvider" else p for p in providers]
 
 
@@ -63,6 +73,11 @@ class BundleSessions:
         self.providers = providers
         self.device = device_of(providers)
         self.float = _NP_FLOAT[manifest.dtype]
+        # prebuilt TensorRT engines for this machine (None unless TensorRT is asked for and the bundle has them)
+        self.engines = tensorrt_engines(self.folder, self.folder / MANIFEST_FILE, providers)
+        longest = manifest.decoder.max_position_embeddings
+        self.max_prompt = self.engines.max_prompt if self.engines else longest       # tokens one call may prefill
+        self.max_context = self.engines.max_context if self.engines else longest     # prompt + generated tokens
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -76,9 +91,13 @@ class BundleSessions:
 
     def _session(self, folder: Path, graph: str, options) -> ort.InferenceSession:
         path = Path(folder) / self.manifest.graphs[graph]
+        if self.engines is not None:            # one EPContext node: nothing for ONNX Runtime to optimise
+            path = self.engines.context_model(graph)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             session = ort.InferenceSession(str(path), options,
-                                           providers=_with_options(self.providers, folder, self.manifest, graph))
+                                           providers=_with_options(self.providers, folder, self.manifest, graph,
+                                                                   self.engines))
         except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
         if session.get_providers()[0] != self.providers[0]:

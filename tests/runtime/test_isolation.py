@@ -1,4 +1,5 @@
-"""The runtime never imports torch/transformers/optimum, and is safe to share between threads."""
+"""The runtime never imports torch/transformers/optimum (nor TensorRT or CUDA bindings unless TensorRT is
+asked for), and is safe to share between threads."""
 from __future__ import annotations
 
 import subprocess
@@ -15,14 +16,14 @@ _BLOCKED_RUN = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
+        if name.split('.')[0] in ('torch', 'transformers', 'optimum', 'tensorrt', 'cuda', 'pycuda'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import numpy as np, runtime
 vlm = runtime.load(sys.argv[1])
 a = vlm.answer(np.full((20, 30, 3), 120, np.uint8), 'Where is the mug?', max_new_tokens=3)
 assert len(a.token_ids) > 0 and a.confidence is not None
-bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum'))
+bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum', 'tensorrt', 'cuda', 'pycuda'))
 assert not bad, bad
 print('ok', a.steering, a.scale)
 """
@@ -33,6 +34,28 @@ def test_runtime_runs_with_torch_transformers_and_optimum_blocked(bundle_dir):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok adaptvis")
+
+
+_ENGINES_IMPORTS = """
+import subprocess, sys
+import numpy as np, runtime
+vlm = runtime.load(sys.argv[1], providers=['cpu'])
+vlm.answer(np.full((20, 30, 3), 120, np.uint8), 'Where is the mug?', max_new_tokens=2)
+assert 'engines.target' not in sys.modules, 'a CPU load looked for TensorRT'
+import engines, engines.layout, engines.profiles, engines.builder, engines.target, engines.progress, engines.__main__
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'cuda', 'pycuda', 'torch', 'onnx'))
+assert not heavy, heavy
+print('ok')
+"""
+
+
+def test_engines_package_and_cpu_runtime_import_no_tensorrt_or_cuda(bundle_dir):
+    """TensorRT, CUDA bindings and onnx are imported by the engine builder's work, never on import;
+    a CPU runtime never even looks for TensorRT."""
+    out = subprocess.run([sys.executable, "-c", _ENGINES_IMPORTS, str(bundle_dir("tiny"))], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
 
 
 def test_threads_give_the_same_answers_as_serial_use(bundle_dir):
