@@ -41,7 +41,7 @@ def parse(argv=None):
                    help="runtimes timed beside the fp32 bundle, methods plain and AdaptVis: quantized copies "
                         "(fp16, int8, int4; built once beside the bundle), return-attention (answers with "
                         "return_attention=True), no-attention-outputs (the decoder without them); "
-                        f"comma-separated or none (default {variants.DEFAULT})")
+                        f"comma-separated or none (default {variants.DEFAULT}; fp16 and no-attention-outputs are opt-in)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")
     args = p.parse_args(argv)
     args.repeat = args.repeat or DEFAULT_REPEAT[args.size]

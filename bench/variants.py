@@ -28,7 +28,10 @@ QUANTIZE = {
     "int4": {"to": "int4", "block_size": 32, "accuracy_level": 4, "lm_head": True},
 }
 NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs")
-DEFAULT = ",".join(NAMES)
+# fp16 is opt-in: ONNX Runtime's CPU provider has no fast fp16 MatMul on x86 (a 2-token 1b answer ran
+# over 7 minutes); no-attention-outputs is another full copy of the fp32 bundle in memory (1b: 5.6 GB
+# more, which with the reference and the rest swapped a 24 GiB machine).
+DEFAULT = "int8,int4,return-attention"
 METHODS = ("plain", "adaptvis")            # variants skip ScalingVis (it costs what plain costs)
 ATTENTION_OUTPUTS = ("last_row_attention", "image_attention_share")
 
