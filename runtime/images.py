@@ -1,8 +1,9 @@
 """Turn whatever the caller hands us into one RGB ``PIL.Image.Image``.
 
-Accepted inputs: a path (``str`` / ``pathlib.Path``), a ``PIL.Image.Image``,
-or a ``uint8`` numpy array shaped ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]``
-(RGB) or ``[H, W, 4]`` (RGBA).  Files get their EXIF orientation applied, as
+Accepted inputs: a path (``str`` / ``pathlib.Path``), the bytes of an image file
+(``bytes``: what an HTTP upload or a camera driver hands over; read exactly as that
+file would be), a ``PIL.Image.Image``, or a ``uint8`` numpy array shaped ``[H, W]``,
+``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA).  Files get their EXIF orientation applied, as
 ``transformers.image_utils.load_image`` does; every mode is then made RGB with
 ``image.convert("RGB")``, as ``transformers.image_transforms.convert_to_rgb``
 does (so alpha is dropped, not composited).  Anything wrong with the input
@@ -10,6 +11,7 @@ raises :class:`runtime.errors.ImageError`.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -27,21 +29,25 @@ from runtime.errors import ImageError
 # of PIL's global ``Image.MAX_IMAGE_PIXELS``, which we never modify.
 MAX_PIXELS = 64 * 1024 * 1024
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
 def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Return ``image`` as a fully decoded RGB PIL image, or raise ``ImageError``."""
     if isinstance(image, (str, os.PathLike)):
         return _from_path(Path(image), max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if not len(image):
+            raise ImageError("expected the bytes of an image file; got 0 bytes")
+        return _from_file(io.BytesIO(bytes(image)), f"image data ({len(image)} bytes)", max_pixels)
     if isinstance(image, Image.Image):
         _check_size(image.size, max_pixels, "PIL image")
         return _to_rgb(_decode(image, "PIL image"), "PIL image")
     if isinstance(image, np.ndarray):
         return _to_rgb(_from_array(image, max_pixels), "array")
     raise ImageError(
-        "expected a file path (str or pathlib.Path), a PIL.Image.Image or a uint8 numpy "
-        f"array of shape [H, W], [H, W, 3] or [H, W, 4]; got {type(image).__name__}")
+        "expected a file path (str or pathlib.Path), an image file's bytes, a PIL.Image.Image or a "
+        f"uint8 numpy array of shape [H, W], [H, W, 3] or [H, W, 4]; got {type(image).__name__}")
 
 
 def _from_path(path: Path, max_pixels: int) -> Image.Image:
@@ -55,12 +61,16 @@ def _from_path(path: Path, max_pixels: int) -> Image.Image:
         raise ImageError(f"expected an image file; no such file: {shown!r}")
     if not is_file:
         raise ImageError(f"expected an image file; {shown!r} is not a regular file")
-    what = f"image file {str(path)!r}"
+    return _from_file(path, f"image file {str(path)!r}", max_pixels)
+
+
+def _from_file(file, what: str, max_pixels: int) -> Image.Image:
+    """A path or a binary file object -> RGB, upright: bomb guard on the header, full decode, EXIF."""
     try:
         with warnings.catch_warnings():
             # PIL's own bomb check only warns below 2x its limit: make it fatal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(path)
+            opened = Image.open(file)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(f"{what} is too large (decompression bomb guard): {e}") from e
     except Image.UnidentifiedImageError as e:

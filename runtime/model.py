@@ -89,16 +89,36 @@ class VLM:
 
     def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32) -> Iterator[str]:
         """Yield the answer's text piece by piece as tokens are generated."""
+        for piece in self.stream_answer(image, question, steering, max_new_tokens):
+            if isinstance(piece, str):
+                yield piece
+
+    def stream_answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32,
+                      measure_image_influence: bool = False, blank_image=None,
+                      return_attention: bool = False) -> Iterator[str | Answer]:
+        """Yield the answer's text piece by piece, then, last, the whole ``Answer`` (confidence, alpha...).
+
+        The pieces join into ``Answer.text``, and the ``Answer`` equals ``answer()``'s with the
+        same arguments.  Bad input raises on the first ``next()``, before any piece."""
         prompt = self.prompts.from_question(question)
-        run = self._run(image, prompt, steering, max_new_tokens, False, None)
+        run = self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
+                        return_attention)
         ids: list[int] = []
         shown = ""
-        for token in run:
-            ids.append(token)
+        while True:
+            try:
+                ids.append(next(run))
+            except StopIteration as stop:
+                answer: Answer = stop.value
+                break
             text = self.prompts.decode(ids)
-            if len(text) > len(shown) and text.startswith(shown):
+            # hold back a half-decoded character (a multi-byte one split across tokens shows as U+FFFD)
+            if len(text) > len(shown) and text.startswith(shown) and not text.endswith("\ufffd"):
                 yield text[len(shown):]
                 shown = text
+        if answer.text != shown and answer.text.startswith(shown):
+            yield answer.text[len(shown):]          # a tail the tokenizer only settled at the end
+        yield answer
 
     def clear_cache(self) -> None:
         """Forget cached image features and image prefixes (the next answer starts cold)."""
