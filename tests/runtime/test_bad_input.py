@@ -51,6 +51,9 @@ def _bad_images(tmp_path):
         "a path too long for the file system": "x" * 5000,
         "a path with a NUL byte": "scene\x00.png",
         "a folder": tmp_path,
+        "no bytes": b"",
+        "bytes of text": b"hello, not an image\n",
+        "bytes of a truncated png": png[: len(png) // 2],
     }
 
 

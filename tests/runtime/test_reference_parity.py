@@ -107,3 +107,27 @@ def test_questions_about_one_image_reuse_its_features_and_prefix(pair, size):
                       max_new_tokens=NEW_TOKENS)
     assert cold.timings.vision > 0
     assert cold.token_ids == second.token_ids and abs(cold.confidence - second.confidence) <= 1e-6
+
+
+def test_stream_answer_ends_with_the_answer(pair, size):
+    vlm, _ = pair(size)
+    steering = runtime.AdaptVis(0.5, 2.0, 0.3)
+    items = list(vlm.stream_answer(IMAGES[2], QUESTION, steering=steering, max_new_tokens=NEW_TOKENS,
+                                   measure_image_influence=True))
+    whole = vlm.answer(IMAGES[2], QUESTION, steering=steering, max_new_tokens=NEW_TOKENS,
+                       measure_image_influence=True)
+    *pieces, last = items
+    assert all(isinstance(p, str) for p in pieces) and isinstance(last, runtime.Answer)
+    assert "".join(pieces) == whole.text == last.text
+    assert last.token_ids == whole.token_ids and last.scale == whole.scale
+    assert last.confidence == whole.confidence and last.image_influence == whole.image_influence
+
+
+def test_image_file_bytes_answer_as_the_file_does(pair, size, tmp_path):
+    from PIL import Image
+    vlm, _ = pair(size)
+    path = tmp_path / "scene.jpg"
+    Image.fromarray(IMAGES[1]).save(path, quality=90)
+    from_file = vlm.answer(path, QUESTION, steering=None, max_new_tokens=NEW_TOKENS)
+    from_bytes = vlm.answer(path.read_bytes(), QUESTION, steering=None, max_new_tokens=NEW_TOKENS)
+    assert from_bytes.token_ids == from_file.token_ids and from_bytes.confidence == from_file.confidence
