@@ -57,6 +57,14 @@ engines BUNDLE *ARGS:
 answer *ARGS:
     {{python}} -m runtime answer "$@"
 
+# Serve a bundle over OpenAI's chat-completions API: `just serve BUNDLE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--provider cpu]`.
+serve BUNDLE *ARGS:
+    {{python}} -m serve "$@"
+
+# Load-test the server on 127.0.0.1: `just loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64]`.
+loadtest *ARGS:
+    {{python}} -m serve.loadtest "$@"
+
 # Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
 synthetic OUT *ARGS:
     {{python}} -m calibration.synthetic "$@"
