@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def test_just_serve_answers_then_stops(bundle_dir, tiny_vlm):
     env = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.Popen(_serve(str(bundle_dir("tiny")), "--port", str(port), "--api-key", key,
                                    "--model-name", "tiny", "--log-level", "warning"),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)       # its own process group: `just` does not pass SIGTERM on
     try:
         headers = {"authorization": f"Bearer {key}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
@@ -52,7 +54,7 @@ def test_just_serve_answers_then_stops(bundle_dir, tiny_vlm):
             assert r.json()["choices"][0]["message"]["content"] == tiny_vlm.answer(image, QUESTION,
                                                                                    max_new_tokens=5).text
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
 
 
