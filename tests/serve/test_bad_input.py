@@ -227,3 +227,9 @@ def _raw(base_url: str, request: bytes) -> bytes:
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(request)
         return s.recv(65536)
+
+
+def test_bytes_that_are_not_http(server, http, expected):
+    """uvicorn's HTTP parser answers 400 itself (plain text, not our JSON: the request never reached the app)."""
+    assert _raw(server, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    _still_right(http, expected)
