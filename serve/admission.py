@@ -43,10 +43,15 @@ class Admission:
         rounds = math.ceil((self.held + 1) / self.max_concurrent)
         return max(1, min(60, math.ceil(typical * rounds)))
 
-    async def _enter(self) -> None:
+    def refuse_if_full(self) -> None:
+        """Raise 503 now if a request would be refused: called before parsing, so refusals stay cheap
+        under a flood (the check in ``_enter`` still decides)."""
         if self.held >= self.max_concurrent + self.max_queue:
             self.refused += 1
             raise overloaded(self.retry_after(), self.held)
+
+    async def _enter(self) -> None:
+        self.refuse_if_full()
         self.waiting += 1
         try:
             await self._slots.acquire()

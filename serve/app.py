@@ -96,6 +96,7 @@ def create_app(settings: ServeSettings, vlm: runtime.VLM | None = None):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        admission.refuse_if_full()               # before parsing JSON and decoding base64
         call = chat.plan(await _parse(request), settings, vlm.default_steering)
         if call.stream:
             return await _stream(call)
