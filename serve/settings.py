@@ -51,9 +51,20 @@ class ServeSettings:
         if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 8
                                          or any(c.isspace() for c in self.api_key)):
             raise SettingsError("api_key must be a string of at least 8 characters without spaces")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise SettingsError(f"threads must be an int >= 1 or None (all cores), got {self.threads!r}")
+        if self.model_name is not None and (not isinstance(self.model_name, str) or not self.model_name.strip()
+                                            or len(self.model_name) > 200):
+            raise SettingsError(f"model_name must be a non-empty string, got {self.model_name!r}")
+        if not isinstance(self.bundle, str):
+            raise SettingsError(f"bundle must be a folder path (a string), got {type(self.bundle).__name__}")
         if isinstance(self.providers, str):
             object.__setattr__(self, "providers", (self.providers,))
         object.__setattr__(self, "providers", tuple(self.providers))
+        if not self.providers or not all(isinstance(p, str) for p in self.providers):
+            raise SettingsError(f"providers must be a non-empty list of names (cpu, cuda, tensorrt), "
+                                f"got {self.providers!r}")
         if self.image_folder is not None and not Path(self.image_folder).expanduser().is_dir():
             raise SettingsError(f"image_folder {self.image_folder!r} is not a folder")
 

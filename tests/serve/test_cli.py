@@ -73,7 +73,8 @@ def test_bad_settings_fail_before_listening(bundle_dir, args, message):
 
 
 def test_settings_validate():
-    for bad in [dict(port=70000), dict(max_queue=-1), dict(default_max_tokens=600), dict(max_body_bytes=True)]:
+    for bad in [dict(port=70000), dict(max_queue=-1), dict(default_max_tokens=600), dict(max_body_bytes=True),
+                dict(threads=0), dict(threads="4"), dict(model_name=""), dict(providers=[1]), dict(providers=[])]:
         with pytest.raises(SettingsError):
             ServeSettings(bundle=".", **bad)
     assert ServeSettings(bundle=".").host == "127.0.0.1"          # localhost unless told otherwise
