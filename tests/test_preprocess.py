@@ -284,10 +284,16 @@ def test_wrong_shape_array(shape):
     assert str(shape) in str(error)
 
 
-@pytest.mark.parametrize("value", [None, 3, b"\x89PNG", [[0, 0, 0]], {"path": "x.png"}])
+@pytest.mark.parametrize("value", [None, 3, [[0, 0, 0]], {"path": "x.png"}])
 def test_unsupported_types(value):
     error = raises_image_error(value, "expected a file path")
     assert type(value).__name__ in str(error)
+
+
+@pytest.mark.parametrize("value, message", [(b"\x89PNG", "image data"), (b"", "0 bytes"),
+                                            (bytearray(b"not an image"), "not an image format")])
+def test_bad_image_bytes(value, message):
+    raises_image_error(value, message)
 
 
 def test_unconvertible_mode():
