@@ -22,7 +22,7 @@ an eager mask function under the same name (without it the causal mask
 silently disappears).  Set it on the sub-configs (text, and vision for its
 fp32 softmax), never on the top-level LLaVA config.  The extra tensors arrive as forward keyword arguments
 ``image_attention_scale`` [B, L, H] (float32) and ``image_token_mask`` [B, K] (bool), and the form as
-``attention_form`` (a string; default scaled-logits).
+``attention_form`` (a string; default scaled-keys: ``graphs.manifest.DEFAULT_ATTENTION_FORM``).
 
 A further keyword argument, ``attention_rows`` (a list, passed by ``SteeredDecoder``),
 collects the decoder's attention output: each call appends, for its layer, the

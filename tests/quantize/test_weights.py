@@ -106,7 +106,7 @@ def test_the_image_attention_scale_path_is_untouched_and_fp32(quantized_dir, bun
     assert {k: n.op_type for k, n in nodes.items()} == {k: n.op_type for k, n in src_nodes.items()}
     layers = json.loads((bundle_dir(size) / "manifest.json").read_text())["decoder"]["num_layers"]
     ops = [n.op_type for n in nodes.values()]
-    assert ops.count("Softmax") == layers and ops.count("Mul") >= layers and ops.count("Where") >= layers
+    assert ops.count("Softmax") == layers * _softmaxes_per_layer(bundle_dir(size)) and ops.count("Mul") >= layers and ops.count("Where") >= layers
     if to != "fp16":      # weight-only: the path is the source's, node for node
         assert all(nodes[k] == src_nodes[k] for k in nodes)
     types = elem_types(model.graph)
@@ -124,13 +124,20 @@ def test_the_image_attention_scale_path_is_untouched_and_fp32(quantized_dir, bun
     assert not any(n.op_type == "MatMulNBits" for n in nodes.values())
 
 
+def _softmaxes_per_layer(bundle) -> int:
+    """scaled-logits: the attention's softmax; scaled-keys: that one and the last row's read-out (graphs.attention_form)."""
+    form = json.loads((bundle / "manifest.json").read_text()).get("attention_form", "scaled-logits")
+    return 2 if form == "scaled-keys" else 1
+
+
 def test_structure_is_found_without_node_names(bundle_dir):
     model = _decoder(bundle_dir("tiny"))
     for i, n in enumerate(model.graph.node):
         n.name = f"n{i}"
     index = G.Index(model.graph)
     assert sum(index.nodes[k].op_type == "ReduceMean" for k in G.rmsnorm_nodes(index)) == 5   # 2 x 2 layers + final
-    assert sum(index.nodes[k].op_type == "Softmax" for k in G.steering_path(index)) == 2
+    assert sum(index.nodes[k].op_type == "Softmax" for k in G.steering_path(index)) == 2 * _softmaxes_per_layer(
+        bundle_dir("tiny"))
     assert {index.nodes[k].op_type for k in G.rotary_path(index)} >= {"Cos", "Sin", "MatMul"}
     assert index.nodes[G.lm_head(index)].output[0] == "logits"
     assert {o for k in G.attention_readout(index) for o in index.nodes[k].output} >= \
