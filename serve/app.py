@@ -1,6 +1,6 @@
 """The ASGI app: OpenAI's chat-completions API over one loaded bundle.
 
-    GET  /health               {"status": "ok", "model", "running", "waiting", "capacity"}
+    GET  /health               {"status": "ok", "model", "running", "waiting", "capacity", "refused" (503s so far)}
     GET  /v1/models            the one model this process serves
     POST /v1/chat/completions  one question about one image; "stream": true for server-sent events
 
@@ -78,7 +78,7 @@ def create_app(settings: ServeSettings, vlm: runtime.VLM | None = None):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "running": admission.running, "waiting": admission.waiting,
-                "capacity": settings.capacity}
+                "capacity": settings.capacity, "refused": admission.refused}
 
     def model_card() -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "adaptvis-edge"}

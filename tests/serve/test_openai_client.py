@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import openai
 import pytest
 
@@ -105,8 +106,11 @@ def test_a_second_question_about_one_frame_reuses_the_image(client):
     assert first["vision"] > 0 and second["vision"] == 0.0           # the runtime's image cache
 
 
-def test_models_list(client):
+def test_models_list_and_health(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
+    root = str(client.base_url).rstrip("/").removesuffix("/v1")
+    health = httpx.get(f"{root}/health", headers={"authorization": f"Bearer {KEY}"}, timeout=30).json()
+    assert health == {"status": "ok", "model": MODEL, "running": 0, "waiting": 0, "capacity": 34, "refused": 0}
 
 
 def test_the_api_key_is_required(client):
