@@ -1,7 +1,7 @@
 """The runtimes timed beside our fp32 bundle in the same run.
 
     fp16 / int8 / int4        quantized copies of the bundle (``python -m quantize``), built once
-                              beside it (``<bundle>-fp16`` ...) and rebuilt when the source changes
+    int4-level1               beside it (``<bundle>-fp16`` ...) and rebuilt when the source changes
     return-attention          the fp32 bundle, answering with ``return_attention=True``
     no-attention-outputs      the fp32 bundle with the decoder's attention outputs pruned away
                               (what a bundle exported before them computes): the graph-side
@@ -26,6 +26,8 @@ QUANTIZE = {
     "fp16": {"to": "fp16"},
     "int8": {"to": "int8", "block_size": 32, "accuracy_level": 4},
     "int4": {"to": "int4", "block_size": 32, "accuracy_level": 4, "lm_head": True},
+    # the same int4 weights with fp32 arithmetic (accuracy level 1): is int8 arithmetic the faster one here?
+    "int4-level1": {"to": "int4", "block_size": 32, "accuracy_level": 1, "lm_head": True},
 }
 NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs")
 # fp16 is opt-in: ONNX Runtime's CPU provider has no fast fp16 MatMul on x86 (a 2-token 1b answer ran
