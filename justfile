@@ -33,7 +33,7 @@ fixture OUT *ARGS:
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
 
-# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4 [--block-size 32] [--report]`.
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--block-size 32] [--report]`.
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 

@@ -2,6 +2,7 @@
 
     fp16 / int8 / int4        quantized copies of the bundle (``python -m quantize``), built once
     int4-level1               beside it (``<bundle>-fp16`` ...) and rebuilt when the source changes
+    int8-dynamic[-vision]
     return-attention          the fp32 bundle, answering with ``return_attention=True``
     no-attention-outputs      the fp32 bundle with the decoder's attention outputs pruned away
                               (what a bundle exported before them computes): the graph-side
@@ -28,12 +29,16 @@ QUANTIZE = {
     "int4": {"to": "int4", "block_size": 32, "accuracy_level": 4, "lm_head": True},
     # the same int4 weights with fp32 arithmetic (accuracy level 1): is int8 arithmetic the faster one here?
     "int4-level1": {"to": "int4", "block_size": 32, "accuracy_level": 1, "lm_head": True},
+    # int8 weights and activations (MatMulInteger): integer arithmetic in the prefill too; -vision also
+    # quantizes the vision tower, the other compute-bound phase
+    "int8-dynamic": {"to": "int8-dynamic", "lm_head": True},
+    "int8-dynamic-vision": {"to": "int8-dynamic", "lm_head": True, "vision": True},
 }
 NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs")
 # fp16 is opt-in: ONNX Runtime's CPU provider has no fast fp16 MatMul on x86 (a 2-token 1b answer ran
 # over 7 minutes); no-attention-outputs is another full copy of the fp32 bundle in memory (1b: 5.6 GB
 # more, which with the reference and the rest swapped a 24 GiB machine).
-DEFAULT = "int8,int4,return-attention"
+DEFAULT = "int8,int4,int8-dynamic-vision,return-attention"
 METHODS = ("plain", "adaptvis")            # variants skip ScalingVis (it costs what plain costs)
 ATTENTION_OUTPUTS = ("last_row_attention", "image_attention_share")
 
@@ -95,6 +100,10 @@ def _same_settings(record: dict, settings: dict) -> bool:
     if record.get("precision") != settings["to"]:
         return False
     if any(record.get(key) != settings[key] for key in ("block_size", "accuracy_level") if key in settings):
+        return False
+    if bool(record.get("symmetric")) != settings.get("symmetric", False):
+        return False
+    if ((record.get("graphs") or {}).get("vision") != {"copied": True}) != settings.get("vision", False):
         return False
     return record.get("lm_head") == ("quantized" if settings.get("lm_head") else "as exported")
 

@@ -1,4 +1,4 @@
-"""python -m quantize BUNDLE --to fp16|int8|int4: write a quantized copy of an exported bundle."""
+"""python -m quantize BUNDLE --to fp16|int8|int4|int8-dynamic: write a quantized copy of an exported bundle."""
 from __future__ import annotations
 
 import argparse
@@ -21,11 +21,13 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m quantize", description=__doc__)
     p.add_argument("bundle", type=Path, help="the source bundle folder (an fp32 export; only read)")
-    p.add_argument("--to", required=True, choices=PRECISIONS, help="fp16, or int8 / int4 weight-only MatMulNBits")
-    p.add_argument("--block-size", type=int, choices=BLOCK_SIZES, default=32,
+    p.add_argument("--to", required=True, choices=PRECISIONS, help="fp16; int8 / int4 weight-only MatMulNBits; int8-dynamic: int8 weights and "
+                        "activations (MatMulInteger: integer arithmetic, the fast one for prefill on a CPU)")
+    p.add_argument("--block-size", type=int, choices=BLOCK_SIZES,
                    help="int8/int4: weights per scale along the input dimension (default 32)")
-    p.add_argument("--symmetric", action="store_true", help="int8/int4: symmetric (no zero points); default asymmetric")
-    p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS, default=0,
+    p.add_argument("--symmetric", action="store_true",
+                   help="int8/int4/int8-dynamic: symmetric (no zero points); default asymmetric")
+    p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS,
                    help="int8/int4: MatMulNBits compute type, 0 unset (default), 1 fp32, 2 fp16, 3 bf16, 4 int8")
     p.add_argument("--vision", action="store_true", help="also the vision graph (tower and projector)")
     p.add_argument("--embed", action="store_true", help="also the embedding table (fp16 only)")

@@ -36,10 +36,10 @@ REPORT_FILE = "quantization.md"
 
 @dataclass(frozen=True)
 class Settings:
-    to: str                         # fp16 | int8 | int4
-    block_size: int = 32            # int8 / int4: weights per scale along K
-    symmetric: bool = False         # int8 / int4: no zero points
-    accuracy_level: int = 0         # int8 / int4: MatMulNBits compute type (0 = the kernel's default)
+    to: str                         # fp16 | int8 | int4 | int8-dynamic
+    block_size: int | None = None   # int8 / int4: weights per scale along K (None: 32)
+    symmetric: bool = False         # int8 / int4 / int8-dynamic: no zero points
+    accuracy_level: int | None = None   # int8 / int4: MatMulNBits compute type (None: 0, the kernel's default)
     vision: bool = False            # also the vision graph (tower + projector)
     embed: bool = False             # also the embedding table (fp16 only)
     lm_head: bool = False           # also the decoder's LM head
@@ -47,6 +47,17 @@ class Settings:
     def check(self) -> "Settings":
         if self.to not in W.PRECISIONS:
             raise OptionError(f"--to must be one of {', '.join(W.PRECISIONS)}, got {self.to!r}")
+        nbits = self.to in W.NBITS
+        if not nbits and (self.block_size is not None or self.accuracy_level is not None):
+            raise OptionError(f"--block-size and --accuracy-level are MatMulNBits settings (--to int8 or int4), "
+                              f"not {self.to}'s")
+        if self.to == "fp16" and self.symmetric:
+            raise OptionError("--symmetric is an integer setting (--to int8, int4 or int8-dynamic), not fp16's")
+        if not nbits:
+            return self
+        if self.block_size is None or self.accuracy_level is None:
+            return dataclasses.replace(self, block_size=32 if self.block_size is None else self.block_size,
+                                       accuracy_level=0 if self.accuracy_level is None else self.accuracy_level).check()
         if self.block_size not in W.BLOCK_SIZES:
             raise OptionError(f"--block-size must be one of {', '.join(map(str, W.BLOCK_SIZES))}, got {self.block_size!r}")
         if self.accuracy_level not in W.ACCURACY_LEVELS:
@@ -59,7 +70,7 @@ class Settings:
 
     @property
     def bits(self) -> int:
-        return {"fp16": 16, "int8": 8, "int4": 4}[self.to]
+        return {"fp16": 16, "int8": 8, "int4": 4, "int8-dynamic": 8}[self.to]
 
     def converts(self, graph: str) -> bool:
         return graph == "decoder" or (graph == "vision" and self.vision) or (graph == "embed" and self.embed)
@@ -69,8 +80,8 @@ def default_out(source: Path, to: str) -> Path:
     return source.parent / f"{source.name}-{to}"
 
 
-def quantize_bundle(source: str | Path, out: str | Path | None = None, *, to: str, block_size: int = 32,
-                    symmetric: bool = False, accuracy_level: int = 0, vision: bool = False, embed: bool = False,
+def quantize_bundle(source: str | Path, out: str | Path | None = None, *, to: str, block_size: int | None = None,
+                    symmetric: bool = False, accuracy_level: int | None = None, vision: bool = False, embed: bool = False,
                     lm_head: bool = False, force: bool = False, report: bool = False, report_items: int = 40,
                     report_seed: int = 0, log=None) -> Manifest:
     """Write a quantized copy of the bundle ``source`` to ``out`` (default ``<source>-<to>``); returns its manifest.
@@ -156,6 +167,13 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
         keep_head = not settings.lm_head
         if settings.to == "fp16":
             converted = W.to_fp16(model, keep_lm_head=keep_head)
+        elif settings.to == "int8-dynamic":
+            scratch = folder / f".{name}-scratch"
+            scratch.mkdir()
+            try:
+                converted = W.to_dynamic_int8(model, settings.symmetric, keep_lm_head=keep_head, scratch=scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         else:
             converted = W.to_nbits(model, settings.bits, settings.block_size, settings.symmetric,
                                    settings.accuracy_level, keep_lm_head=keep_head)
@@ -181,15 +199,20 @@ def finish_manifest(folder: Path, manifest: Manifest, accuracy: dict) -> Manifes
 def _record(source: Path, manifest: Manifest, settings: Settings, graphs: dict) -> dict:
     import onnxruntime
 
-    nbits = settings.to != "fp16"
+    nbits = settings.to in W.NBITS
+    method, tool = {
+        "fp16": ("fp16 weights and activations, fp32 islands", W.FP16_TOOL),
+        "int8-dynamic": ("dynamic int8 (weights per channel, activations per tensor at run time; MatMulInteger)",
+                         W.DYNAMIC_TOOL),
+    }.get(settings.to, ("MatMulNBits (weight-only, blockwise)", W.NBITS_TOOL))
     return {
         "precision": settings.to,
-        "method": "MatMulNBits (weight-only, blockwise)" if nbits else "fp16 weights and activations, fp32 islands",
-        "tool": W.NBITS_TOOL if nbits else W.FP16_TOOL,
+        "method": method,
+        "tool": tool,
         "onnxruntime": onnxruntime.__version__,
         "bits": settings.bits,
         "block_size": settings.block_size if nbits else None,
-        "symmetric": settings.symmetric if nbits else None,
+        "symmetric": settings.symmetric if settings.to != "fp16" else None,
         "accuracy_level": settings.accuracy_level if nbits else None,
         "io_dtype": manifest.dtype,      # graph inputs/outputs keep the source's types: the runtime feeds those
         "lm_head": "quantized" if settings.lm_head else "as exported",
@@ -217,6 +240,9 @@ def _summary(stats: dict) -> str:
         return (f"{stats['matmulnbits']} of {stats['weight_matmuls']} weight MatMuls -> MatMulNBits"
                 + (f", {len(stats['skipped'])} kept" if stats["skipped"] else "")
                 + (f", {len(stats['k_padded'])} with K padded to a whole block" if stats["k_padded"] else ""))
+    if "matmulinteger" in stats:
+        return (f"{stats['matmulinteger']} of {stats['weight_matmuls']} weight MatMuls -> MatMulInteger"
+                + (f", {len(stats['skipped'])} kept" if stats["skipped"] else ""))
     return f"{stats['fp16_initializers']} weights fp16, {stats['kept_fp32_nodes']} nodes kept fp32"
 
 

@@ -202,6 +202,8 @@ def markdown(manifest, accuracy: dict) -> str:
     q = manifest.quantization
     f, b = accuracy["fixed_prompts"], accuracy["benchmark"]
     settings = f"{q['precision']}, {q['method']}"
+    if q.get("symmetric") is not None and not q["block_size"]:
+        settings += f", {'symmetric' if q['symmetric'] else 'asymmetric'} weights"
     if q["block_size"]:
         settings += (f", block {q['block_size']}, {'symmetric' if q['symmetric'] else 'asymmetric'}, "
                      f"accuracy level {q['accuracy_level']}")
@@ -220,6 +222,11 @@ def markdown(manifest, accuracy: dict) -> str:
             skipped = "; ".join(f"`{k}`: {v}" for k, v in stats["skipped"].items()) or "none"
             lines.append(f"- {name}: {stats['matmulnbits']} of {stats['weight_matmuls']} weight MatMuls -> MatMulNBits "
                          f"({len(stats['k_padded'])} with K zero-padded to a whole block); kept: {skipped}")
+        elif "matmulinteger" in stats:
+            skipped = "; ".join(f"`{k}`: {v}" for k, v in stats["skipped"].items()) or "none"
+            lines.append(f"- {name}: {stats['matmulinteger']} of {stats['weight_matmuls']} weight MatMuls -> "
+                         f"MatMulInteger (weights {stats['weights']}; activations {stats['activations']}); "
+                         f"kept: {skipped}")
         else:
             lines.append(f"- {name}: {stats['fp16_initializers']} weights fp16, {stats['fp32_initializers']} fp32; "
                          f"{stats['kept_fp32_nodes']} nodes kept fp32 (steering, mask, softmax, RMSNorm, rotary"

@@ -9,6 +9,15 @@
                  fp16 -> fp32 Cast pairs the tool puts between two blocked nodes (and after the
                  kept-fp32 ``image_attention_scale`` input) are removed, so those islands really
                  compute in fp32.
+    int8-dynamic onnxruntime.quantization.quantize_dynamic: the same weight MatMuls become
+                 DynamicQuantizeLinear -> MatMulInteger -> Mul (weights int8 per output channel,
+                 activations uint8 per tensor, quantized at run time), so the MatMul itself runs in
+                 integer arithmetic: the lever for the compute-bound prefill and vision tower on a
+                 CPU.  Not weight-only: the activations entering those MatMuls are rounded too.
+                 Asymmetric (the default): uint8 weights with zero points (ONNX Runtime's U8U8
+                 kernels).  ``symmetric``: int8 weights, 7 bits used (``reduce_range``): the U8S8
+                 kernels of an x86 CPU without VNNI add pairs of u8 x s8 products in int16 and
+                 saturate with 8-bit weights (measured here: 5x the max error of U8U8).
 """
 from __future__ import annotations
 
@@ -23,11 +32,13 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 from . import graph as G
 from .errors import QuantizeError
 
-PRECISIONS = ("fp16", "int8", "int4")
+PRECISIONS = ("fp16", "int8", "int4", "int8-dynamic")
+NBITS = {"int8": 8, "int4": 4}          # MatMulNBits precisions
 BLOCK_SIZES = (32, 64, 128)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)     # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
 NBITS_TOOL = "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer"
 FP16_TOOL = "onnxruntime.transformers.float16.convert_float_to_float16"
+DYNAMIC_TOOL = "onnxruntime.quantization.quantize_dynamic"
 _EXTERNAL_OVER = 1 << 30               # write weights beside the graph past 1 GiB (protobuf stops at 2)
 
 
@@ -71,9 +82,10 @@ def external_files(path: Path) -> list[str]:
 
 def already_quantized(model: onnx.ModelProto) -> str | None:
     """Why ``model`` looks quantized already (MatMulNBits nodes or fp16 weights), or None."""
-    nbits = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
-    if nbits:
-        return f"it has {nbits} MatMulNBits nodes"
+    for op in ("MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul"):
+        found = sum(1 for n in model.graph.node if n.op_type == op)
+        if found:
+            return f"it has {found} {op} nodes"
     half = sum(1 for t in model.graph.initializer if t.data_type == TensorProto.FLOAT16)
     return f"it has {half} fp16 weights" if half else None
 
@@ -113,6 +125,49 @@ def to_nbits(model: onnx.ModelProto, bits: int, block_size: int, symmetric: bool
         "matmulnbits": len(nbits),
         "skipped": skipped,
         "k_padded": padded,       # K not a multiple of the block: zero-padded to a whole block
+    })
+
+
+# -- int8-dynamic ----------------------------------------------------------------------------
+
+def to_dynamic_int8(model: onnx.ModelProto, symmetric: bool, keep_lm_head: bool, scratch: Path) -> Converted:
+    """Every weight MatMul (but the LM head unless asked) -> DynamicQuantizeLinear + MatMulInteger + Mul.
+
+    ``scratch``: an empty folder the tool writes its output into (it only writes files).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    index = G.Index(model.graph)
+    candidates = G.weight_matmuls(index)
+    head = G.lm_head(index)
+    exclude = [head] if keep_lm_head and head else []
+    chosen = [name for name in candidates if name not in exclude]
+    target = scratch / "dynamic.onnx"
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)      # its "consider pre-processing" advice is for QDQ static quantization
+    try:
+        quantize_dynamic(model, target, per_channel=True, reduce_range=symmetric,
+                         weight_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen, use_external_data_format=True,
+                         extra_options={"MatMulConstBOnly": True})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out = onnx.load(str(target))
+    integer = [n for n in out.graph.node if n.op_type == "MatMulInteger"]
+    still = {n.name for n in out.graph.node if n.op_type == "MatMul"}
+    skipped = {name: ("the LM head (kept as exported; --lm-head quantizes it)" if name in exclude else
+                      "left as MatMul by quantize_dynamic")
+               for name in candidates if name in still}
+    if len(integer) != len(chosen) - len([n for n in chosen if n in still]):
+        raise QuantizeError(f"quantize_dynamic wrote {len(integer)} MatMulInteger nodes for {len(chosen)} weight MatMuls")
+    return Converted(out, {
+        "weight_matmuls": len(candidates),
+        "matmulinteger": len(integer),
+        "skipped": skipped,
+        "weights": "int8, 7 bits used (reduce_range), per channel" if symmetric else "uint8 with zero points, per channel",
+        "activations": "uint8 per tensor, at run time",
     })
 
 

@@ -36,3 +36,18 @@ def test_pruned_bundle_answers_like_its_source_and_refuses_attention(tmp_path, b
         pruned.answer(image, "Where is it?", max_new_tokens=2, return_attention=True)
     # built once: a second prepare reuses it
     assert not variants.prepare(source.resolve(), ["no-attention-outputs"], log=lambda m: None)[0].built
+
+
+def test_quantized_variants_are_built_once_and_rebuilt_when_their_settings_change(tmp_path, bundle_dir, monkeypatch):
+    source = tmp_path / "src"
+    shutil.copytree(bundle_dir("tiny"), source)
+    [first] = variants.prepare(source, ["int8-dynamic"], log=lambda m: None)
+    assert first.built and first.bundle == tmp_path / "src-int8-dynamic"
+    record = json.loads((first.bundle / "manifest.json").read_text())["quantization"]
+    assert record["precision"] == "int8-dynamic" and record["lm_head"] == "quantized"
+    assert record["graphs"]["vision"] == {"copied": True}
+    assert not variants.prepare(source, ["int8-dynamic"], log=lambda m: None)[0].built
+    monkeypatch.setitem(variants.QUANTIZE, "int8-dynamic", {**variants.QUANTIZE["int8-dynamic"], "vision": True})
+    [again] = variants.prepare(source, ["int8-dynamic"], log=lambda m: None)
+    assert again.built
+    assert json.loads((again.bundle / "manifest.json").read_text())["quantization"]["graphs"]["vision"]["matmulinteger"]

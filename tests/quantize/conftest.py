@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-PRECISIONS = ("fp16", "int8", "int4")
+PRECISIONS = ("fp16", "int8", "int4", "int8-dynamic")
 
 
 @pytest.fixture(scope="session")

@@ -145,7 +145,11 @@ def test_an_fp16_export_is_refused(source, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"to": "int3"}, "--to must be one of fp16, int8, int4"),
+    ({"to": "int3"}, "--to must be one of fp16, int8, int4, int8-dynamic"),
+    ({"to": "int8-dynamic", "block_size": 64}, "--block-size and --accuracy-level are MatMulNBits settings"),
+    ({"to": "int8-dynamic", "accuracy_level": 4}, "--block-size and --accuracy-level are MatMulNBits settings"),
+    ({"to": "fp16", "block_size": 32}, "--block-size and --accuracy-level are MatMulNBits settings"),
+    ({"to": "fp16", "symmetric": True}, "--symmetric is an integer setting"),
     ({"to": "int4", "block_size": 16}, "--block-size must be one of 32, 64, 128"),
     ({"to": "int8", "accuracy_level": 7}, "--accuracy-level must be one of"),
     ({"to": "int4", "embed": True}, "--embed works with --to fp16 only"),

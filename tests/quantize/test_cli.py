@@ -32,6 +32,7 @@ def test_cli_writes_a_bundle_with_a_report(bundle_dir, tmp_path):
     (["--to", "int2"], "argument --to: invalid choice"),
     ([], "the following arguments are required: --to"),
     (["--to", "int4", "--embed"], "--embed works with --to fp16 only"),
+    (["--to", "int8-dynamic", "--block-size", "64"], "--block-size and --accuracy-level are MatMulNBits settings"),
 ])
 def test_cli_usage_errors_are_one_line(bundle_dir, tmp_path, capsys, argv, match):
     try:

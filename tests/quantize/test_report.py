@@ -37,7 +37,7 @@ def calibrated(bundle_dir, tmp_path_factory):
     return src, threshold
 
 
-@pytest.mark.parametrize("to", ["fp16", "int4"])
+@pytest.mark.parametrize("to", ["fp16", "int4", "int8-dynamic"])
 def test_report_measures_logits_agreement_accuracy_and_alpha_flips(calibrated, tmp_path, to):
     src, threshold = calibrated
     out = tmp_path / "q"
@@ -62,6 +62,8 @@ def test_report_measures_logits_agreement_accuracy_and_alpha_flips(calibrated, t
     assert text == markdown(manifest, acc)
     assert f"# Quantization report: {to}" in text and "| per-head |" in text and "AdaptVis chose a different alpha" in text
     assert "quantization.md" in manifest.sha256
+    if to == "int8-dynamic":
+        assert "weight MatMuls -> MatMulInteger (weights uint8 with zero points, per channel" in text
 
 
 def test_measure_counts_a_flip_when_a_confidence_crosses_the_threshold(calibrated, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -54,6 +55,37 @@ def test_every_weight_matmul_but_the_lm_head_becomes_matmulnbits(quantized_dir, 
     record = json.loads((quantized_dir(size, to) / "manifest.json").read_text())["quantization"]["graphs"]
     assert record["decoder"]["matmulnbits"] == 14 and list(record["decoder"]["skipped"]) == [head]
     assert record["vision"] == {"copied": True} and record["embed"] == {"copied": True}
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_int8_dynamic_turns_every_weight_matmul_but_the_lm_head_into_matmulinteger(quantized_dir, bundle_dir, size,
+                                                                                    symmetric):
+    source = _decoder(bundle_dir(size))
+    head = G.lm_head(G.Index(source.graph))
+    folder = quantized_dir(size, "int8-dynamic", symmetric=symmetric)
+    model = _decoder(folder)
+    integer = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 14                                        # q k v o gate up down x 2 layers
+    inits = {t.name: t for t in model.graph.initializer}
+    layers = json.loads((bundle_dir(size) / "manifest.json").read_text())["decoder"]
+    for n in integer:
+        weight = inits[n.input[1]]
+        assert weight.data_type == (TensorProto.INT8 if symmetric else TensorProto.UINT8)
+        assert inits[n.input[3]].dims[0] == weight.dims[1]          # one zero point per output channel
+        values = onnx.numpy_helper.to_array(weight).astype(int)
+        if symmetric:      # 7 bits (reduce_range): 2 x 255 x 64 fits int16, so no u8 x s8 pair saturates
+            assert np.abs(values).max() <= 64
+        assert weight.dims[0] in (layers["hidden_size"], 2 * layers["hidden_size"])
+    activations = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
+    assert len(activations) >= 7 * 2 // 3                            # shared by q/k/v and gate/up where the input is one
+    head_node = next(n for n in model.graph.node if n.name == head)
+    assert head_node.op_type == "MatMul" and inits[head_node.input[1]].data_type == TensorProto.FLOAT
+    q = json.loads((folder / "manifest.json").read_text())["quantization"]
+    assert (q["precision"], q["bits"], q["block_size"], q["accuracy_level"], q["symmetric"]) == \
+           ("int8-dynamic", 8, None, None, symmetric)
+    assert q["tool"] == "onnxruntime.quantization.quantize_dynamic"
+    assert q["graphs"]["decoder"]["matmulinteger"] == 14 and list(q["graphs"]["decoder"]["skipped"]) == [head]
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]   # the tool's scratch folder is gone
 
 
 def test_k_not_a_multiple_of_the_block_is_padded_not_skipped(quantized_dir):
@@ -121,7 +153,7 @@ def test_the_image_attention_scale_path_is_untouched_and_fp32(quantized_dir, bun
     index = G.Index(model.graph)
     readers = index.consumers[IMAGE_ATTENTION_SCALE]
     assert readers and all(r.name in path and r.op_type != "Cast" for r in readers)
-    assert not any(n.op_type == "MatMulNBits" for n in nodes.values())
+    assert not any(n.op_type in ("MatMulNBits", "MatMulInteger", "DynamicQuantizeLinear") for n in nodes.values())
 
 
 def _softmaxes_per_layer(bundle) -> int:
