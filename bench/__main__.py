@@ -39,7 +39,8 @@ def parse(argv=None):
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
     p.add_argument("--variants", default=variants.DEFAULT,
                    help="runtimes timed beside the fp32 bundle, methods plain and AdaptVis: quantized copies "
-                        "(fp16, int8, int4, int4-level1: int4 with fp32 arithmetic; built once beside the bundle), return-attention (answers with "
+                        "(fp16, int8, int4, int4-level1: int4 with fp32 arithmetic, int8-dynamic: int8 weights and activations, "
+                        "int8-dynamic-vision: the vision tower too; built once beside the bundle), return-attention (answers with "
                         "return_attention=True), no-attention-outputs (the decoder without them); "
                         f"comma-separated or none (default {variants.DEFAULT}; fp16 and no-attention-outputs are opt-in)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")

@@ -1,4 +1,5 @@
-"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]"""
+"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]
+[--parity-layers N] [--memory-log FILE]"""
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="let the TorchScript exporter fold and write the weights itself (holds a second copy of "
                              "each graph's weights: ~2-3x more peak memory); default: trace without weights, then "
                              "write them one tensor at a time")
+    parser.add_argument("--parity-layers", type=int, metavar="N",
+                        help="decoder layers per ONNX Runtime session in the parity check (default: fp32, the whole decoder "
+                             "in one session; fp16, as many layers as keep a range's weights, in fp32, within a quarter of "
+                             "the model's size: ONNX Runtime casts an fp16 decoder to fp32 on an x86 CPU); 0: the whole "
+                             "decoder in one session")
+    parser.add_argument("--memory-log", type=Path, metavar="FILE",
+                        help="write each export phase's peak resident memory (load, trace/weights/reference per "
+                             "graph, parity per graph, manifest) to FILE as JSON, and log it; resets the process's "
+                             "VmHWM at each phase (Linux)")
     args = parser.parse_args(argv)
     out = args.out or Path("bundles") / Path(ALIASES.get(args.model, args.model)).name
     from . import export_llava   # heavy imports only after the arguments parse
     try:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
                      revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
-                     attention_form=args.attention_form,
+                     attention_form=args.attention_form, memory_log=args.memory_log,
+                     parity_layers=args.parity_layers,
                      bound_weights=not args.exporter_writes_weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,8 @@ tensors are serialised while the module's own weights are still alive (an fp16 e
 peaked at ~3.3x the fp16 checkpoint).  Here the exporter only traces:
 
     torch module (weights in memory: the only full copy)
-        |  torch.onnx.export(export_params=False, do_constant_folding=False)
+        |  torch.onnx.export(export_params=False, do_constant_folding=False); its shape
+        |     inference sees no weight of HIDE_MIN_ELEMENTS or more (export/shape_inference.py)
         v
     <graph>.onnx: weights are graph inputs named by their state-dict keys,
                   each Linear's weight feeds a Transpose
@@ -19,11 +20,10 @@ peaked at ~3.3x the fp16 checkpoint).  Here the exporter only traces:
     <graph>.onnx + <graph>.onnx_data: the graph the folding exporter writes, same outputs
 
 What this removes is the exporter's second copy of the weights (its folded transposes, serialised
-while the module lives).  What remains, measured on the ``1b`` checkpoint in fp16 (2.82 GB): the
-tracer's shape inference still evaluates the transposed weights it takes for constants (a
-transient of up to ~2 GB while the decoder is traced; 3.8-5.3 GB peak over runs), and the parity
-check's ONNX Runtime session, which on an x86 CPU casts every fp16 weight to fp32 (~4.9 GB for
-that decoder alone): README, "Export", has the numbers.
+while the module lives), and, with the weights hidden from its shape inference, the transient that
+inference made of them (up to ~2 GB while the ``1b`` decoder was traced).  The parity check's
+ONNX Runtime session, which on an x86 CPU casts every fp16 weight to fp32, is bounded apart:
+``export/range_parity.py``.
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ from onnx import numpy_helper
 
 from .errors import ExportError
 from .external_data import _ALIGN, _point_to
+from .shape_inference import weights_hidden_from_shape_inference
+
+# Weights of at least this many elements are hidden from the exporter's shape inference; the
+# smaller ones (norms, biases) stay visible, as they always were: nothing to save there.
+HIDE_MIN_ELEMENTS = 1 << 16
 
 # Constant subgraphs up to this many elements per input are folded (shapes, axes, scalars);
 # weights are external data and never qualify.
@@ -46,8 +51,12 @@ _NEVER_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifo
 
 
 @contextlib.contextmanager
-def trace_only():
-    """While this block runs, ``torch.onnx.export`` writes the graph without weights and folds nothing."""
+def trace_only(hide_from: int | None = HIDE_MIN_ELEMENTS):
+    """While this block runs, ``torch.onnx.export`` writes the graph without weights and folds nothing.
+
+    ``hide_from``: the exporter's shape inference does not see the values of the weights of at least
+    that many elements (``export/shape_inference.py``: the same graph, without its transients); None:
+    it sees them all, as the exporter does by itself."""
     import torch
 
     original = torch.onnx.export
@@ -55,7 +64,9 @@ def trace_only():
     def export_graph_only(*args, **kwargs):
         kwargs["export_params"] = False
         kwargs["do_constant_folding"] = False
-        return original(*args, **kwargs)
+        hidden = contextlib.nullcontext() if hide_from is None else weights_hidden_from_shape_inference(hide_from)
+        with hidden:
+            return original(*args, **kwargs)
 
     torch.onnx.export = export_graph_only
     try:
@@ -98,14 +109,14 @@ def bind_weights(path: Path, module, keep_inputs: list[str]) -> int:
                 dropped += users
             else:
                 tensor_name = name
-            data = array.tobytes()
+            data = memoryview(np.ascontiguousarray(array)).cast("B")    # no copy of a contiguous array
             tensor = onnx.TensorProto(name=tensor_name, data_type=_elem(array), dims=array.shape)
             padding = -offset % _ALIGN
             out.write(b"\0" * padding)
             offset += padding
             out.write(data)
-            _point_to(tensor, target, offset, len(data))
-            offset += len(data)
+            _point_to(tensor, target, offset, data.nbytes)
+            offset += data.nbytes
             graph.initializer.append(tensor)
             del data, array
     keep = [i for i in graph.input if i.name in keep_inputs]

@@ -28,9 +28,14 @@ from graphs.manifest import (ATTENTION_FORMS, DEFAULT_ATTENTION_FORM, SCHEMA_VER
 from runtime.bundle import sha256_file
 
 from .errors import BundleExistsError, ExportError
+from .memory_log import NO_MEMORY_LOG, MemoryLog, checkpoint_bytes
+from .release import drop_unused_pages, trim_heap
 from .source import resolve
 
 DEFAULT_OPSET = 18   # TensorRT 10.3 (JetPack 6) reads opset <= 20
+# The parity check's decoder ranges: the fp32 bytes of a range's weights (what ONNX Runtime holds for
+# it on a CPU) at most this fraction of the model's weights in the export dtype (export/range_parity.py).
+PARITY_RANGE_FRACTION = 0.25
 MAX_OPSET = 20
 _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
@@ -38,7 +43,8 @@ _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                  force: bool = False, revision: str | None = None, pad_to_square: bool = False,
                  atol: float | None = None, bound_weights: bool = True, log=None,
-                 attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
+                 attention_form: str = DEFAULT_ATTENTION_FORM, memory_log: Path | None = None,
+                 parity_layers: int | None = None) -> Manifest:
     """Export ``model`` (alias, hub id or local folder) into the bundle folder ``out``.
 
     ``atol`` overrides the parity tolerance (fp32 1e-4, fp16 5e-2 by default).
@@ -47,12 +53,20 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     ``bound_weights`` (the default) traces each graph without its weights and writes them from
     the loaded model one tensor at a time (``export/bound_weights.py``): the exporter never holds a
     second copy of them.  False: the TorchScript exporter folds and writes the weights itself.
+    ``memory_log``: a JSON file to write each phase's peak resident memory into (``export/memory_log.py``).
+    ``parity_layers``: the parity check runs the decoder in ONNX Runtime layer range by layer range
+    (``export/range_parity.py``); None (default): an fp32 decoder whole, in one session, and an fp16
+    one in ranges whose fp32 weights stay within ``PARITY_RANGE_FRACTION`` of the model's weight bytes;
+    N: N layers a range; 0: the whole decoder in one session (on x86 an fp16 decoder then costs twice
+    its size: ORT casts its weights to fp32).
     """
     log = log or _stderr_log
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"dtype must be fp32 or fp16, got {dtype!r}")
     if attention_form not in ATTENTION_FORMS:
         raise ExportError(f"attention_form must be one of {', '.join(ATTENTION_FORMS)}, got {attention_form!r}")
+    if parity_layers is not None and parity_layers < 0:
+        raise ExportError(f"parity_layers must be >= 0 (0: the whole decoder at once), got {parity_layers}")
     if atol is not None and not 0 < atol < 1:
         raise ExportError(f"atol must be in (0, 1), got {atol}")
     if not 14 <= opset <= MAX_OPSET:
@@ -60,15 +74,19 @@ def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEF
     out = Path(out).expanduser().resolve()
     _check_target(out, force)
     source = resolve(model, revision)
+    memory = NO_MEMORY_LOG if memory_log is None else MemoryLog(memory_log, log, checkpoint_bytes(source.folder))
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log, attention_form)
+        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log, attention_form,
+                                memory, parity_layers)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        memory.write()          # the phases so far, also when the export failed
     log(f"bundle ready: {out}")
     return manifest
 
@@ -80,7 +98,8 @@ def _check_target(out: Path, force: bool) -> None:
 
 
 def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, bound_weights: bool,
-                 log, attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
+                 log, attention_form: str = DEFAULT_ATTENTION_FORM, memory=NO_MEMORY_LOG,
+                 parity_layers: int | None = None) -> Manifest:
     import torch
     from optimum.exporters.onnx import export
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -97,10 +116,12 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     log(f"loading {source.name}")
     # Loaded in the export's dtype: an fp16 export never holds an fp32 copy of the model
     # (LLaVA-1.5-7B: 14 GB instead of 28 GB).
-    model = LlavaForConditionalGeneration.from_pretrained(
-        source.folder, dtype=torch.float16 if dtype == "fp16" else torch.float32,
-        attn_implementation="eager", low_cpu_mem_usage=True).eval()
-    processor = AutoProcessor.from_pretrained(source.folder, use_fast=False)
+    with memory.phase("load"):
+        model = LlavaForConditionalGeneration.from_pretrained(
+            source.folder, dtype=torch.float16 if dtype == "fp16" else torch.float32,
+            attn_implementation="eager", low_cpu_mem_usage=True).eval()
+        processor = AutoProcessor.from_pretrained(source.folder, use_fast=False)
+    weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model, attention_form)}
     configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
@@ -111,42 +132,57 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
         t = time.perf_counter()
         part = wrappers.pop(name)
         tracing = trace_only() if bound_weights else streaming_external_data()
-        with tracing, warnings.catch_warnings():
+        with memory.phase(f"trace {name}"), tracing, warnings.catch_warnings():
             # The tracer's notes on CLIP's image-size branch (the size is fixed per checkpoint) and on
             # the mask's constant fill value: both are meant to be constants in the graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
         if bound_weights:    # the weights, one tensor at a time, from the module that was traced
-            bind_weights(folder / f"{name}.onnx", part, contracts[name].input_names)
+            with memory.phase(f"weights {name}"):
+                bind_weights(folder / f"{name}.onnx", part, contracts[name].input_names)
         # The reference runs in fp32 arithmetic on the (fp16-rounded) weights that were exported.
-        with fp32_block_by_block(part) if dtype == "fp16" else contextlib.nullcontext():
+        with memory.phase(f"reference {name}"), \
+                fp32_block_by_block(part) if dtype == "fp16" else contextlib.nullcontext():
             getattr(recorder, name)(part)
         del part
-        _release(model, name)   # peak memory: never the whole model next to an exported graph
         if name == "decoder":
             del model
             gc.collect()
+        else:                   # peak memory: never the whole model next to an exported graph
+            _release(model, name, source.folder)
+        trim_heap()             # the phase's transients, kept by the allocator
         if not bound_weights:
             consolidate(folder / f"{name}.onnx")   # > 2 GB: one data file, one tensor at a time
         log(f"exported {name}.onnx in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
-    parity = compare_with_onnx(folder, recorder.cases, dtype, atol)
+    if parity_layers == 0 or (parity_layers is None and dtype == "fp32"):
+        # the whole decoder in one session: the graph as users run it (ONNX Runtime fuses across the
+        # layers' boundaries); an fp32 session holds no more than the model just freed
+        ranges = {}
+    elif parity_layers:
+        ranges = {"decoder_range_layers": parity_layers}
+    else:           # fp16: a whole session would cast every weight to fp32 on x86, twice the checkpoint
+        ranges = {"decoder_range_bytes": int(PARITY_RANGE_FRACTION * weight_bytes)}
+    parity = compare_with_onnx(folder, recorder.cases, dtype, atol, phase=memory.phase, log=log, **ranges)
     log("parity " + ", ".join(f"{k} {v:.2e}" for k, v in parity.items()) + f" ({time.perf_counter() - t:.1f}s)")
-    processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square, attention_form)
-    manifest.write(folder)
+    with memory.phase("manifest"):
+        processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square, attention_form)
+        manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
 
-def _release(model, exported: str) -> None:
-    """Drop the weights of a part that is exported and recorded (the decoder is dropped with the model)."""
+def _release(model, exported: str, checkpoint: Path) -> None:
+    """Drop the weights of a part that is exported and recorded (the decoder is dropped with the model),
+    and the pages of the checkpoint's mapped files that held them."""
     if exported == "vision":
         model.model.vision_tower = None
         model.model.multi_modal_projector = None
     elif exported == "embed":
         model.model.language_model.embed_tokens = None
     gc.collect()
+    drop_unused_pages(model, sorted(Path(checkpoint).glob("*.safetensors")))
 
 
 def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square,

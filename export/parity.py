@@ -18,7 +18,9 @@ Two phases keep peak memory near one copy of the weights:
 
     ReferenceRecorder          PyTorch runs graph by graph, outputs kept (small: one
                                prompt); the exporter frees each part once recorded
-    compare_with_onnx(cases)   one ONNX Runtime session at a time
+    compare_with_onnx(cases)   one ONNX Runtime session at a time; the decoder optionally
+                               layer range by layer range (``range_parity``: a session holds
+                               only its range's weights, which ORT casts to fp32 on x86)
 
 The reference runs in fp32 (for an fp16 export: on the fp16-rounded weights),
 so the difference measures the exported graph's own arithmetic.
@@ -26,7 +28,6 @@ so the difference measures the exported graph's own arithmetic.
 from __future__ import annotations
 
 import contextlib
-import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import torch
 
 from graphs.contracts import ATTENTION_OUTPUTS, decoder_contract
 from .errors import ParityError
+from .release import trim_heap
 
 FP32_TOLERANCE = 1e-4
 # fp16 graphs: logits of a random model reach |10|; fp16 carries ~3 decimal digits.
@@ -112,16 +114,20 @@ class ReferenceRecorder:
 
 
 @contextlib.contextmanager
-def fp32_block_by_block(part: torch.nn.Module):
+def fp32_block_by_block(part: torch.nn.Module, big: int = 1 << 20):
     """Run an fp16 ``part`` in fp32 arithmetic without an fp32 copy of all of it.
 
     Every block of its layer lists (``nn.ModuleList``: the decoder and CLIP layers,
-    nearly all the weights) is upcast for its own forward call only and cast back
-    after it (fp16 -> fp32 -> fp16 is exact); the rest (embeddings, norms, the LM
-    head) is upcast while the ``with`` lasts and cast back when it ends.  Peak: the fp16 part
+    nearly all the weights), and every other module whose own weights hold ``big`` elements
+    or more (the LM head), is upcast for its own forward call only and cast back
+    after it (fp16 -> fp32 -> fp16 is exact); the rest (norms, small embeddings) is
+    upcast while the ``with`` lasts and cast back when it ends.  Peak: the fp16 part
     plus one fp32 block and the (small) rest.
     """
     blocks = [block for m in part.modules() if isinstance(m, torch.nn.ModuleList) for block in m]
+    in_lists = {id(m) for block in blocks for m in block.modules()}
+    blocks += [m for m in part.modules() if id(m) not in in_lists and not isinstance(m, torch.nn.ModuleList)
+               and sum(t.numel() for t in m._parameters.values() if t is not None) >= big]
     in_blocks = {id(t) for block in blocks for t in (*block.parameters(), *block.buffers())}
     rest = [t for module in part.modules() for tensors in (module._parameters, module._buffers)
             for t in tensors.values() if t is not None and id(t) not in in_blocks and t.is_floating_point()]
@@ -217,37 +223,71 @@ def _expected_attention(rows: list, image_token_mask: torch.Tensor) -> list[np.n
     return [last.float().numpy(), share.float().numpy()]
 
 
-def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float | None = None) -> dict[str, float]:
-    """Returns {graph: max |diff|}; raises ParityError naming the output that differs."""
+def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float | None = None,
+                      phase=None, decoder_range_bytes: int | None = None, decoder_range_layers: int | None = None,
+                      log=None) -> dict[str, float]:
+    """Returns {graph: max |diff|}; raises ParityError naming the output that differs.
+
+    The decoder is checked whole in one session, or, given ``decoder_range_bytes`` (the fp32 bytes
+    of a range's weights) or ``decoder_range_layers``, layer range by layer range, one session per
+    range (``export/range_parity.py``: same reference, tolerances and keys).
+    ``phase``: ``name -> context manager`` wrapped around each graph's check (``MemoryLog.phase``)."""
+    from .range_parity import compare_decoder_by_ranges
+
+    judge = Judge(dtype, tolerance)
+    phase = phase or (lambda name: contextlib.nullcontext())
+    by_ranges = decoder_range_bytes is not None or decoder_range_layers is not None
+    for graph, steps in cases.graphs.items():
+        path = Path(folder) / f"{graph}.onnx"
+        if graph == "decoder" and by_ranges:
+            compare_decoder_by_ranges(path, steps, cases, judge, max_bytes=decoder_range_bytes,
+                                      layers=decoder_range_layers, phase=phase, log=log)
+        else:
+            with phase(f"parity {graph}"):
+                _compare_graph(path, graph, steps, cases, judge)
+        trim_heap()
+    return judge.worst
+
+
+class Judge:
+    """The tolerances of one export, and the largest difference seen per manifest key."""
+
+    def __init__(self, dtype: str, tolerance: float | None = None):
+        default = FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE
+        self.dtype = dtype
+        self.np_float = np.float16 if dtype == "fp16" else np.float32
+        self.tolerance = tolerance or default
+        self.attention_tolerance = (ATTENTION_FP16_TOLERANCE if dtype == "fp16" else ATTENTION_FP32_TOLERANCE) \
+            * self.tolerance / default
+        self.worst: dict[str, float] = {}
+
+    def check(self, graph: str, name: str, got: np.ndarray, want: np.ndarray, context: str) -> None:
+        """Records the difference of output ``name``; raises ParityError beyond the tolerance."""
+        key, diff = _difference(graph, name, got, want)
+        self.worst[key] = max(self.worst.get(key, 0.0), diff)
+        limit = self.attention_tolerance if name in ATTENTION_OUTPUTS else self.tolerance
+        if not diff <= limit:     # also catches NaN
+            raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
+                              f"(tolerance {limit:g}, {self.dtype}) in {context}; if that is the "
+                              f"{self.dtype} rounding of a deep model, re-export with a larger --atol")
+
+
+def _compare_graph(path: Path, graph: str, steps: list[Step], cases: Cases, judge: Judge) -> None:
+    """The whole graph in one ONNX Runtime session, step by step (the decoder carrying its K/V cache)."""
     import onnxruntime as ort
 
-    default = FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE
-    tolerance = tolerance or default
-    attention_tolerance = (ATTENTION_FP16_TOLERANCE if dtype == "fp16" else ATTENTION_FP32_TOLERANCE) \
-        * tolerance / default
-    np_float = np.float16 if dtype == "fp16" else np.float32
-    worst: dict[str, float] = {}
-    for graph, steps in cases.graphs.items():
-        session = ort.InferenceSession(str(Path(folder) / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        past_names = decoder_contract(cases.num_layers).input_names[3:-2] if graph == "decoder" else []
-        past: list[np.ndarray] = []
-        for step in steps:
-            if step.first:
-                past = [np.zeros(cases.kv_shape, dtype=np_float) for _ in past_names]
-            got = session.run(names, {**step.feeds, **dict(zip(past_names, past))})
-            for name, g, want in zip(names, got, step.expected):
-                key, diff = _difference(graph, name, g, want)
-                worst[key] = max(worst.get(key, 0.0), diff)
-                limit = attention_tolerance if name in ATTENTION_OUTPUTS else tolerance
-                if not diff <= limit:     # also catches NaN
-                    raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
-                                      f"(tolerance {limit:g}, {dtype}) in {step.context}; if that is the "
-                                      f"{dtype} rounding of a deep model, re-export with a larger --atol")
-            past = got[1: 1 + len(past_names)]
-        del session
-        gc.collect()
-    return worst
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    past_names = decoder_contract(cases.num_layers).input_names[3:-2] if graph == "decoder" else []
+    past: list[np.ndarray] = []
+    for step in steps:
+        if step.first:
+            past = [np.zeros(cases.kv_shape, dtype=judge.np_float) for _ in past_names]
+        got = session.run(names, {**step.feeds, **dict(zip(past_names, past))})
+        for name, g, want in zip(names, got, step.expected):
+            judge.check(graph, name, g, want, step.context)
+        past = got[1: 1 + len(past_names)]
+    del session
 
 
 def _difference(graph: str, name: str, got: np.ndarray, want: np.ndarray) -> tuple[str, float]:

@@ -32,7 +32,9 @@ CHAT_TEMPLATE = (
 #: parity cases (alpha 0.5/1/2 and per-layer-head; prefill and 3 cached steps): PyTorch fp32 itself
 #: is up to 1.7e-4 off the exact (fp64) logits at alpha 2 (logits reach |28|: a relative 6e-6), ONNX
 #: Runtime up to 1.4e-4 off them, and the two differ by up to 1.65e-4: 30 real layers' fp32 rounding.
-EXPORT_ATOL = 2e-4
+#: On an AVX-512 CPU (2026-12-03) PyTorch is 1.1e-4 off the exact logits, ONNX Runtime 1.4e-4, in
+#: opposite directions: they differ by 2.1e-4, over the 2e-4 this was first set to.
+EXPORT_ATOL = 3e-4
 #: The answer the model is trained to give, per relation: one word, so the first token's
 #: probability is the confidence AdaptVis thresholds.
 ANSWERS = {"on": "On", "under": "Under", "left_of": "Left", "right_of": "Right"}

@@ -55,3 +55,37 @@ def test_small_constant_subgraphs_fold_and_the_rest_stays():
     assert [n.op_type for n in model.graph.node] == ["Constant", "Mul"]
     out = ort.InferenceSession(model.SerializeToString()).run(None, {"x": np.array([[3.0]], np.float32)})[0]
     np.testing.assert_array_equal(out, [[6.0]])
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_shape_inference_without_the_weights_writes_the_same_graph(tmp_path, checkpoint_dir, dtype):
+    """The trace with every weight hidden from the exporter's shape inference (no transients) writes the
+    graph of the trace that shows them, byte for byte, before any weight is bound."""
+    import warnings
+
+    import torch
+    from optimum.exporters.onnx import export
+    from transformers import LlavaForConditionalGeneration
+
+    from export.bound_weights import trace_only
+    from export.onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
+    from export.shape_inference import weights_hidden_from_shape_inference
+    from export.wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
+
+    with weights_hidden_from_shape_inference(1) as wrapped:
+        assert wrapped, "this torch has no _jit_pass_onnx_graph_shape_type_inference to wrap"
+    model = LlavaForConditionalGeneration.from_pretrained(
+        checkpoint_dir("tiny"), dtype=torch.float16 if dtype == "fp16" else torch.float32,
+        attn_implementation="eager").eval()
+    parts = {"vision": (VisionEncoder(model), VisionOnnxConfig(model.config, dtype)),
+             "embed": (TokenEmbedding(model), EmbedOnnxConfig(model.config.text_config, dtype)),
+             "decoder": (SteeredDecoder(model), DecoderOnnxConfig(model.config.text_config, dtype))}
+    for name, (part, config) in parts.items():
+        written = {}
+        for hide_from in (None, 1):              # None: the exporter sees every weight; 1: it sees none
+            path = tmp_path / f"{name}-{hide_from}.onnx"
+            with trace_only(hide_from), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export(part, config, path, opset=18, disable_dynamic_axes_fix=True)
+            written[hide_from] = path.read_bytes()
+        assert written[None] == written[1], name

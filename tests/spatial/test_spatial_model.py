@@ -51,7 +51,8 @@ def test_onnx_runtime_is_as_exact_as_pytorch_fp32(spatial_bundle, spatial_checkp
 
     On every parity case (alpha 0.5, 1, 2, per-layer-head; prefill, 3 cached steps), ONNX Runtime's
     logits must be no further from the exact (fp64 PyTorch) ones than PyTorch's own fp32 logits are
-    (with 25 % slack), and within 2e-4 of them."""
+    (with 50 % slack: the two sum in different orders; measured 0.82x on an AVX2 CPU, 1.25x on an
+    AVX-512 one), and within 2e-4 of them."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -85,7 +86,7 @@ def test_onnx_runtime_is_as_exact_as_pytorch_fp32(spatial_bundle, spatial_checkp
         worst_ort = max(worst_ort, float(np.abs(out[0] - logits64).max()))
         worst_torch = max(worst_torch, float(np.abs(step.expected[0] - logits64).max()))
         past, past64 = out[1: 1 + 2 * layers], list(out64[1: 1 + 2 * layers])
-    assert worst_ort <= 1.25 * worst_torch and worst_ort <= 2e-4, (worst_ort, worst_torch)
+    assert worst_ort <= 1.5 * worst_torch and worst_ort <= 2e-4, (worst_ort, worst_torch)
 
 
 def test_runtime_equals_the_pytorch_reference(spatial_bundle, spatial_checkpoint, scenes):
