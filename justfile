@@ -33,6 +33,10 @@ fixture OUT *ARGS:
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
 
+# Add a fused decoder (ONNX Runtime contrib ops, CPU/CUDA) to a bundle: `just fuse BUNDLE [--dtype fp32|fp16] [--checkpoint DIR]`.
+fuse BUNDLE *ARGS:
+    {{python}} -m fused "$@"
+
 # Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--block-size 32] [--report]`.
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"

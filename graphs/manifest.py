@@ -86,6 +86,10 @@ class Manifest:
     # (a Mul on Q K^T, the form of every bundle exported before this field) or "scaled-keys" (on the
     # image keys before the MatMul; the cached keys stay unscaled).  Both compute the same attention.
     attention_form: str = "scaled-logits"
+    # Fused decoders beside the standard one (``python -m fused``; ONNX Runtime's CPU and CUDA providers, not
+    # TensorRT), keyed by their float type: {"fp32": {"file", "parity", "nodes_per_layer", "ops", ...}}.
+    # The same inputs and outputs as ``graphs["decoder"]``; None in bundles without one.
+    fused_decoders: dict[str, dict[str, Any]] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -25,9 +25,13 @@ _loaded_lock = threading.Lock()
 
 
 def load(bundle: str | Path, providers=("cpu",), fallback: bool = False, verify_checksums: bool = True,
-         threads: int | None = None) -> VLM:
-    """Open a bundle folder on the given execution providers ("cpu", "cuda", "tensorrt")."""
-    return VLM(bundle, providers=providers, fallback=fallback, verify_checksums=verify_checksums, threads=threads)
+         threads: int | None = None, decoder: str = "auto") -> VLM:
+    """Open a bundle folder on the given execution providers ("cpu", "cuda", "tensorrt").
+
+    ``decoder``: "auto" (the bundle's fused decoder on CPU/CUDA when it has one, else the standard one),
+    "standard", "fused", "fused-fp32" or "fused-fp16" (``runtime/decoders.py``)."""
+    return VLM(bundle, providers=providers, fallback=fallback, verify_checksums=verify_checksums, threads=threads,
+               decoder=decoder)
 
 
 def answer(image, question: str, bundle: str | Path, providers=("cpu",), **kwargs) -> Answer:

@@ -47,11 +47,11 @@ _CACHED_IMAGES = 4         # image features + image-prefix KV kept per model (LR
 
 class VLM:
     def __init__(self, bundle: str | Path, providers=("cpu",), fallback: bool = False,
-                 verify_checksums: bool = True, threads: int | None = None):
+                 verify_checksums: bool = True, threads: int | None = None, decoder: str = "auto"):
         self.folder = Path(bundle).expanduser()
         self.manifest: Manifest = open_bundle(self.folder, verify_checksums)
         self.providers = resolve_providers(providers, fallback)
-        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads)
+        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads, decoder)
         self.prompts = PromptBuilder(Tokenizer.from_file(str(self.folder / self.manifest.tokenizer_file)), self.manifest)
         self.default_steering = load_calibration(self.folder)
         d = self.manifest.decoder

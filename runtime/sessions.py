@@ -18,6 +18,10 @@ and GPU (``just engines``; ``engines/layout.py``), each session is opened on the
 model beside its engine instead of the graph: ONNX Runtime's TensorRT provider deserializes the
 engine and builds nothing; IO binding and the KV cache on the GPU work as above.  Those engines'
 limits (max prompt, max context) become the sessions' ``max_prompt`` / ``max_context``.
+
+The decoder session opens the bundle's standard ``decoder.onnx`` or a fused one
+(``decoder_fused_<dtype>.onnx``: ONNX Runtime contrib ops, CPU and CUDA; ``runtime/decoders.py``
+chooses); both have the same inputs and outputs, and the cache above works the same with either.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from graphs.contracts import ATTENTION_OUTPUTS, IMAGE_ATTENTION_SHARE, LAST_ROW_
 from graphs.manifest import MANIFEST_FILE, Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
+from .decoders import choose_decoder
 from .errors import BundleError
 from .providers import device_of, tensorrt_engines
 
@@ -67,12 +72,15 @@ class StepAttention:
 
 
 class BundleSessions:
-    def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None):
+    def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None,
+                 decoder: str = "auto"):
         self.folder = Path(folder)
         self.manifest = manifest
         self.providers = providers
         self.device = device_of(providers)
         self.float = _NP_FLOAT[manifest.dtype]
+        self.decoder_choice = choose_decoder(manifest, providers, decoder)      # standard or fused, and its dtype
+        self.decoder_float = _NP_FLOAT[self.decoder_choice.dtype]
         # prebuilt TensorRT engines for this machine (None unless TensorRT is asked for and the bundle has them)
         self.engines = tensorrt_engines(self.folder, self.folder / MANIFEST_FILE, providers)
         longest = manifest.decoder.max_position_embeddings
@@ -84,13 +92,13 @@ class BundleSessions:
             options.intra_op_num_threads = threads
         self.vision = self._session(folder, "vision", options)
         self.embed = self._session(folder, "embed", options)
-        self.decoder = self._session(folder, "decoder", options)
+        self.decoder = self._session(folder, "decoder", options, self.decoder_choice.file)
         self._check_contracts()
         self.past_names = manifest.past_names()
         self.present_names = manifest.present_names()
 
-    def _session(self, folder: Path, graph: str, options) -> ort.InferenceSession:
-        path = Path(folder) / self.manifest.graphs[graph]
+    def _session(self, folder: Path, graph: str, options, file: str | None = None) -> ort.InferenceSession:
+        path = Path(folder) / (file or self.manifest.graphs[graph])
         if self.engines is not None:            # one EPContext node: nothing for ONNX Runtime to optimise
             path = self.engines.context_model(graph)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -131,7 +139,7 @@ class BundleSessions:
 
     def empty_cache(self) -> KVCache:
         d = self.manifest.decoder
-        empty = np.zeros((1, d.num_key_value_heads, 0, d.head_dim), dtype=self.float)
+        empty = np.zeros((1, d.num_key_value_heads, 0, d.head_dim), dtype=self.decoder_float)
         return KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0)
 
     def step(self, embeds: np.ndarray, cache: KVCache, scale: np.ndarray, image_mask: np.ndarray
@@ -164,7 +172,7 @@ class BundleSessions:
         seq = embeds.shape[1]
         total = cache.length + seq
         binding = self.decoder.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.float))
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.decoder_float))
         binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
         binding.bind_cpu_input("position_ids", np.arange(cache.length, total, dtype=np.int64)[None])
         binding.bind_cpu_input("image_attention_scale", scale)

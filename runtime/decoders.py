@@ -1,0 +1,55 @@
+"""Which decoder graph of a bundle a session opens: the standard one or a fused one.
+
+    bundle: decoder.onnx                 standard ONNX ops: every provider, TensorRT included
+            decoder_fused_<dtype>.onnx   ONNX Runtime contrib ops (manifest "fused_decoders"): CPU, CUDA
+
+    "auto" (default): TensorRT first -> standard; else the fused one in the bundle's dtype if the bundle
+                      has it, else standard.  "standard", "fused" (the bundle's dtype's, else the one there
+                      is), "fused-fp32", "fused-fp16": exactly that one, or an error naming what there is.
+
+Both take the same inputs and give the same outputs (the fused one is checked against the standard
+one when it is built); a fused decoder's float type may differ from the bundle's (an fp16 fused
+decoder in an fp32 bundle), so the caller feeds ``DecoderChoice.dtype``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphs.manifest import Manifest
+
+from .errors import BundleError, ProviderError
+
+DECODERS = ("auto", "standard", "fused", "fused-fp32", "fused-fp16")
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    flavour: str        # "standard" | "fused"
+    file: str
+    dtype: str          # "fp32" | "fp16": its embeddings' and KV cache's float type
+
+
+def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto") -> DecoderChoice:
+    if wanted not in DECODERS:
+        raise BundleError(f"decoder must be one of {', '.join(DECODERS)}, got {wanted!r}")
+    standard = DecoderChoice("standard", manifest.graphs["decoder"], manifest.dtype)
+    fused = manifest.fused_decoders or {}
+    tensorrt = providers[0] == "TensorrtExecutionProvider"
+    if wanted == "standard" or (wanted == "auto" and (tensorrt or manifest.dtype not in fused)):
+        return standard
+    if tensorrt:
+        raise ProviderError(f"the fused decoder uses ONNX Runtime's com.microsoft ops, which TensorRT's parser does "
+                            f"not read; load it with providers=['cuda'] or ['cpu'], or use decoder='standard'")
+    if wanted in ("auto", "fused"):
+        dtype = manifest.dtype if manifest.dtype in fused else next(iter(sorted(fused, key=_fp32_first)), None)
+    else:
+        dtype = wanted.split("-")[1]
+    if dtype not in fused:
+        have = ", ".join(f"fused-{d}" for d in sorted(fused)) or "none"
+        raise BundleError(f"decoder={wanted!r}: the bundle has no such fused decoder (fused decoders: {have}); "
+                          f"build one with: just fuse BUNDLE --dtype {dtype or manifest.dtype}")
+    return DecoderChoice("fused", fused[dtype]["file"], dtype)
+
+
+def _fp32_first(dtype: str) -> int:
+    return 0 if dtype == "fp32" else 1
