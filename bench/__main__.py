@@ -34,6 +34,8 @@ def parse(argv=None):
     p.add_argument("--low", type=float, default=0.5, help="AdaptVis alpha below the threshold (default 0.5)")
     p.add_argument("--high", type=float, default=1.5, help="AdaptVis alpha at or above it (default 1.5)")
     p.add_argument("--threshold", type=float, default=0.4, help="AdaptVis confidence threshold (default 0.4)")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                   help="ONNX Runtime provider for ours; with cuda the reference runs on the GPU too")
     p.add_argument("--no-warm", action="store_true", help="skip the warm (image cached) answers of ours")
     p.add_argument("--no-reference", action="store_true", help="time our runtime only")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory worker")
@@ -41,7 +43,8 @@ def parse(argv=None):
                    help="runtimes timed beside the fp32 bundle, methods plain and AdaptVis: quantized copies "
                         "(fp16, int8, int4, int4-level1: int4 with fp32 arithmetic, int8-dynamic: int8 weights and activations, "
                         "int8-dynamic-vision: the vision tower too; built once beside the bundle), return-attention (answers with "
-                        "return_attention=True), no-attention-outputs (the decoder without them); "
+                        "return_attention=True), no-attention-outputs (the decoder without them), fused, fused-fp16 (the "
+                        "bundle's fused decoder, built into it once; ours runs the standard one); "
                         f"comma-separated or none (default {variants.DEFAULT}; fp16 and no-attention-outputs are opt-in)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")
     args = p.parse_args(argv)
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
                      "read_only_all_threads": roofline.read_bandwidth(threads=info["logical_cpus"] or 1)}
         weights = roofline.bundle_weight_bytes(art.bundle, manifest.graphs)
         for v in extra:
-            v.weights = roofline.bundle_weight_bytes(v.bundle, Manifest.read(v.bundle).graphs)
+            v.weights = roofline.bundle_weight_bytes(v.bundle, variant_graphs(Manifest.read(v.bundle), v.decoder))
             v.disk_bytes = roofline.disk_bytes(v.bundle)
     peak = None
     if not args.no_memory:
@@ -92,18 +95,18 @@ def main(argv=None) -> int:
             peak = memory.measure(art.bundle, max(args.tokens))
             for v in extra:
                 if not v.shares_runtime:
-                    v.peak = memory.measure(v.bundle, max(args.tokens))
+                    v.peak = memory.measure(v.bundle, max(args.tokens), decoder=v.decoder)
 
     import runtime
 
     with console.status("loading our runtime"):
         t0 = time.perf_counter()
-        vlm = runtime.load(art.bundle)
+        vlm = runtime.load(art.bundle, providers=[args.provider], decoder="standard")
         ours_load = time.perf_counter() - t0
     for v in extra:
         with console.status(f"loading {v.name} ({v.bundle})"):
             t0 = time.perf_counter()
-            v.vlm = vlm if v.shares_runtime else runtime.load(v.bundle)
+            v.vlm = vlm if v.shares_runtime else runtime.load(v.bundle, providers=[args.provider], decoder=v.decoder)
             v.load_s = time.perf_counter() - t0
     ref = ref_load = None
     if not args.no_reference:
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
             from .reference import Reference
 
             t0 = time.perf_counter()
-            ref = Reference(art.checkpoint)
+            ref = Reference(art.checkpoint, device="cuda" if args.provider == "cuda" else "cpu")
             ref_load = time.perf_counter() - t0
 
     image, question = ours.scene(0), ours.QUESTION
@@ -289,7 +292,10 @@ def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, w
         "size": args.size, "repeat": args.repeat, "new_tokens": args.tokens,
         "machine": info, "versions": machine.versions(),
         "threads": {"onnxruntime_intra_op": _ort_threads(vlm), "torch": None if ref is None else ref.threads()},
+        "provider": args.provider,
         "bundle": {"folder": str(art.bundle), "checkpoint": str(art.checkpoint), "dtype": manifest.dtype,
+                   "decoder_nodes_per_layer": nodes_per_layer(art.bundle / manifest.graphs["decoder"],
+                                                              manifest.decoder.num_layers),
                    "built_now": art.built, "weight_bytes": weights, "disk_bytes": roofline.disk_bytes(art.bundle),
                    "decoder": vars(manifest.decoder), "image_tokens": manifest.image_tokens_per_image},
         "question": ours.QUESTION, "image": "bench.ours.scene(0), 640x480",
@@ -336,7 +342,33 @@ def variant_record(v, fp32_weights: dict) -> dict:
                                                                       "symmetric", "accuracy_level", "lm_head")},
             "weight_bytes": v.weights, "disk_bytes": v.disk_bytes,
             "decoder_bytes_over_fp32": decoder / fp32_weights["per_graph"]["decoder"],
-            "load_s": v.load_s, "memory": getattr(v, "peak", None)}
+            "load_s": v.load_s, "memory": getattr(v, "peak", None), "decoder": v.decoder,
+            "layer_nodes": _layer_nodes(v),
+            "decoder_nodes_per_layer": nodes_per_layer(v.bundle / v.vlm.sessions.decoder_choice.file,
+                                                       v.vlm.manifest.decoder.num_layers)}
+
+
+def variant_graphs(manifest, decoder: str) -> dict[str, str]:
+    """The bundle's graph files, with the decoder the variant runs."""
+    graphs = dict(manifest.graphs)
+    if decoder.startswith("fused-"):
+        graphs["decoder"] = manifest.fused_decoders[decoder.split("-", 1)[1]]["file"]
+    return graphs
+
+
+def _layer_nodes(v) -> float | None:
+    """A fused decoder's nodes inside each layer, as its manifest record says (None for the others)."""
+    choice = v.vlm.sessions.decoder_choice
+    if choice.flavour != "fused":
+        return None
+    return v.vlm.manifest.fused_decoders[choice.dtype]["nodes_per_layer"]
+
+
+def nodes_per_layer(path: Path, layers: int) -> float:
+    """All the decoder graph's nodes (the once-a-call ones included) over its layers."""
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node) / layers
 
 
 def _ort_threads(vlm):
@@ -345,7 +377,8 @@ def _ort_threads(vlm):
 
 
 def _argv_echo(args) -> list[str]:
-    out = ["--size", args.size, "--repeat", str(args.repeat), "--new-tokens", ",".join(map(str, args.tokens))]
+    out = ["--size", args.size, "--repeat", str(args.repeat), "--new-tokens", ",".join(map(str, args.tokens)),
+           "--provider", args.provider]
     if args.no_warm:
         out.append("--no-warm")
     if args.no_reference:

@@ -25,7 +25,7 @@ def _status() -> dict[str, int]:
     return out
 
 
-def worker(bundle: str, tokens: int) -> dict:
+def worker(bundle: str, tokens: int, decoder: str = "standard") -> dict:
     import time
 
     from . import ours
@@ -34,7 +34,7 @@ def worker(bundle: str, tokens: int) -> dict:
     import runtime
 
     t0 = time.perf_counter()
-    vlm = runtime.load(bundle)
+    vlm = runtime.load(bundle, decoder=decoder)
     load_s = time.perf_counter() - t0
     loaded = _status()
     method = {"kind": "adaptvis", "low": 0.5, "high": 1.5, "threshold": 0.4}
@@ -45,10 +45,11 @@ def worker(bundle: str, tokens: int) -> dict:
             "torch_imported": "torch" in sys.modules}
 
 
-def measure(bundle: Path, tokens: int = 64, timeout: float = 1800) -> dict:
+def measure(bundle: Path, tokens: int = 64, timeout: float = 1800, decoder: str = "standard") -> dict:
     """Run the worker in a child process; returns its JSON."""
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "bench.memory", str(bundle), "--tokens", str(tokens)],
+    done = subprocess.run([sys.executable, "-m", "bench.memory", str(bundle), "--tokens", str(tokens),
+                           "--decoder", decoder],
                           cwd=root, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the memory worker failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -59,8 +60,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.memory")
     parser.add_argument("bundle")
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--decoder", default="standard")
     args = parser.parse_args(argv)
-    print(json.dumps(worker(args.bundle, args.tokens)))
+    print(json.dumps(worker(args.bundle, args.tokens, args.decoder)))
 
 
 if __name__ == "__main__":

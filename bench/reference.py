@@ -51,11 +51,13 @@ class _Stopwatch:
 
 
 class Reference:
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, device: str = "cpu"):
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+        self.device = device
         self.processor = AutoProcessor.from_pretrained(checkpoint, use_fast=False)
         self.model = LlavaForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
+        self.model.to(device)
         self.image_id = self.model.config.image_token_index
         self.tokenizer = self.processor.tokenizer
         inner = self.model.model
@@ -69,7 +71,7 @@ class Reference:
     def inputs(self, image, question: str):
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return self.processor(images=image, text=prompt, return_tensors="pt")
+        return self.processor(images=image, text=prompt, return_tensors="pt").to(self.device)
 
     def _generate(self, inputs, alpha, tokens: int, clock: _TokenClock) -> list[int]:
         with self._scaled(inputs.input_ids[0], alpha), torch.no_grad():
@@ -114,7 +116,7 @@ class Reference:
         if alpha is None:
             yield
             return
-        is_image = input_ids == self.image_id                         # [n]
+        is_image = (input_ids == self.image_id).to(self.device)       # [n]
         stock = modeling_llama.eager_attention_forward
 
         def scaled_eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):

@@ -20,6 +20,13 @@ QUANTIZED_SPEEDUP_OVER_REFERENCE_MIN = 4.0   # reference AdaptVis / our int8-or-
 INT4_ADAPTVIS_OVER_FP32_PLAIN_MAX = 0.69     # llama.cpp q4_0 plain answer / our fp32 plain answer
 INT8_DYNAMIC_SIDES = ("ours_int8_dynamic", "ours_int8_dynamic_vision")
 QUANTIZED_SIDES = ("ours_int8", "ours_int4", *INT8_DYNAMIC_SIDES)
+# the fused decoder's targets: nodes a layer; on a CPU at least as fast as the standard decoder and the
+# reference's AdaptVis >= 3x ours; on a GPU (1b, fp16) decode <= 3 ms a token, fp16 <= 0.6x fp32, >= 10x
+FUSED_SIDES = ("ours_fused", "ours_fused_fp16")
+FUSED_NODES_PER_LAYER_MAX = 30
+FUSED_SPEEDUP_OVER_REFERENCE_MIN = {"cpu": 3.0, "cuda": 10.0}
+FUSED_FP16_DECODE_S_MAX = 3e-3
+FUSED_FP16_OVER_FP32_MAX = 0.6
 
 
 def targets(result: dict) -> dict:
@@ -41,6 +48,42 @@ def targets(result: dict) -> dict:
     out["peak_memory_over_weights"] = _check(mem and mem["peak_over_weights"], PEAK_OVER_WEIGHTS_MAX, "<=",
                                              "runtime-only process, peak RSS / bundle weight bytes")
     out.update(quantized_targets(result))
+    out.update(fused_targets(result))
+    return out
+
+
+def fused_targets(result: dict) -> dict:
+    """The fused decoders' targets, for the fused variants that ran."""
+    out, variants, ratios, measured = {}, result.get("variants", {}), result["ratios"], result["measured"]
+    provider = result.get("provider", "cpu")
+    n0 = str(min(result["new_tokens"]))
+    for side in (s for s in FUSED_SIDES if s in variants):
+        name = side[5:].replace("_", "-")
+        out[f"{name}_nodes_per_layer"] = _check(variants[side].get("layer_nodes"), FUSED_NODES_PER_LAYER_MAX, "<=",
+                                                "nodes inside each decoder layer (manifest fused_decoders)")
+        out[f"{name}_adaptvis_over_standard"] = _check(
+            ratios[n0].get(f"{side}_over_ours_adaptvis", {}).get("median"), 1.0, "<=",
+            f"{name} AdaptVis answer / the standard decoder's, cold, {n0} new tokens")
+        out[f"{name}_adaptvis_over_plain"] = _check(
+            ratios[n0].get(f"{side}_adaptvis_over_plain", {}).get("median"), ADAPTVIS_OVER_PLAIN_MAX, "<=",
+            f"{name}: AdaptVis answer / plain answer, {n0} new tokens")
+        for n, r in ratios.items():
+            q = r.get(f"{side}_over_reference_adaptvis", {}).get("median")
+            out[f"{name}_speedup_over_reference_adaptvis_{n}"] = _check(
+                q and 1 / q, FUSED_SPEEDUP_OVER_REFERENCE_MIN[provider], ">=",
+                f"reference AdaptVis / {name} AdaptVis on {provider}, {n} new tokens")
+    if provider == "cuda" and "ours_fused_fp16" in variants:
+        for n in map(str, result["new_tokens"]):
+            fp16 = measured["ours_fused_fp16"]["plain"][n]
+            out[f"fused-fp16_decode_s_per_token_{n}"] = _check(
+                (fp16.get("decode_s_per_token") or {}).get("median"), FUSED_FP16_DECODE_S_MAX, "<=",
+                f"fused fp16 decode, seconds a token, {n} new tokens")
+            if "ours_fused" in variants:
+                a = measured["ours_fused_fp16"]["adaptvis"][n]["total_s"]["median"]
+                b = measured["ours_fused"]["adaptvis"][n]["total_s"]["median"]
+                out[f"fused-fp16_over_fused-fp32_adaptvis_{n}"] = _check(
+                    a / b if a and b else None, FUSED_FP16_OVER_FP32_MAX, "<=",
+                    f"fused fp16 AdaptVis answer / fused fp32's (medians), {n} new tokens")
     return out
 
 
@@ -112,16 +155,17 @@ def print_variants(console: Console, result: dict) -> None:
     for n in map(str, result["new_tokens"]):
         t = Table(title=f"{result['size']}: the bundles side by side, {n} new tokens, cold; seconds unless noted",
                   title_justify="left")
-        for col in ("runtime", "decoder MB", "on disk GB", "peak RSS GB", "vision", "prefill", "decode tok/s",
+        for col in ("runtime", "nodes/layer", "decoder MB", "on disk GB", "peak RSS GB", "vision", "prefill", "decode tok/s",
                     "x fp32", "roofline", "plain", "AdaptVis", "ref AdaptVis / it", "it / fp32 plain",
                     "tokens = fp32"):
             t.add_column(col, justify="left" if col == "runtime" else "right")
         rows = [("ours fp32", "ours", fp32_bytes["per_graph"]["decoder"], result["bundle"].get("disk_bytes"),
-                 mem.get("peak_bytes"))]
+                 mem.get("peak_bytes"), result["bundle"].get("decoder_nodes_per_layer"))]
         rows += [(v["name"], side, v["weight_bytes"]["per_graph"]["decoder"], v["disk_bytes"],
-                  (v.get("memory") or {}).get("peak_bytes")) for side, v in variants.items()]
+                  (v.get("memory") or {}).get("peak_bytes"), v.get("decoder_nodes_per_layer"))
+                 for side, v in variants.items()]
         ref = ratios[n]
-        for label, side, decoder, disk, peak in rows:
+        for label, side, decoder, disk, peak, nodes in rows:
             plain, adapt = measured[side]["plain"][n], measured[side]["adaptvis"][n]
             if side == "ours":
                 speed = f"{1 / ref['ours_over_reference_adaptvis']['median']:.2f}x" \
@@ -135,7 +179,8 @@ def print_variants(console: Console, result: dict) -> None:
                 same = "/".join("yes" if match.get(m) else "no" for m in ("plain", "adaptvis"))
                 x = _fmt(ref.get(f"{side}_decode_speedup_plain"), digits=2)
             roof = result["roofline"]["fraction"].get(f"{side}_plain")
-            t.add_row(label, f"{decoder / 1e6:,.0f} ({decoder / fp32_bytes['per_graph']['decoder']:.2f}x)",
+            t.add_row(label, "-" if nodes is None else f"{nodes:.1f}",
+                      f"{decoder / 1e6:,.0f} ({decoder / fp32_bytes['per_graph']['decoder']:.2f}x)",
                       "-" if disk is None else f"{disk / 1e9:.2f}", "-" if peak is None else f"{peak / 1e9:.2f}",
                       _fmt(plain["vision_s"]), _fmt(plain["prefill_s"]), _fmt(plain["decode_tokens_per_s"], digits=1),
                       x, _fmt(roof, digits=2), _fmt(plain["total_s"]), _fmt(adapt["total_s"]), speed, over_plain, same)

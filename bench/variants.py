@@ -7,6 +7,8 @@
     no-attention-outputs      the fp32 bundle with the decoder's attention outputs pruned away
                               (what a bundle exported before them computes): the graph-side
                               cost of leaving them on
+    fused / fused-fp16        the same bundle with its fused decoder (``python -m fused``; fp32, or fp16
+                              weights and activations), built into it once; "ours" is the standard decoder
 
 Never imports torch (the memory worker imports ``prepare``'s products only).
 """
@@ -34,7 +36,8 @@ QUANTIZE = {
     "int8-dynamic": {"to": "int8-dynamic", "lm_head": True},
     "int8-dynamic-vision": {"to": "int8-dynamic", "lm_head": True, "vision": True},
 }
-NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs")
+FUSED = {"fused": "fp32", "fused-fp16": "fp16"}          # variant -> the fused decoder's dtype
+NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs", *FUSED)
 # fp16 is opt-in: ONNX Runtime's CPU provider has no fast fp16 MatMul on x86 (a 2-token 1b answer ran
 # over 7 minutes); no-attention-outputs is another full copy of the fp32 bundle in memory (1b: 5.6 GB
 # more, which with the reference and the rest swapped a 24 GiB machine).
@@ -51,6 +54,7 @@ class Variant:
     answer_kwargs: dict = field(default_factory=dict)
     built: bool = False       # made by this run
     shares_runtime: bool = False   # answers with the fp32 runtime object (return-attention)
+    decoder: str = "standard"      # runtime.load(decoder=...): which decoder graph of the bundle it runs
 
 
 def parse(text: str) -> list[str]:
@@ -70,6 +74,9 @@ def prepare(source: Path, names: list[str], log=print) -> list[Variant]:
             folder = source.parent / f"{source.name}-{name}"
             built = _ensure_quantized(source, folder, QUANTIZE[name], log)
             out.append(Variant(name, side, folder, built=built))
+        elif name in FUSED:
+            built = _ensure_fused(source, FUSED[name], log)
+            out.append(Variant(name, side, source, built=built, decoder=f"fused-{FUSED[name]}"))
         elif name == "return-attention":
             out.append(Variant(name, side, source, {"return_attention": True}, shares_runtime=True))
         else:
@@ -77,6 +84,18 @@ def prepare(source: Path, names: list[str], log=print) -> list[Variant]:
             built = _ensure_pruned(source, folder, log)
             out.append(Variant(name, side, folder, built=built))
     return out
+
+
+def _ensure_fused(source: Path, dtype: str, log) -> bool:
+    from graphs.manifest import Manifest
+
+    if dtype in (Manifest.read(source).fused_decoders or {}):
+        return False
+    from fused import fuse_bundle
+
+    log(f"building the fused {dtype} decoder into {source}")
+    fuse_bundle(source, dtype, log=lambda m: log(f"  {m}"))
+    return True
 
 
 def _source_digest(source: Path) -> str:

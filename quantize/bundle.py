@@ -181,10 +181,13 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
         W.save(converted.model, folder / file)
         graphs[name] = converted.stats
         log(f"{name}: {_summary(converted.stats)} ({time.perf_counter() - t:.1f}s)")
+    # the source's fused decoders stay behind: unquantized, they would be what the runtime opens by default
+    fused = {f for r in (manifest.fused_decoders or {}).values() for f in (r["file"], r["file"] + "_data")}
     for f in manifest.sha256:       # the tokenizer, and whatever else the source lists
-        if f not in done and not (folder / f).exists():
+        if f not in done and f not in fused and not (folder / f).exists():
             shutil.copy2(source / f, folder / f)
-    new = dataclasses.replace(manifest, sha256=_digests(folder), quantization=_record(source, manifest, settings, graphs))
+    new = dataclasses.replace(manifest, sha256=_digests(folder), fused_decoders=None,
+                              quantization=_record(source, manifest, settings, graphs))
     new.write(folder)
     return new
 
