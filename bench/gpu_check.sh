@@ -34,6 +34,8 @@ measure)
   VARIANTS=$($PY -c "import json; f=json.load(open('$DIR/bundle/manifest.json')).get('fused_decoders') or {}; print(','.join({'fp32':'fused','fp16':'fused-fp16'}[d] for d in sorted(f, reverse=True)) or 'none')")
   stamp "tokens: $PROVIDERS x decoders"
   $PY -m bench.decoders_check $DIR/bundle --providers $PROVIDERS --tokens 32 --out $OUT/tokens-$SIZE.json
+  stamp "decoder steps alone"
+  $PY -m bench.decode_steps $DIR/bundle --provider $PROVIDER --out $OUT/decode-steps-$SIZE.json || stamp "decode_steps failed"
   stamp "bench"
   $PY -m bench --size $SIZE --provider $PROVIDER --repeat ${REPEAT:-3} --new-tokens 32 --no-warm --no-memory \
       --variants $VARIANTS --out $OUT/bench-$SIZE-$PROVIDER.json > $OUT/bench-$SIZE-$PROVIDER.txt 2>&1 \
