@@ -7,12 +7,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-# issue 4's targets (1b checkpoint, CPU, fp32)
+# the CPU speed and memory targets for the 1b checkpoint, fp32
 ADAPTVIS_OVER_PLAIN_MAX = 1.05       # ours, at the shortest answer length
 SPEEDUP_OVER_REFERENCE_MIN = 3.0     # reference AdaptVis latency / ours
 ROOFLINE_FRACTION_MIN = 0.5          # decode, ours
 PEAK_OVER_WEIGHTS_MAX = 1.3          # runtime peak RSS / bundle weight bytes
-# issue 10's targets (1b checkpoint, CPU): the int4 / int8 bundles against fp32 and the reference
+# the quantized-bundle targets for the 1b checkpoint, CPU: the int4 / int8 bundles against fp32 and the reference
 INT4_DECODER_BYTES_MAX = 0.35        # int4 decoder bytes / fp32 decoder bytes
 INT4_DECODE_SPEEDUP_MIN = 3.0        # int4 decode tok/s / fp32 decode tok/s
 INT4_DECODE_SPEEDUP_PEER = 5.5       # ... to match llama.cpp q4_0 (32.5 tok/s against our fp32's ~5.9)
@@ -88,7 +88,7 @@ def fused_targets(result: dict) -> dict:
 
 
 def quantized_targets(result: dict) -> dict:
-    """Issue 10's targets, for the variants that ran (nothing when no quantized variant did)."""
+    """The quantized-bundle targets, for the variants that ran (nothing when no quantized variant did)."""
     out, variants, ratios = {}, result.get("variants", {}), result["ratios"]
     n0 = str(min(result["new_tokens"]))
     if "ours_int4" in variants:
@@ -255,7 +255,7 @@ def print_tables(console: Console, result: dict) -> None:
                       f"(load average before {noise['load_average_before']}, after {noise['load_average_after']})")
     if result.get("adaptvis_branch"):
         console.print(f"AdaptVis branch: {result['adaptvis_branch']}")
-    t = Table(title="targets (issue 4; meant for the 1b checkpoint)", title_justify="left")
+    t = Table(title="targets (CPU speed and memory, meant for the 1b checkpoint)", title_justify="left")
     for col in ("target", "value", "wanted", "met", "margin", "what"):
         t.add_column(col)
     for k, v in result["targets"].items():

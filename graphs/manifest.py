@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 # Where the decoder applies image_attention_scale (export/steered_attention.py); see Manifest.attention_form.
 ATTENTION_FORMS = ("scaled-logits", "scaled-keys")
-DEFAULT_ATTENTION_FORM = "scaled-keys"     # fusable attention; same answers and CPU cost as scaled-logits (README)
+DEFAULT_ATTENTION_FORM = "scaled-keys"     # fusable attention; same answers and CPU cost as scaled-logits (docs/export.md)
 
 
 @dataclass(frozen=True)

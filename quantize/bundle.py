@@ -5,7 +5,7 @@
       |-- vision.onnx            copied, or converted with --vision
       |-- embed.onnx             copied, or converted to fp16 with --embed
       |-- tokenizer.json         copied
-      `-- calibration.json       NOT copied: it was fitted to the source's confidences (see README)
+      `-- calibration.json       NOT copied: it was fitted to the source's confidences (see docs/quantize.md)
     manifest.json: the source's, with new sha256 and a ``quantization`` record; the bundle is
     loaded with runtime.load() before it is published, and (--report) measured against the source.
 

@@ -4,7 +4,7 @@ Findings on the tiny test fixtures (2 decoder layers, hidden 64 / 48, random wei
 q/k projections scaled for peaked attention and logits up to ~7.5), over 32 synthetic prompts
 x alpha 0.5, 1, 2 and a per-layer-per-head alpha, block sizes 32 / 64 / 128, symmetric or not.
 Each bound is about twice the worst value measured (for the cosine: twice its distance from 1), with
-the vision graph and the LM head as exported (the defaults); see the README, "Quantize", for the numbers.
+the vision graph and the LM head as exported (the defaults); see docs/quantize.md for the numbers.
 
 ``min_steering_cosine`` is the cosine between what alpha does to the logits in the quantized
 bundle, ``q(alpha) - q(1)``, and in the source, ``s(alpha) - s(1)``: the steering survives when

@@ -1,6 +1,6 @@
 """python -m serve.loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64] [...]
 
-Issue 13's load test of ``python -m serve``, on 127.0.0.1 only: it starts its own server (a child
+The load test of ``python -m serve``, on 127.0.0.1 only: it starts its own server (a child
 process on a free port of 127.0.0.1) and always stops it, on errors and Ctrl-C too.
 
     serial    each request of a fixed set once, one at a time: the reference answers

@@ -1,7 +1,7 @@
 """The steering survives: a quantized bundle against its source, at alpha 0.5, 1, 2 and a per-layer-per-head alpha.
 
 Tolerances per precision: quantize.tolerances.TOLERANCES (findings on these tiny models, documented
-in the README, "Quantize").  Then the runtime answers with AdaptVis on the quantized bundle, as it is.
+in docs/quantize.md).  Then the runtime answers with AdaptVis on the quantized bundle, as it is.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_logits_stay_within_the_documented_tolerance_at_every_alpha(quantized_di
     for case in cases:
         _within({**report["per_alpha"][case], "min_steering_cosine": report["min_steering_cosine"]}, to)
     _within(report, to)
-    if to != "int4":     # int4 moves tiny random models' near-tied top tokens (see the README, "Quantize")
+    if to != "int4":     # int4 moves tiny random models' near-tied top tokens (see docs/quantize.md)
         assert report["top_token_agreement"] >= 0.9
 
 
