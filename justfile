@@ -67,7 +67,7 @@ serve BUNDLE *ARGS:
 
 # Load-test the server on 127.0.0.1: `just loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64]`.
 loadtest *ARGS:
-    {{python}} -m serve.loadtest "$@"
+    {{python}} -m bench.loadtest "$@"
 
 # Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
 synthetic OUT *ARGS:

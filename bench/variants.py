@@ -14,13 +14,14 @@ Never imports torch (the memory worker imports ``prepare``'s products only).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphs.manifest import MANIFEST_FILE
+from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
 
 # How the bench quantizes: ONNX Runtime's MatMulNBits with int8 arithmetic (accuracy level 4), the
 # lever for the compute-bound prefill; int4 also quantizes the LM head (fp32 it is 6% of a
@@ -140,17 +141,17 @@ def _ensure_pruned(source: Path, folder: Path, log) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
         old.unlink()
-    manifest = json.loads((source / MANIFEST_FILE).read_text())
-    decoder_file = manifest["graphs"]["decoder"]
+    manifest = Manifest.read(source)
+    decoder_file = manifest.graphs["decoder"]
     for item in source.iterdir():
-        if item.is_file() and item.name not in (MANIFEST_FILE, decoder_file):
+        if item.is_file() and item.name not in (MANIFEST_FILE, MANIFEST_DIGEST_FILE, decoder_file):
             _link(item, folder / item.name)
     model = onnx.load(str(source / decoder_file), load_external_data=False)
     prune_outputs(model, ATTENTION_OUTPUTS)
     onnx.save(model, str(folder / decoder_file))
-    manifest["outputs"]["decoder"] = [o for o in manifest["outputs"]["decoder"] if o not in ATTENTION_OUTPUTS]
-    manifest["sha256"][decoder_file] = sha256_file(folder / decoder_file)
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    outputs = {**manifest.outputs, "decoder": [o for o in manifest.outputs["decoder"] if o not in ATTENTION_OUTPUTS]}
+    digests = {**manifest.sha256, decoder_file: sha256_file(folder / decoder_file)}
+    dataclasses.replace(manifest, outputs=outputs, sha256=digests).write(folder)
     stamp.write_text(_source_digest(source))
     return True
 

@@ -9,7 +9,7 @@ One line per model call::
 
 ``alignment`` (evaluate's AdaptVis pass on items with boxes, bundles with attention
 outputs): the share of image attention inside each box per layer, for the alpha = 1 and
-the rescaled step, and the boxes' area fractions (:func:`diagnostics.alignment.alignment`);
+the rescaled step, and the boxes' area fractions (:func:`calibration.alignment.alignment`);
 never the maps themselves.  Records written before it have no such key (see
 :mod:`calibration.runner` for what happens then).
 

@@ -34,7 +34,7 @@ saying which extra to install; everything else is written.
 Where items have ``boxes`` (the synthetic set; WhatsUp files that carry them), the AdaptVis
 pass also asks for the attention maps and the cache keeps, per item, the share of image
 attention inside each box (A, B and their union), per layer, for its alpha = 1 pass and
-its rescaled pass (:mod:`diagnostics.alignment`).  The report (``alignment`` in
+its rescaled pass (:mod:`calibration.alignment`).  The report (``alignment`` in
 evaluation.json) gives the mean share inside the boxes over the middle layers (and per
 layer in the JSON) at alpha = 1 and at the alpha AdaptVis chose, for all items, split by
 whether the AdaptVis / the baseline answer was right, and by the alpha applied (low /
@@ -56,7 +56,7 @@ from typing import Optional, Sequence, TextIO
 
 from runtime.steering import PAPER_DEFAULT, AdaptVis, describe
 
-from diagnostics.alignment import parse_boxes, summarize_alignment
+from calibration.alignment import parse_boxes, summarize_alignment
 
 from .cache import ResultCache
 from .calibrate import CACHE_FILE, CALIBRATION_FILE, PAPER_ALIASES, default_out
@@ -217,7 +217,7 @@ ALIGNMENT_GROUPS = ("all", "adaptvis_correct", "adaptvis_incorrect", "baseline_c
 def alignment_report(items: Sequence[Item], av_records: Sequence[dict], av_correct: Sequence[bool],
                      base_correct: Sequence[bool], alpha_low: Sequence[bool], attention_available: bool) -> dict:
     """evaluation.json's ``alignment``: the AdaptVis records' shares inside the boxes, by group
-    (:data:`ALIGNMENT_GROUPS`; :func:`diagnostics.alignment.summarize_alignment`)."""
+    (:data:`ALIGNMENT_GROUPS`; :func:`calibration.alignment.summarize_alignment`)."""
     n_boxed = sum(bool(parse_boxes(it.boxes)) for it in items)
     idx = [i for i, r in enumerate(av_records) if r.get("alignment")]
     recs = [av_records[i]["alignment"] for i in idx]

@@ -22,7 +22,7 @@ A pass with ``alignment=True`` (evaluate's AdaptVis pass) also asks for the atte
 maps (``return_attention=True``) on items that have ``boxes``, when the bundle's decoder
 has attention outputs, and stores in the record only the shares of image attention
 inside each box, per layer and pass (``"alignment"``: see
-:func:`diagnostics.alignment.alignment`), never the maps.  A cached record without
+:func:`calibration.alignment.alignment`), never the maps.  A cached record without
 ``"alignment"`` (written before it existed) does not satisfy such a pass on such an
 item: it is recomputed (once; the new record replaces it).  With a bundle that has no
 attention outputs the pass runs as before and the records carry no alignment.  The blank
@@ -48,7 +48,7 @@ from PIL import Image
 from runtime.errors import RuntimeInputError
 from runtime.steering import AdaptVis, ScalingVis, describe
 
-from diagnostics.alignment import alignment, parse_boxes
+from calibration.alignment import alignment, parse_boxes
 
 from .cache import ResultCache, make_key
 from .items import Item

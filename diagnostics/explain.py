@@ -10,7 +10,7 @@ writes one PNG (default ``<image stem>_explain.png`` in the current folder):
 * left, the image with the last prompt token's attention over it at alpha = 1 (the
   confidence pass); right, the same at the alpha AdaptVis chose.  The maps are the mean
   over ``--layers`` (Python slice ``A:B`` of the decoder layers, 0-based, B exclusive;
-  one number for one layer; default: the middle half, :func:`diagnostics.alignment.middle_layers`),
+  one number for one layer; default: the middle half, :func:`calibration.alignment.middle_layers`),
   drawn on the rectangle of the image the model's picture covers (``AttentionMaps.box``;
   dashed where it differs from the image), one colour scale for both panels: the
   fraction of the row's attention on each patch;
@@ -34,7 +34,7 @@ from typing import Mapping, Optional, Sequence, TextIO
 
 import numpy as np
 
-from .alignment import middle_layers, parse_box, share_inside, box_coverage
+from calibration.alignment import middle_layers, parse_box, share_inside, box_coverage
 
 MIN_SIDE = 300          # px; the figure is well above it
 

@@ -1,8 +1,8 @@
 """TensorRT engines for a bundle, built ahead of time on the machine that runs them (`just engines`).
 
-Pure-Python modules (``layout``, ``profiles``, ``target``) are what the runtime imports, and only
-when TensorRT is asked for; ``build``, ``progress`` and ``context_model`` import TensorRT / onnx and
-are used by the builder (``python -m engines``) alone.  Nothing here imports torch.
+Where engines live and which build a machine may load is the runtime's (``runtime/engine_layout.py``,
+``runtime/engine_target.py``): a robot loads engines without this package.  ``build``, ``progress`` and
+``context_model`` import TensorRT / onnx when building (``python -m engines``).  Nothing here imports torch.
 
     <bundle>/engines/trt-<TensorRT version>-sm<compute capability>/
         engines.json              what was built, for which TensorRT and GPU, profiles, build time, sizes

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .builder import PRECISIONS
+from runtime.engine_layout import EngineError
+from runtime.engine_target import TargetUnavailable
+from runtime.errors import BundleError
+
+from .builder import PRECISIONS, build_bundle_engines, check_request
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +32,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from runtime.errors import BundleError
-
-    from .builder import build_bundle_engines, check_request
-    from .layout import EngineError
-    from .target import TargetUnavailable
     try:
         check_request(args.bundle, args.precision, args.max_prompt, args.max_context, args.workspace)
     except (BundleError, EngineError) as e:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import EngineError
+from runtime.engine_layout import EngineError
 
 
 def build_engine(trt, graph_path: Path, out: Path, profiles: list[dict], *, strongly_typed: bool, fp16_flag: bool,

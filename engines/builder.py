@@ -18,9 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from graphs.manifest import MANIFEST_FILE, Manifest
+from runtime.bundle import open_bundle, sha256_file
+from runtime.engine_target import local_target
 
-from .layout import (GRAPHS, RECORD_SCHEMA, TIMING_CACHE_FILE, EngineError, context_model_file, engine_file,
+from runtime.engine_layout import (GRAPHS, RECORD_SCHEMA, TIMING_CACHE_FILE, EngineError, context_model_file, engine_file,
                      engines_root, write_record)
+from .progress import make_monitor, start_progress
 from .profiles import Limits, engine_limits, engine_profiles, profiles_as_json
 
 PRECISIONS = ("fp16", "fp32")
@@ -51,7 +54,6 @@ def build_mode(graphs: str, requested: str | None) -> tuple[str, bool, bool]:
 def check_request(bundle: Path, precision: str | None, max_prompt: int | None, max_context: int | None,
                   workspace_gb: float | None) -> tuple[Manifest, Limits, tuple[str, bool, bool]]:
     """Everything that can be refused without TensorRT or a GPU; BundleError / EngineError."""
-    from runtime.bundle import open_bundle
     manifest = open_bundle(bundle, verify_checksums=True)
     limits = engine_limits(manifest, max_prompt, max_context)
     mode = build_mode(graph_precision(manifest), precision)
@@ -78,10 +80,7 @@ def build_bundle_engines(bundle: str | Path, precision: str | None = None, max_p
                          max_context: int | None = None, workspace_gb: float | None = None, log=print,
                          show_progress: bool = True) -> Path:
     """Build vision/embed/decoder engines for this machine into the bundle; returns their folder."""
-    from runtime.bundle import sha256_file
 
-    from .progress import make_monitor, start_progress
-    from .target import local_target
 
     bundle = Path(bundle).expanduser()
     manifest, limits, (engine_precision, strongly_typed, fp16_flag) = check_request(

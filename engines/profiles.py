@@ -29,7 +29,7 @@ from graphs.contracts import bundle_contracts
 from graphs.manifest import Manifest
 from graphs.tensorrt_profiles import dim_ranges
 
-from .layout import EngineError
+from runtime.engine_layout import EngineError
 
 Shape = tuple[int, ...]
 

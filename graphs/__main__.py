@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = TARGETS[args.target]
     print(f"target {args.target}: TensorRT {spec.tensorrt} (onnx-tensorrt table {spec.table})")
-    problems = check_bundle(args.bundle, args.target)
+    try:
+        problems = check_bundle(args.bundle, args.target)
+    except (OSError, ValueError) as e:       # no manifest, bad JSON, a field out of range (ManifestFieldError)
+        print(f"error: {args.bundle} cannot be checked: {e}", file=sys.stderr)
+        return 2
     for graph, found in problems.items():
         print(f"{graph:8s} {'ok' if not found else f'FAIL ({len(found)})'}")
         for p in found:

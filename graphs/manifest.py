@@ -7,15 +7,20 @@ onnx) so that the robot-side runtime can import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .contracts import ATTENTION_OUTPUTS
+from .manifest_fields import check_meaning, check_types
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+# The manifest's own digest, beside it (`sha256sum -c manifest.sha256` checks it by hand too): catches
+# accidental edits of the manifest, not deliberate ones (whoever can write the folder can rewrite both).
+MANIFEST_DIGEST_FILE = "manifest.sha256"
 # Where the decoder applies image_attention_scale (export/steered_attention.py); see Manifest.attention_form.
 ATTENTION_FORMS = ("scaled-logits", "scaled-keys")
 DEFAULT_ATTENTION_FORM = "scaled-keys"     # fusable attention; same answers and CPU cost as scaled-logits (docs/export.md)
@@ -95,13 +100,17 @@ class Manifest:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def write(self, folder: Path) -> Path:
+        """Write ``manifest.json`` and its digest file beside it."""
+        text = self.to_json() + "\n"
         path = Path(folder) / MANIFEST_FILE
-        path.write_text(self.to_json() + "\n")
+        path.write_text(text)
+        (Path(folder) / MANIFEST_DIGEST_FILE).write_text(manifest_digest_line(text.encode()))
         return path
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
-        """Build from parsed JSON; raises KeyError/TypeError on a malformed file."""
+        """Build from parsed JSON after checking every field (``ManifestFieldError``, a ValueError)."""
+        check_types(cls, data)
         data = dict(data)
         data["decoder"] = DecoderShape(**data["decoder"])
         pre = dict(data["preprocessing"])
@@ -110,7 +119,9 @@ class Manifest:
         data["preprocessing"] = Preprocessing(**pre)
         if data.get("image_grid") is not None:
             data["image_grid"] = tuple(data["image_grid"])
-        return cls(**data)
+        manifest = cls(**data)
+        check_meaning(manifest, ATTENTION_FORMS)
+        return manifest
 
     @classmethod
     def read(cls, folder: Path) -> "Manifest":
@@ -129,3 +140,8 @@ class Manifest:
     def present_names(self) -> list[str]:
         return [t.format(i=i) for i in range(self.decoder.num_layers)
                 for t in (self.present_key_template, self.present_value_template)]
+
+
+def manifest_digest_line(manifest_bytes: bytes) -> str:
+    """The digest file's one line, in ``sha256sum``'s format."""
+    return f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST_FILE}\n"

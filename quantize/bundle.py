@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphs.bundle_folder import occupied, replace_folder
-from graphs.manifest import MANIFEST_FILE, Manifest
+from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
 from runtime.bundle import open_bundle, sha256_file
 from runtime.errors import BundleError
 
@@ -227,7 +227,8 @@ def _record(source: Path, manifest: Manifest, settings: Settings, graphs: dict) 
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) 
+            if p.is_file() and p.name not in (MANIFEST_FILE, MANIFEST_DIGEST_FILE)}
 
 
 def _load_check(folder: Path) -> None:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from .bundle import sha256_file
+from .engine_layout import EngineError, builds_in, no_engines_message, select_engines
+from . import engine_target
 from .errors import BundleError, ProviderError
 
 PROVIDER_NAMES = {
@@ -46,22 +49,18 @@ def device_of(providers: list[str]) -> str:
 
 
 def tensorrt_engines(folder: Path, manifest_file: Path, providers: list[str]):
-    """The bundle's prebuilt TensorRT engines for this machine (``engines.layout.EngineSet``), or None.
+    """The bundle's prebuilt TensorRT engines for this machine (``runtime.engine_layout.EngineSet``), or None.
 
     Only looked at when TensorRT is the first provider; only then are ``tensorrt`` (if installed),
-    libnvinfer and libcuda touched (through ``engines.target``).  A bundle without engines warns
+    libnvinfer and libcuda touched (``runtime.engine_target`` probes only when called).  A bundle without engines warns
     that ONNX Runtime will build its own; engines for another TensorRT or GPU, or from an earlier
     export, raise BundleError naming both and the command that rebuilds.
     """
     if providers[0] != "TensorrtExecutionProvider":
         return None
-    from engines.layout import EngineError, builds_in, no_engines_message, select_engines
-    from engines.target import TargetUnavailable, local_target
-
-    from .bundle import sha256_file
     try:
-        target = local_target()
-    except TargetUnavailable as e:
+        target = engine_target.local_target()
+    except engine_target.TargetUnavailable as e:
         if builds_in(folder):
             raise ProviderError(f"{folder} has prebuilt TensorRT engines, but this machine's TensorRT or GPU "
                                 f"cannot be identified: {e}") from None

@@ -14,7 +14,7 @@ tensor: negligible next to the step); ``step`` leaves them unbound, so they are 
 copied anywhere, and ``step_with_attention`` binds them to host memory as well.
 
 With TensorRT first among the providers and prebuilt engines in the bundle for this TensorRT
-and GPU (``just engines``; ``engines/layout.py``), each session is opened on the one-node EPContext
+and GPU (``just engines``; ``runtime/engine_layout.py``), each session is opened on the one-node EPContext
 model beside its engine instead of the graph: ONNX Runtime's TensorRT provider deserializes the
 engine and builds nothing; IO binding and the KV cache on the GPU work as above.  Those engines'
 limits (max prompt, max context) become the sessions' ``max_prompt`` / ``max_context``.

@@ -1,5 +1,5 @@
 """An OpenAI-compatible HTTP server for one bundle (``python -m serve`` / ``just serve``), its Ray Serve
-deployment for a fleet (``fleet.py``, ``fleet.yaml``) and its load test (``loadtest.py``).
+deployment for a fleet (``fleet.py``, ``fleet.yaml``); its load test is a harness (``bench/loadtest.py``).
 
     from serve import ServeSettings, create_app
     app = create_app(ServeSettings(bundle="bundles/spatial"))      # an ASGI app: uvicorn.run(app)

@@ -248,7 +248,7 @@ def test_alignment_with_known_maps(tmp_path):
 
 
 def _area(boxes, key):
-    from diagnostics.alignment import area_fractions
+    from calibration.alignment import area_fractions
 
     return area_fractions({k: boxes[k] for k in ("A", "B")}, (0, 0, 64, 64), (32, 32))[key]
 

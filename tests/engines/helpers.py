@@ -4,12 +4,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engines.layout import GRAPHS, RECORD_SCHEMA, Target, context_model_file, engine_file, engines_root, write_record
+from runtime.engine_layout import GRAPHS, RECORD_SCHEMA, EngineTarget, context_model_file, engine_file, engines_root, write_record
 from graphs.manifest import MANIFEST_FILE
 from runtime.bundle import sha256_file
 
-ORIN = Target("10.3.0", "8.7", "Orin")
-DESKTOP = Target("10.7.0", "8.9", "NVIDIA GeForce RTX 4090")
+ORIN = EngineTarget("10.3.0", "8.7", "Orin")
+DESKTOP = EngineTarget("10.7.0", "8.9", "NVIDIA GeForce RTX 4090")
 
 
 def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
@@ -18,7 +18,7 @@ def copy_bundle(bundle: Path, tmp_path: Path) -> Path:
     return out
 
 
-def fake_build(bundle: Path, target: Target, **overrides) -> Path:
+def fake_build(bundle: Path, target: EngineTarget, **overrides) -> Path:
     """engines/<target folder>/ with an engines.json as the builder writes it, and empty engine files.
     Not an engine: only for the selection and refusal logic, which never opens them."""
     folder = engines_root(bundle) / target.folder

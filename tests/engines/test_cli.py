@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engines.builder import build_mode, graph_precision
-from engines.layout import EngineError
+from runtime.engine_layout import EngineError
 from graphs.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]

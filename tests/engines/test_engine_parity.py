@@ -23,8 +23,8 @@ trt = pytest.importorskip("tensorrt", reason="TensorRT's Python bindings are not
 
 import runtime  # noqa: E402
 from engines.builder import build_bundle_engines  # noqa: E402
-from engines.layout import read_record  # noqa: E402
-from engines.target import TargetUnavailable, local_target  # noqa: E402
+from runtime.engine_layout import read_record  # noqa: E402
+from runtime.engine_target import TargetUnavailable, local_target  # noqa: E402
 from tests.conftest import random_image  # noqa: E402
 
 

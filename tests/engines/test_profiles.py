@@ -4,7 +4,7 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from engines.layout import EngineError
+from runtime.engine_layout import EngineError
 from engines.profiles import Limits, engine_limits, engine_profiles
 from graphs.contracts import bundle_contracts
 from graphs.manifest import Manifest

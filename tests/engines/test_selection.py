@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import runtime
-from engines.layout import (EngineError, Target, engines_root, no_engines_message, read_record, rebuild_command,
+from runtime.engine_layout import (EngineError, EngineTarget, engines_root, no_engines_message, read_record, rebuild_command,
                             select_engines)
 from graphs.manifest import MANIFEST_FILE
 from runtime.bundle import sha256_file
@@ -27,7 +27,7 @@ def _sha(bundle):
 
 def test_folder_is_named_for_tensorrt_and_compute_capability():
     assert ORIN.folder == "trt-10.3.0-sm87"
-    assert Target("10.13.0", "11.0").folder == "trt-10.13.0-sm110"
+    assert EngineTarget("10.13.0", "11.0").folder == "trt-10.13.0-sm110"
     assert ORIN.describe() == "TensorRT 10.3.0 on sm87 (Orin)"
 
 
@@ -49,7 +49,7 @@ def test_engines_for_another_tensorrt_or_gpu_are_refused_naming_both_and_the_reb
     assert "TensorRT 10.3.0 on sm87 (Orin)" in message                      # what the bundle has
     assert "TensorRT 10.7.0 on sm89 (NVIDIA GeForce RTX 4090)" in message   # what this machine runs
     assert f"just engines {bundle} --precision fp32 --max-prompt 40 --max-context 48" in message
-    other_gpu = Target("10.3.0", "8.6", "RTX 3060")                          # same TensorRT, another GPU
+    other_gpu = EngineTarget("10.3.0", "8.6", "RTX 3060")                          # same TensorRT, another GPU
     with pytest.raises(EngineError, match="sm86"):
         select_engines(bundle, other_gpu, _sha(bundle))
 
@@ -94,7 +94,7 @@ def test_no_engines_message(bundle_dir, tmp_path):
 
 def test_runtime_without_gpu_or_tensorrt(bundle_dir, tmp_path):
     """On this machine (no libcuda / libnvinfer, or no GPU): the runtime's own check, as runtime.load calls it."""
-    from engines.target import TargetUnavailable, local_target
+    from runtime.engine_target import TargetUnavailable, local_target
     try:
         local_target()
         pytest.skip("this machine has TensorRT and a GPU: see test_engine_parity.py")
@@ -123,10 +123,10 @@ def test_engines_are_only_looked_at_when_tensorrt_comes_first(bundle_dir, tmp_pa
 def test_bundle_error_reaches_the_caller_as_a_runtime_input_error(bundle_dir, tmp_path, monkeypatch):
     """A refusal surfaces as runtime.errors.BundleError (a RuntimeInputError) from the runtime's check.
     ``local_target`` is replaced by a fixed answer: the TensorRT path itself is not exercised here."""
-    import engines.target
+    import runtime.engine_target
     bundle = copy_bundle(bundle_dir("tiny"), tmp_path)
     fake_build(bundle, ORIN)
-    monkeypatch.setattr(engines.target, "local_target", lambda device=0: DESKTOP)
+    monkeypatch.setattr(runtime.engine_target, "local_target", lambda device=0: DESKTOP)
     with pytest.raises(BundleError, match="TensorRT 10.3.0 on sm87.*TensorRT 10.7.0 on sm89") as refused:
         tensorrt_engines(bundle, bundle / MANIFEST_FILE, ["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     assert isinstance(refused.value, runtime.errors.RuntimeInputError)

@@ -71,3 +71,17 @@ def test_fp16_runtime_agrees_with_fp32(fp16_bundle, bundle_dir):
         assert abs(a.confidence - b.confidence) < 5e-3
         assert a.token_ids[0] == b.token_ids[0]
         assert np.abs(a.first_token_probs - b.first_token_probs).max() < 5e-3
+
+
+def test_a_bad_manifest_gets_a_clear_error_not_a_traceback(bundle_dir, tmp_path, capsys):
+    import shutil
+
+    from graphs.__main__ import main
+
+    folder = tmp_path / "b"
+    shutil.copytree(bundle_dir("tiny"), folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    data["decoder"]["num_layers"] = "2"
+    (folder / "manifest.json").write_text(json.dumps(data))
+    assert main(["check", str(folder)]) == 2
+    assert "decoder.num_layers must be an integer" in capsys.readouterr().err

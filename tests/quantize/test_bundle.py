@@ -16,6 +16,7 @@ from quantize import (AlreadyQuantizedError, BundleExistsError, OptionError, Qua
                       quantize_bundle)
 from quantize import bundle as B
 from runtime.bundle import sha256_file
+from tests.manifest_edit import rewrite_manifest
 
 
 def _snapshot(folder):
@@ -46,7 +47,7 @@ def test_manifest_records_the_method_and_the_source(quantized_dir, bundle_dir):
     import hashlib
     assert q["source_sha256"] == hashlib.sha256((bundle_dir("tiny") / "manifest.json").read_bytes()).hexdigest()
     assert q["source_bundle"] == str(bundle_dir("tiny").resolve()) and q["io_dtype"] == manifest.dtype == "fp32"
-    assert set(manifest.sha256) == {p.name for p in folder.iterdir() if p.name != "manifest.json"}
+    assert set(manifest.sha256) == {p.name for p in folder.iterdir() if p.name not in ("manifest.json", "manifest.sha256")}
     assert manifest.sha256["embed.onnx"] == sha256_file(bundle_dir("tiny") / "embed.onnx")     # copied unchanged
     assert manifest.sha256["decoder.onnx"] != sha256_file(bundle_dir("tiny") / "decoder.onnx")
     fp16 = runtime.load(quantized_dir("tiny", "fp16")).manifest.quantization
@@ -86,7 +87,7 @@ def test_a_quantized_graph_behind_a_plain_manifest_is_refused(quantized_dir, tmp
     shutil.copytree(quantized_dir("tiny", "int8"), src)
     data = json.loads((src / "manifest.json").read_text())
     data["quantization"] = None
-    (src / "manifest.json").write_text(json.dumps(data))
+    rewrite_manifest(src, data)
     with pytest.raises(AlreadyQuantizedError, match="14 MatMulNBits nodes"):
         _quantize(src, tmp_path / "out", to="int4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disguised"]
@@ -139,7 +140,7 @@ def test_a_damaged_source_is_refused_and_nothing_is_written(source, tmp_path, da
 def test_an_fp16_export_is_refused(source, tmp_path):
     data = json.loads((source / "manifest.json").read_text())
     data["dtype"] = "fp16"
-    (source / "manifest.json").write_text(json.dumps(data))
+    rewrite_manifest(source, data)
     with pytest.raises(SourceBundleError, match="fp16 export; quantization starts from an fp32 export"):
         _quantize(source, tmp_path / "out")
 
@@ -194,8 +195,8 @@ def test_graphs_with_external_weights_are_read_copied_and_written(source, tmp_pa
         onnx.save_model(model, str(source / f"{graph}.onnx"), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=f"{graph}.onnx_data", size_threshold=0)
     data = json.loads((source / "manifest.json").read_text())
-    data["sha256"] = {p.name: sha256_file(p) for p in sorted(source.iterdir()) if p.name != "manifest.json"}
-    (source / "manifest.json").write_text(json.dumps(data))
+    data["sha256"] = {p.name: sha256_file(p) for p in sorted(source.iterdir()) if p.name not in ("manifest.json", "manifest.sha256")}
+    rewrite_manifest(source, data)
     monkeypatch.setattr(B.W, "_EXTERNAL_OVER", 0)
     manifest = _quantize(source, tmp_path / "out", to="int4")
     assert {"decoder.onnx_data", "vision.onnx_data"} <= set(manifest.sha256)

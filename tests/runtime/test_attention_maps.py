@@ -19,6 +19,7 @@ from runtime.errors import BundleError
 from runtime.preprocess import crop_box, pixel_values
 from tests.conftest import random_image
 from tests.runtime.reference import Reference
+from tests.manifest_edit import rewrite_manifest
 
 QUESTION = "Where is the mug in relation to the plate?"
 IMAGES = [random_image(0), random_image(1, 64, 37)]
@@ -234,7 +235,7 @@ def _as_old_bundle(folder, drop_graph_outputs: bool) -> None:
     for key in ("image_grid", "image_cls_token"):
         del data[key]
     del data["parity"]["decoder.attention"]
-    (folder / "manifest.json").write_text(json.dumps(data))
+    rewrite_manifest(folder, data)
 
 
 @pytest.mark.parametrize("drop_graph_outputs", [True, False], ids=["graph and manifest", "manifest only"])

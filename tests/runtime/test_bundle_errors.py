@@ -10,6 +10,7 @@ import pytest
 
 import runtime
 from runtime.errors import BundleError, ProviderError
+from tests.manifest_edit import rewrite_manifest
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_checksum_mismatch(copy):
 def test_unknown_schema(copy):
     data = json.loads((copy / "manifest.json").read_text())
     data["schema_version"] = 99
-    (copy / "manifest.json").write_text(json.dumps(data))
+    rewrite_manifest(copy, data)
     with pytest.raises(BundleError, match="schema version 99"):
         runtime.load(copy)
 
@@ -56,7 +57,7 @@ def test_malformed_manifest(copy):
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         runtime.load(copy)
-    (copy / "manifest.json").write_text(json.dumps({"schema_version": 1, "graphs": {}}))
+    rewrite_manifest(copy, {"schema_version": 1, "graphs": {}})
     with pytest.raises(BundleError, match="malformed"):
         runtime.load(copy)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .layout import Target
+from .engine_layout import EngineTarget
 
 _CC_MAJOR, _CC_MINOR = 75, 76        # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
 
@@ -23,10 +23,10 @@ class TargetUnavailable(RuntimeError):
     """No TensorRT library or no CUDA GPU could be found; the message says which."""
 
 
-def local_target(device: int = 0) -> Target:
+def local_target(device: int = 0) -> EngineTarget:
     version = tensorrt_version()
     major, minor, name = cuda_device(device)
-    return Target(version, f"{major}.{minor}", name)
+    return EngineTarget(version, f"{major}.{minor}", name)
 
 
 def tensorrt_version() -> str:

@@ -27,7 +27,7 @@ class EngineError(ValueError):
 
 
 @dataclass(frozen=True)
-class Target:
+class EngineTarget:
     """A TensorRT version and a GPU: what an engine is tied to."""
 
     tensorrt: str                 # "10.3.0" (major.minor.patch)
@@ -86,12 +86,12 @@ class EngineSet:
         return int(self.record["max_context"])
 
     @property
-    def target(self) -> Target:
+    def target(self) -> EngineTarget:
         return record_target(self.record)
 
 
-def record_target(record: dict) -> Target:
-    return Target(str(record["tensorrt"]), str(record["compute_capability"]), str(record.get("gpu", "")))
+def record_target(record: dict) -> EngineTarget:
+    return EngineTarget(str(record["tensorrt"]), str(record["compute_capability"]), str(record.get("gpu", "")))
 
 
 def read_record(folder: Path) -> dict:
@@ -137,7 +137,7 @@ def builds_in(bundle: Path) -> list[tuple[Path, dict | None]]:
     return found
 
 
-def select_engines(bundle: Path, target: Target, manifest_sha256: str) -> EngineSet | None:
+def select_engines(bundle: Path, target: EngineTarget, manifest_sha256: str) -> EngineSet | None:
     """The build of ``bundle`` for ``target``; None if the bundle has no engines at all.
 
     Raises EngineError when the bundle has engines but none for this TensorRT and GPU, when the
@@ -180,7 +180,7 @@ def select_engines(bundle: Path, target: Target, manifest_sha256: str) -> Engine
     return EngineSet(mine, record)
 
 
-def no_engines_message(bundle: Path, target: Target | None) -> str:
+def no_engines_message(bundle: Path, target: EngineTarget | None) -> str:
     """What happens when TensorRT is asked for and the bundle has no prebuilt engines."""
     which = f"for {target.describe()} " if target else ""
     return (f"{bundle} has no prebuilt TensorRT engines {which}({ENGINES_DIR}/ is absent): ONNX Runtime's TensorRT "

@@ -1,4 +1,4 @@
-"""python -m serve.loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64] [...]
+"""python -m bench.loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64] [...]
 
 The load test of ``python -m serve``, on 127.0.0.1 only: it starts its own server (a child
 process on a free port of 127.0.0.1) and always stops it, on errors and Ctrl-C too.
@@ -31,10 +31,7 @@ import itertools
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -43,13 +40,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from bench import machine, quiet
+from serve.settings import ServeSettings
 
-from .settings import LOCALHOST, ServeSettings
+from . import machine, quiet
+from .loadtest_report import report
+from .loadtest_server import ROOT, LoadTestError, Server
 
-ROOT = Path(__file__).resolve().parent.parent
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TINY = ROOT / "build" / "loadtest" / "tiny"           # the default bundle: random tiny weights, built once
 
@@ -61,13 +59,8 @@ STEERINGS = {"default": None,                                   # no field: the 
 
 RSS_EVERY_S = 0.5
 FLAT_RSS = 0.10           # phase 1: RSS at the end is at most 10% above RSS at the middle of the phase
-START_TIMEOUT_S = 120     # the server loads its bundle and answers GET /health within this
 DRAIN_TIMEOUT_S = 30      # after phase 2, /health shows nothing running or waiting within this
 PROGRESS_EVERY_S = 5.0
-
-
-class LoadTestError(RuntimeError):
-    """The test could not run (the server did not start, a serial answer failed): no verdict."""
 
 
 @dataclass(frozen=True)
@@ -160,114 +153,6 @@ def signature(reply: dict) -> dict:
             "prompt_tokens": reply["usage"]["prompt_tokens"], "completion_tokens": reply["usage"]["completion_tokens"],
             "steering": ext["steering"], "alpha": ext["alpha"]}
 
-
-# -- the server ---------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when this process dies, even by SIGKILL (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)          # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class Server:
-    """``python -m serve BUNDLE`` on 127.0.0.1 and a free port, as a child process.
-
-    ``with Server(...) as server:`` waits for GET /health, and stops the process on the way out,
-    whatever happened; its output goes to a temporary file (read back by ``log_tail``)."""
-
-    def __init__(self, bundle: Path, max_concurrent: int, max_queue: int):
-        self.bundle, self.max_concurrent, self.max_queue = Path(bundle), max_concurrent, max_queue
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Server:
-        self.port = _free_port()
-        self.url = f"http://{LOCALHOST}:{self.port}"
-        self.log = tempfile.TemporaryFile("w+")
-        command = [sys.executable, "-m", "serve", str(self.bundle), "--host", LOCALHOST, "--port", str(self.port),
-                   "--max-concurrent", str(self.max_concurrent), "--max-queue", str(self.max_queue),
-                   "--log-level", "warning"]           # info would log every request
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        try:
-            self.model = self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self.log.close()
-
-    def _wait_ready(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise LoadTestError(f"the server exited with status {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.get("/health").status_code == 200:
-                        return client.get("/v1/models").json()["data"][0]["id"]
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise LoadTestError(f"the server did not answer /health within {START_TIMEOUT_S} s:\n"
-                                        f"{self.log_tail()}")
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()                          # uvicorn: a graceful shutdown
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def rss_bytes(self) -> int | None:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
-
-    def cpu_s(self) -> float | None:
-        """User + system CPU seconds of the server process (all its threads) so far."""
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def log_tail(self, chars: int = 3000) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-chars:]
-
-    def log_errors(self) -> list[str]:
-        """Lines of the server's output that report an error (its log level is warning)."""
-        self.log.flush()
-        self.log.seek(0)
-        return [line.rstrip() for line in self.log if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
-
-
-# -- the clients --------------------------------------------------------------------------------
 
 @dataclass
 class Outcome:
@@ -544,61 +429,11 @@ def run(test: LoadTest, console: Console | None = None, out: Path | None = None)
     return result
 
 
-# -- the report --------------------------------------------------------------------------------
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f}"
-
-
-def _mib(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:.0f}"
-
-
-def report(result: dict, console: Console) -> None:
-    phases = [result["phase1"], result["phase2"]]
-    table = Table(title="load test", title_justify="left")
-    table.add_column("")
-    for p, label in zip(phases, ("phase 1", "phase 2 (overload)")):
-        table.add_column(f"{label}: {p['clients']} clients, {p['seconds']:g} s", justify="right")
-
-    def row(name, fn):
-        table.add_row(name, *(fn(p) for p in phases))
-    row("requests", lambda p: str(p["requests"]))
-    row("200 / 503 / other", lambda p: f"{p['ok']} / {p['refused_503']} / {p['other']}")
-    row("answers unlike the serial one", lambda p: str(p["mismatched"]))
-    row("503 without Retry-After", lambda p: str(p["refused_without_retry_after"]))
-    row("latency of 200s p50 / p95 / max, ms",
-        lambda p: " / ".join(_ms(p["latency_ok_s"][k]) for k in ("p50", "p95", "max")))
-    row("latency of 503s p50, ms", lambda p: _ms(p["latency_503_s"]["p50"]))
-    row("throughput, answers/s", lambda p: f"{p['throughput_ok_per_s']:.2f}")
-    row("image prefix from the cache", lambda p: f"{p['image_cache_hits']} of {p['ok']}")
-    row("server RSS start / max / end, MiB",
-        lambda p: " / ".join(_mib(p["rss"][k]) for k in ("start_bytes", "max_bytes", "end_bytes")))
-    row("RSS growth, middle to end",
-        lambda p: "-" if p["rss"]["second_half_growth"] is None else f"{p['rss']['second_half_growth']:+.1%}")
-    row("CPU cores: server / clients / others",
-        lambda p: " / ".join("-" if p["cpu_cores"][k] is None else f"{p['cpu_cores'][k]:.2f}"
-                             for k in ("server", "load_generator", "other_processes")))
-    console.print(table)
-    console.print(f"serial answers: p50 {_ms(result['serial']['latency_s']['p50'])} ms; {result['note']}",
-                  highlight=False)
-    if result["server_log_errors"]:
-        console.print(f"[yellow]the server logged {len(result['server_log_errors'])} error line(s), e.g. "
-                      f"{result['server_log_errors'][0]}[/]")
-    verdict_table = Table(title="verdicts", title_justify="left")
-    for column in ("", "rule", "value"):
-        verdict_table.add_column(column)
-    for name, v in result["verdicts"].items():
-        verdict_table.add_row("[green]pass[/]" if v["ok"] else "[red]FAIL[/]", v["rule"], str(v["value"]))
-    console.print(verdict_table)
-    console.print("[bold green]all verdicts hold[/]" if result["passed"] else "[bold red]a verdict failed[/]")
-
-
 # -- the command line ---------------------------------------------------------------------------
 
 def parse(argv=None) -> tuple[LoadTest, Path | None]:
     d = LoadTest()
-    p = argparse.ArgumentParser(prog="python -m serve.loadtest", description="Load-test `python -m serve` on "
+    p = argparse.ArgumentParser(prog="python -m bench.loadtest", description="Load-test `python -m serve` on "
                                 "127.0.0.1 (it starts its own server): N clients below the queue bound, then "
                                 "more than it holds.")
     p.add_argument("--bundle", type=Path, help="bundle folder (default: the tiny random bundle, built once into "
@@ -614,7 +449,7 @@ def parse(argv=None) -> tuple[LoadTest, Path | None]:
     p.add_argument("--max-queue", type=int, default=d.max_queue,
                    help=f"the server's queue; beyond it, 503 (default {d.max_queue})")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"per answer (default {d.max_tokens})")
-    p.add_argument("--out", type=Path, help="result file (default serve/results/loadtest-<machine>-<date>.json)")
+    p.add_argument("--out", type=Path, help="result file (default bench/results/loadtest-<machine>-<date>.json)")
     args = p.parse_args(argv)
     test = LoadTest(bundle=args.bundle, clients=args.clients, seconds=args.seconds,
                     overload_clients=args.overload_clients, overload_seconds=args.overload_seconds,

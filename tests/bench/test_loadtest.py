@@ -8,7 +8,7 @@ import json
 import pytest
 from rich.console import Console
 
-from serve.loadtest import LoadTest, parse, run
+from bench.loadtest import LoadTest, parse, run
 
 
 def test_loadtest_small(bundle_dir, tmp_path):
