@@ -6,7 +6,8 @@ table, with its constant-input restrictions; no integer scalar input feeding a s
 every dynamic input dim covered by the TensorRT profiles; in fp16 graphs softmax, the norms and
 the image-key scaling in float32.  Each problem names the graph, the node, its op type and why;
 any problem exits 1.  Then, for information, whether each decoder layer's attention is in a form
-fused attention kernels can take (``graphs/attention_form.py``).
+fused attention kernels can take (``graphs/attention_form.py``), and which decoder flavour (standard,
+fused) each kind of target can run (``graphs/decoder_flavours.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import onnx
 
 from .attention_form import AttentionCore, attention_cores
 from .contracts import ATTENTION_OUTPUTS, bundle_contracts
+from .decoder_flavours import decoder_flavours
 from .dynamic_dims import dynamic_dim_problems
 from .manifest import Manifest
 from .precision import fp16_problems
@@ -85,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     for c in cores:
         layer = f"layer {c.layer}" if c.layer is not None else c.softmax
         print(f"    {layer:9s} {'fusable' if c.fusable else 'not fusable'}: {c.detail}")
-    return 1 if any(problems.values()) else 0
+    flavours = decoder_flavours(args.bundle, Manifest.read(args.bundle))
+    print("decoder flavours (the TensorRT checks above are the standard one's):")
+    for f in flavours:
+        print(f"    {f.name:10s} {f.file}: {'ok' if not f.problems else f'FAIL ({len(f.problems)})'}, "
+              f"runs on {', '.join(f.runs_on)}")
+        for p in f.problems:
+            print(f"        - {p}")
+    return 1 if any(problems.values()) or any(f.problems for f in flavours) else 0
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
         have = ", ".join(f"fused-{d}" for d in sorted(fused)) or "none"
         raise BundleError(f"decoder={wanted!r}: the bundle has no such fused decoder (fused decoders: {have}); "
                           f"build one with: just fuse BUNDLE --dtype {dtype or manifest.dtype}")
-    return DecoderChoice("fused", fused[dtype]["file"], dtype)
+    record = fused[dtype]
+    file = record.get("file") if isinstance(record, dict) else None
+    if not isinstance(file, str) or not file or "/" in file or "\\" in file or file.startswith("."):
+        raise BundleError(f"manifest fused_decoders[{dtype!r}] must name a file inside the bundle folder, got {file!r}")
+    return DecoderChoice("fused", file, dtype)
 
 
 def _fp32_first(dtype: str) -> int:

@@ -114,3 +114,25 @@ def test_a_quantized_copy_leaves_the_fused_decoders_behind(fused_bundle, tmp_pat
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["fused_decoders"] is None
     assert not list(out.glob("decoder_fused*"))
+
+
+def test_graph_check_says_which_flavour_each_target_can_run(fused_bundle, capsys):
+    from graphs.__main__ import main
+
+    assert main(["check", str(fused_bundle("tiny"))]) == 0
+    out = capsys.readouterr().out
+    assert "standard   decoder.onnx: ok, runs on tensorrt, onnxruntime-cuda, onnxruntime-cpu" in out
+    assert "fused fp32 decoder_fused_fp32.onnx: ok, runs on onnxruntime-cpu, onnxruntime-cuda" in out
+
+
+def test_a_fused_file_outside_the_bundle_is_refused(fused_bundle):
+    import dataclasses
+
+    from runtime.decoders import choose_decoder
+    from runtime.errors import BundleError
+
+    manifest = Manifest.read(fused_bundle("tiny"))
+    for file in ("../decoder.onnx", "/etc/passwd", ".hidden.onnx", 3):
+        bad = dataclasses.replace(manifest, fused_decoders={"fp32": {"file": file}})
+        with pytest.raises(BundleError, match="inside the bundle folder"):
+            choose_decoder(bad, ["CPUExecutionProvider"], "fused")
