@@ -1,11 +1,11 @@
 """Add a fused decoder to an exported bundle: build, check against the standard decoder, record.
 
     BUNDLE/decoder.onnx (standard, checked against PyTorch at export; kept for TensorRT)
-    checkpoint --fused/graph.py--> BUNDLE/.decoder_fused_<dtype>.partial-<pid>.onnx (+ _data)
-        --fused/parity.py (vs decoder.onnx)--> renamed to decoder_fused_<dtype>.onnx
+    checkpoint --fused/graph.py--> BUNDLE/.decoder_fused_<dtype>.onnx.partial-<pid> (+ _data)
+        --fused/parity.py (vs decoder.onnx)--> renamed to decoder_fused_<dtype>.onnx (+ _data)
         --> manifest.json: fused_decoders[<dtype>] = {file, parity, nodes_per_layer, ...}, sha256 of both files
 
-A failed build or parity check leaves the bundle as it was.
+A failed build or parity check leaves the bundle as it was (a fused decoder already there included).
 """
 from __future__ import annotations
 
@@ -54,14 +54,14 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
     try:
         built = build_fused_decoder(source, partial)
         del source
-        _rename(partial, folder / name)        # the graph names its data file: write it under its final name
         log(f"built {name}: {built['nodes']} nodes, {built['nodes_per_layer']:.1f} per layer "
             f"({time.perf_counter() - t0:.1f}s)")
-        worst = compare_decoders(folder, manifest, name, dtype, providers)
+        worst = compare_decoders(folder, manifest, partial.name, dtype, providers)
         log("parity against decoder.onnx: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
         check_parity(worst, dtype, atol)
+        _rename(partial, folder / name)        # the graph names its data file: point it at the final name
     except BaseException:
-        for path in (partial, Path(str(partial) + "_data"), folder / name, folder / (name + "_data")):
+        for path in (partial, Path(str(partial) + "_data")):
             path.unlink(missing_ok=True)
         raise
     record = {"file": name, "dtype": dtype, "parity": worst, "nodes": built["nodes"],
@@ -85,9 +85,9 @@ def _rename(partial: Path, final: Path) -> None:
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = final.name + "_data"
+    onnx.save(model, str(partial))
     Path(str(partial) + "_data").replace(Path(str(final) + "_data"))
-    onnx.save(model, str(final))
-    partial.unlink()
+    partial.replace(final)
 
 
 def _check_shape(source: CheckpointDecoder, manifest: Manifest, checkpoint: Path) -> None:
