@@ -158,7 +158,7 @@ def measure(source: str | Path, quantized: str | Path, n_items: int = 40, seed: 
     """The accuracy cost of ``quantized`` against ``source`` (both bundle folders); a JSON-friendly dict."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
-    src = runtime.load(source, providers=["cpu"])
+    src = runtime.load(source, providers=["cpu"], decoder="standard")     # what was quantized
     q = runtime.load(quantized, providers=["cpu"])
     steering = load_calibration(Path(source))      # the same AdaptVis for both: the source's calibration, else the paper's
     with tempfile.TemporaryDirectory(prefix="quantize-report-") as tmp:

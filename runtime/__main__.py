@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .decoders import DECODERS
 from .errors import RuntimeInputError
 
 
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--threshold", type=float, help="AdaptVis confidence threshold")
     a.add_argument("--max-new-tokens", type=int, default=16)
     a.add_argument("--provider", action="append", help="cpu (default), cuda or tensorrt; repeat for a priority list")
+    a.add_argument("--decoder", choices=DECODERS, default="auto",
+                   help="auto (default): the bundle's fused decoder on cpu/cuda when it has one, else the standard one")
     a.add_argument("--influence", action="store_true", help="also measure how much the image changed the answer")
     a.add_argument("--json", action="store_true", help="print the Answer as JSON")
     return parser
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import runtime
 
     try:
-        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
+        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"], decoder=args.decoder)
         steering = _steering(args, vlm, runtime)
         ans = vlm.answer(args.image, args.question, steering=steering, max_new_tokens=args.max_new_tokens,
                          measure_image_influence=args.influence)

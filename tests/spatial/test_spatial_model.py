@@ -112,3 +112,29 @@ def test_answers_eight_held_out_scenes(spatial_bundle, scenes):
         ans = vlm.answer(item.image_path, item.question, steering=None)
         right.append(strict_correct(ans.text, item.gold, item.options))
     assert sum(right) >= 7, right
+
+
+def test_the_fused_decoder_on_real_weights_equals_the_reference(spatial_bundle, spatial_checkpoint, scenes, tmp_path):
+    """30 real layers: the fused decoder within twice the export's tolerance of decoder.onnx (each of the two
+    ONNX Runtime graphs is up to ~2e-4 off fp64 on these logits), and its answers the PyTorch reference's
+    (tokens, confidence within 1e-5, alpha)."""
+    import shutil
+
+    from fused import fuse_bundle
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(spatial_bundle, folder)
+    record = fuse_bundle(folder, "fp32", checkpoint=spatial_checkpoint, atol=2 * EXPORT_ATOL, log=lambda m: None)
+    assert record["nodes_per_layer"] <= 30
+    vlm, ref = runtime.load(folder), Reference(spatial_checkpoint)
+    assert vlm.sessions.decoder_choice.flavour == "fused"
+    from PIL import Image
+
+    for item in scenes.items[:3]:
+        image = Image.open(item.image_path)
+        ours = vlm.answer(image, item.question, steering=None, max_new_tokens=6)
+        theirs = ref.plain(image, item.question, 6)
+        assert ours.token_ids == theirs.token_ids and abs(ours.confidence - theirs.confidence) <= 1e-5
+        steered = vlm.answer(image, item.question, steering=runtime.AdaptVis(0.5, 1.5, 0.9), max_new_tokens=6)
+        ref_steered = ref.adaptvis(image, item.question, 0.5, 1.5, 0.9, 6)
+        assert steered.token_ids == ref_steered.token_ids and steered.scale == ref_steered.scale
