@@ -33,7 +33,7 @@ measure)
   has fp16 || { stamp "fused fp16 (parity on $PROVIDER)"; $PY -m fused $DIR/bundle --dtype fp16 --provider $PROVIDER 2>&1 | tee $OUT/fuse-fp16.log || stamp "fused fp16 failed"; }
   VARIANTS=$($PY -c "import json; f=json.load(open('$DIR/bundle/manifest.json')).get('fused_decoders') or {}; print(','.join({'fp32':'fused','fp16':'fused-fp16'}[d] for d in sorted(f, reverse=True)) or 'none')")
   stamp "tokens: $PROVIDERS x decoders"
-  $PY -m bench.decoders_check $DIR/bundle --providers $PROVIDERS --tokens 32 --out $OUT/tokens-$SIZE.json
+  $PY -m bench.decoders_check $DIR/bundle --providers $PROVIDERS --tokens 16 --out $OUT/tokens-$SIZE.json
   stamp "decoder steps alone"
   $PY -m bench.decode_steps $DIR/bundle --provider $PROVIDER --out $OUT/decode-steps-$SIZE.json || stamp "decode_steps failed"
   stamp "bench"
