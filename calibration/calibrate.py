@@ -215,13 +215,13 @@ def _floats(text: str, what: str, lo: float | None = None, hi: float | None = No
 def _alphas(text: str, what: str) -> tuple[float, ...]:
     """Candidate alphas, each in the runtime's range (checked here, not hours into a run)."""
     from runtime.errors import SteeringError
-    from runtime.steering import ScalingVis
+    from runtime.steering import check_alpha
     vals = _floats(text, what)
     for v in vals:
         try:
-            ScalingVis(v)
+            check_alpha(what, v)
         except SteeringError as e:
-            raise argparse.ArgumentTypeError(f"{what}: {e}") from None
+            raise argparse.ArgumentTypeError(str(e)) from None
     return vals
 
 

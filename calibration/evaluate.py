@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from runtime.errors import BundleError, SteeringError
-from runtime.steering import PAPER_DEFAULT, AdaptVis, ScalingVis, describe
+from runtime.steering import PAPER_DEFAULT, AdaptVis, check_alpha, describe
 
 from diagnostics.alignment import parse_boxes, summarize_alignment
 
@@ -119,9 +119,9 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
         sv = None
     if sv is not None:
         try:
-            ScalingVis(sv)
+            check_alpha("metrics.test.scalingvis.alpha", sv)
         except SteeringError as e:
-            raise BundleError(f"{cal_path} is malformed (metrics.test.scalingvis.{e}); fix or delete it") from None
+            raise BundleError(f"{cal_path} is malformed ({e}); fix or delete it") from None
         return sv, "best constant alpha on the calibration's dev split", av, av_src
     if paper is not None:
         return float(paper[3]), paper_src, av, av_src
@@ -283,9 +283,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         parser().error("--limit must be positive")
     if args.scalingvis_alpha is not None:
         try:
-            ScalingVis(args.scalingvis_alpha)
+            check_alpha("--scalingvis-alpha", args.scalingvis_alpha)
         except SteeringError as e:
-            parser().error(f"--scalingvis-alpha: {e}")
+            parser().error(str(e))
     import runtime
     from runtime.errors import RuntimeInputError
 

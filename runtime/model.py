@@ -38,7 +38,7 @@ from .preprocess import crop_box, pixel_values
 from .prompt import Prompt, PromptBuilder
 from .providers import resolve_providers
 from .sessions import BundleSessions, KVCache
-from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, describe, scale_tensor
+from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, check_alpha, describe, scale_tensor
 
 CALIBRATION_FILE = "calibration.json"
 _DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
@@ -99,7 +99,8 @@ class VLM:
         """Yield the answer's text piece by piece, then, last, the whole ``Answer`` (confidence, alpha...).
 
         The pieces join into ``Answer.text``, and the ``Answer`` equals ``answer()``'s with the
-        same arguments.  Bad input raises on the first ``next()``, before any piece."""
+        same arguments.  Bad input raises on the first ``next()``, before any piece; logits that come
+        out NaN or infinite while decoding raise ``NumericalError`` after the pieces given so far."""
         prompt = self.prompts.from_question(question)
         run = self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
                         return_attention)
@@ -285,6 +286,8 @@ def load_calibration(folder: Path) -> AdaptVis:
     from .errors import BundleError
     try:
         chosen = json.loads(path.read_text())["adaptvis"]
+        for key in ("alpha_low", "alpha_high"):
+            check_alpha(key, chosen[key])
         return AdaptVis(low=chosen["alpha_low"], high=chosen["alpha_high"], threshold=chosen["threshold"],
                         round_confidence=bool(chosen.get("round_confidence", False)),
                         apply_to=chosen.get("apply_to", "last_token"))

@@ -33,7 +33,7 @@ class ScalingVis:
     apply_to: str = "last_token"
 
     def __post_init__(self):
-        _check_alpha("alpha", self.alpha)
+        check_alpha("alpha", self.alpha)
         _check_apply_to(self.apply_to)
 
 
@@ -52,8 +52,8 @@ class AdaptVis:
     apply_to: str = "last_token"
 
     def __post_init__(self):
-        _check_alpha("low", self.low)
-        _check_alpha("high", self.high)
+        check_alpha("low", self.low)
+        check_alpha("high", self.high)
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not math.isfinite(t) or not 0 <= t <= 1:
             raise SteeringError(f"threshold must be a finite number in [0, 1], got {t!r}")
@@ -66,7 +66,7 @@ class AdaptVis:
 
 def scale_tensor(alpha: Alpha, num_layers: int, num_heads: int) -> np.ndarray:
     """alpha (scalar, [L] or [L, H]) -> float32 [1, L, H]."""
-    a = _check_alpha("alpha", alpha)
+    a = check_alpha("alpha", alpha)
     if a.ndim == 0:
         out = np.full((num_layers, num_heads), a, dtype=np.float32)
     elif a.shape == (num_layers,):
@@ -94,7 +94,9 @@ def brief(alpha: Alpha) -> str:
         if np.all(np.isfinite(a)) else f"an array of shape {list(a.shape)} holding NaN or inf"
 
 
-def _check_alpha(name: str, alpha: Alpha) -> np.ndarray:
+def check_alpha(name: str, alpha: Alpha) -> np.ndarray:
+    """``alpha`` as float32 if it is a scalar, [L] or [L, H] array of values in [ALPHA_MIN, ALPHA_MAX];
+    else SteeringError naming it ``name``."""
     if isinstance(alpha, bool):
         raise SteeringError(f"{name} must be a positive number or array, got a bool")
     try:
