@@ -212,6 +212,19 @@ def _floats(text: str, what: str, lo: float | None = None, hi: float | None = No
     return vals
 
 
+def _alphas(text: str, what: str) -> tuple[float, ...]:
+    """Candidate alphas, each in the runtime's range (checked here, not hours into a run)."""
+    from runtime.errors import SteeringError
+    from runtime.steering import check_alpha
+    vals = _floats(text, what)
+    for v in vals:
+        try:
+            check_alpha(what, v)
+        except SteeringError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return vals
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m calibration.calibrate", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,9 +232,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("dataset", help="anything calibration.datasets.load_dataset reads (file or folder)")
     ap.add_argument("--subset", help="which subset, when DATASET is a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
-    ap.add_argument("--grid-low", type=lambda t: _floats(t, "--grid-low", 0.0), default=ALPHA_LOW_GRID,
+    ap.add_argument("--grid-low", type=lambda t: _alphas(t, "--grid-low"), default=ALPHA_LOW_GRID,
                     help="alpha_low candidates (default 0.5,0.8)")
-    ap.add_argument("--grid-high", type=lambda t: _floats(t, "--grid-high", 0.0), default=ALPHA_HIGH_GRID,
+    ap.add_argument("--grid-high", type=lambda t: _alphas(t, "--grid-high"), default=ALPHA_HIGH_GRID,
                     help="alpha_high candidates (default 1.2,1.5,2.0)")
     ap.add_argument("--thresholds", type=lambda t: _floats(t, "--thresholds", -1e-12, 1.0),
                     help="confidence thresholds (default: 0.05..0.95 step 0.05 plus every dev confidence)")

@@ -32,13 +32,13 @@ from graphs.manifest import Manifest
 from .answer import Answer, AttentionMaps, ImageInfluence, Timings
 from .attention import attention_maps
 from .bundle import open_bundle
-from .errors import PromptError, SteeringError
+from .errors import NumericalError, PromptError, SteeringError
 from .images import load_image
 from .preprocess import crop_box, pixel_values
 from .prompt import Prompt, PromptBuilder
 from .providers import resolve_providers
 from .sessions import BundleSessions, KVCache
-from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, describe, scale_tensor
+from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, check_alpha, describe, scale_tensor
 
 CALIBRATION_FILE = "calibration.json"
 _DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
@@ -99,7 +99,8 @@ class VLM:
         """Yield the answer's text piece by piece, then, last, the whole ``Answer`` (confidence, alpha...).
 
         The pieces join into ``Answer.text``, and the ``Answer`` equals ``answer()``'s with the
-        same arguments.  Bad input raises on the first ``next()``, before any piece."""
+        same arguments.  Bad input raises on the first ``next()``, before any piece; logits that come
+        out NaN or infinite while decoding raise ``NumericalError`` after the pieces given so far."""
         prompt = self.prompts.from_question(question)
         run = self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
                         return_attention)
@@ -182,7 +183,7 @@ class VLM:
         confidence = plain = None
         if not isinstance(steering, ScalingVis) or measure_image_influence:
             plain = self._prompt_end(tail, cache, self._ones, image_mask, maps, "confidence", prompt, box)
-            confidence = float(_softmax(plain[0]).max())
+            confidence = float(_softmax(_finite(plain[0], "the confidence pass (alpha = 1)")).max())
         t3 = t()
         if steering is None:
             alpha, (logits, cache) = None, plain
@@ -190,6 +191,7 @@ class VLM:
             alpha = steering.choose(confidence) if isinstance(steering, AdaptVis) else steering.alpha
             scale = scale_tensor(alpha, d.num_layers, d.num_attention_heads)
             logits, cache = self._prompt_end(tail, cache, scale, image_mask, maps, "rescaled", prompt, box)
+            _finite(logits, "the rescaled pass", alpha)
         t4 = t()
         first_probs = _softmax(logits)
         ids: list[int] = []
@@ -201,7 +203,7 @@ class VLM:
                 break
             logits, cache = self.sessions.step(self.sessions.embeddings(np.array([token], dtype=np.int64)),
                                                cache, self._ones, image_mask)
-            token = int(np.argmax(logits))
+            token = int(np.argmax(_finite(logits, f"the step for generated token {len(ids) + 1}")))
         t5 = t()
         influence = None
         if measure_image_influence:
@@ -261,6 +263,7 @@ class VLM:
         embeds = self.sessions.embeddings(prompt.ids)
         embeds[0, prompt.image_start: prompt.image_end] = features[0]
         logits, _ = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, image_mask)
+        _finite(logits, "the blank-image pass (alpha = 1)")
         p, q = _softmax(logits_with_image), _softmax(logits)
         return ImageInfluence(tv_distance=float(0.5 * np.abs(p - q).sum()),
                               answer_changed=int(p.argmax()) != int(q.argmax()),
@@ -283,6 +286,8 @@ def load_calibration(folder: Path) -> AdaptVis:
     from .errors import BundleError
     try:
         chosen = json.loads(path.read_text())["adaptvis"]
+        for key in ("alpha_low", "alpha_high"):
+            check_alpha(key, chosen[key])
         return AdaptVis(low=chosen["alpha_low"], high=chosen["alpha_high"], threshold=chosen["threshold"],
                         round_confidence=bool(chosen.get("round_confidence", False)),
                         apply_to=chosen.get("apply_to", "last_token"))
@@ -294,6 +299,18 @@ def _alphas(steering) -> list:
     if isinstance(steering, AdaptVis):
         return [steering.low, steering.high]
     return [steering.alpha] if isinstance(steering, ScalingVis) else []
+
+
+def _finite(logits: np.ndarray, where: str, alpha=None) -> np.ndarray:
+    """``logits`` if all are finite; else NumericalError: argmax over NaN would answer token 0, silently."""
+    if np.isfinite(logits).all():
+        return logits
+    bad = int(logits.size - np.isfinite(logits).sum())
+    steered = alpha is not None and not np.all(np.asarray(alpha) == 1)
+    cause = (f" with alpha {brief(alpha)}: try an alpha closer to 1" if steered else
+             ": the bundle's weights or its number format (an fp16 overflow?) are at fault")
+    raise NumericalError(f"the decoder's logits after {where} hold {bad} NaN or infinite values of {logits.size}"
+                         f"{cause}; no answer is given", steered=steered)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -216,6 +216,13 @@ def test_cli_errors(tmp_path, bundle, syn12):
     assert not (bundle / "calibration.json").exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--grid-high", "1.5,1e38"), ("--grid-low", "0.001,0.5")])
+def test_grid_alphas_out_of_range_are_refused_before_any_work(tmp_path, syn12, flag, value, capsys):
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "no-bundle", syn12, flag, value)
+    assert "must lie in [0.01, 100]" in capsys.readouterr().err
+
+
 def test_calibrate_without_matplotlib(tmp_path, monkeypatch):
     """No matplotlib: the calibration is done and written, one line names the extra, no traceback."""
     import sys
