@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
+
+from runtime.calibration_file import write_calibration
 
 from .cache import ResultCache
 from .errors import DatasetError
@@ -45,7 +46,6 @@ from .runner import NONE, Runner, alpha_name, baseline, bundle_digest, scaling
 from .scoring import score_item, summarize
 from .workset import WorkSet, load_worksets
 
-CALIBRATION_FILE = "calibration.json"      # the name runtime.model.load_calibration reads
 SCHEMA_VERSION = 1
 REPORT_FILE = "calibration.md"
 HEATMAP_FILE = "calibration_heatmap.png"
@@ -172,25 +172,6 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
         "metrics": {"dev": dev_metrics, "test": test_metrics},
     }
     return Outcome(g, test_cell, dev, test, scaling_alpha, document)
-
-
-def write_calibration(folder: str | Path, document: dict) -> Path:
-    """Write ``folder/calibration.json`` atomically: a temporary file in the same folder,
-    fsynced, then renamed over the target (never a half-written file)."""
-    folder = Path(folder)
-    target = folder / CALIBRATION_FILE
-    tmp = folder / f".{CALIBRATION_FILE}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
 
 
 def default_out(bundle: str | Path, subset: str) -> Path:

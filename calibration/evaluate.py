@@ -54,13 +54,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+from runtime.calibration_file import read_calibration
 from runtime.errors import BundleError, SteeringError
 from runtime.steering import PAPER_DEFAULT, AdaptVis, check_alpha, describe
 
 from calibration.alignment import parse_boxes, summarize_alignment
 
 from .cache import ResultCache
-from .calibrate import CACHE_FILE, CALIBRATION_FILE, PAPER_ALIASES, default_out
+from .calibrate import CACHE_FILE, PAPER_ALIASES, default_out
 from .errors import DatasetError
 from .grid import PAPER_SETTINGS
 from .items import Item
@@ -94,18 +95,12 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
                      scalingvis_arg: Optional[float]) -> tuple[float, str, AdaptVis, str]:
     """(ScalingVis alpha, where it came from, AdaptVis, where it came from) for one subset."""
     paper, paper_src = paper_setting(subset)
-    cal_doc = None
-    cal_path = bundle / CALIBRATION_FILE
-    if cal_path.is_file():
-        try:
-            cal_doc = json.loads(cal_path.read_text())
-        except (OSError, ValueError):
-            cal_doc = None
+    calibration = read_calibration(bundle)          # BundleError when malformed, as when the runtime loads it
     if adaptvis_arg is not None:
         lo, hi, th = adaptvis_arg
         av, av_src = AdaptVis(low=lo, high=hi, threshold=th), "--adaptvis"
-    elif cal_path.is_file():
-        on = (cal_doc or {}).get("dataset", {}).get("subset") if isinstance(cal_doc, dict) else None
+    elif calibration is not None:
+        on = calibration.subset
         av, av_src = default_steering, "bundle calibration.json" + (f", calibrated on {on}" if on else "")
     elif paper is not None:
         av, av_src = AdaptVis(low=paper[0], high=paper[1], threshold=paper[2]), paper_src
@@ -113,16 +108,8 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
         av, av_src = PAPER_DEFAULT, "paper default (Controlled_Images_A)"
     if scalingvis_arg is not None:
         return float(scalingvis_arg), "--scalingvis-alpha", av, av_src
-    try:
-        sv = float(cal_doc["metrics"]["test"]["scalingvis"]["alpha"])
-    except (TypeError, KeyError, ValueError):
-        sv = None
-    if sv is not None:
-        try:
-            check_alpha("metrics.test.scalingvis.alpha", sv)
-        except SteeringError as e:
-            raise BundleError(f"{cal_path} is malformed ({e}); fix or delete it") from None
-        return sv, "best constant alpha on the calibration's dev split", av, av_src
+    if calibration is not None and calibration.scalingvis_alpha is not None:
+        return calibration.scalingvis_alpha, "best constant alpha on the calibration's dev split", av, av_src
     if paper is not None:
         return float(paper[3]), paper_src, av, av_src
     return float(PAPER_SETTINGS["Controlled_Images_A"][3]), "paper, Controlled_Images_A", av, av_src
