@@ -61,7 +61,7 @@ engines BUNDLE *ARGS:
 answer *ARGS:
     {{python}} -m runtime answer "$@"
 
-# Serve a bundle over OpenAI's chat-completions API: `just serve BUNDLE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--provider cpu]`.
+# Serve a bundle over OpenAI's chat-completions API: `just serve BUNDLE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--provider cpu] [--header-timeout 10] [--body-timeout 60] [--max-connections 128]`.
 serve BUNDLE *ARGS:
     {{python}} -m serve "$@"
 

@@ -50,6 +50,6 @@ def answer(vlm, image, question: str, method: dict, tokens: int, cold: bool = Tr
             "preprocess_s": ttft - t.vision - prefill, "decode_s": t.decode,
             "decode_tokens_per_s": (n - 1) / t.decode if n > 1 and t.decode > 0 else None,
             "decode_s_per_token": t.decode / (n - 1) if n > 1 else None,
-            "tokens": n, "token_ids": ans.token_ids, "confidence": ans.confidence, "alpha": ans.scale,
+            "tokens": n, "token_ids": ans.token_ids, "confidence": ans.confidence, "alpha": ans.alpha,
             "phases": {"vision_s": t.vision, "prefill_s": t.prefill, "confidence_step_s": t.confidence_step,
                        "rescaled_step_s": t.rescaled_step, "decode_s": t.decode}}

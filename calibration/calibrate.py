@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
+
+from runtime.calibration_file import write_calibration
 
 from .cache import ResultCache
 from .errors import DatasetError
@@ -45,7 +46,6 @@ from .runner import NONE, Runner, alpha_name, baseline, bundle_digest, scaling
 from .scoring import score_item, summarize
 from .workset import WorkSet, load_worksets
 
-CALIBRATION_FILE = "calibration.json"      # the name runtime.model.load_calibration reads
 SCHEMA_VERSION = 1
 REPORT_FILE = "calibration.md"
 HEATMAP_FILE = "calibration_heatmap.png"
@@ -174,25 +174,6 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
     return Outcome(g, test_cell, dev, test, scaling_alpha, document)
 
 
-def write_calibration(folder: str | Path, document: dict) -> Path:
-    """Write ``folder/calibration.json`` atomically: a temporary file in the same folder,
-    fsynced, then renamed over the target (never a half-written file)."""
-    folder = Path(folder)
-    target = folder / CALIBRATION_FILE
-    tmp = folder / f".{CALIBRATION_FILE}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
-
-
 def default_out(bundle: str | Path, subset: str) -> Path:
     return Path("runs") / Path(bundle).expanduser().resolve().name / subset
 
@@ -212,6 +193,19 @@ def _floats(text: str, what: str, lo: float | None = None, hi: float | None = No
     return vals
 
 
+def _alphas(text: str, what: str) -> tuple[float, ...]:
+    """Candidate alphas, each in the runtime's range (checked here, not hours into a run)."""
+    from runtime.errors import SteeringError
+    from runtime.steering import check_alpha
+    vals = _floats(text, what)
+    for v in vals:
+        try:
+            check_alpha(what, v)
+        except SteeringError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return vals
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m calibration.calibrate", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,9 +213,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("dataset", help="anything calibration.datasets.load_dataset reads (file or folder)")
     ap.add_argument("--subset", help="which subset, when DATASET is a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
-    ap.add_argument("--grid-low", type=lambda t: _floats(t, "--grid-low", 0.0), default=ALPHA_LOW_GRID,
+    ap.add_argument("--grid-low", type=lambda t: _alphas(t, "--grid-low"), default=ALPHA_LOW_GRID,
                     help="alpha_low candidates (default 0.5,0.8)")
-    ap.add_argument("--grid-high", type=lambda t: _floats(t, "--grid-high", 0.0), default=ALPHA_HIGH_GRID,
+    ap.add_argument("--grid-high", type=lambda t: _alphas(t, "--grid-high"), default=ALPHA_HIGH_GRID,
                     help="alpha_high candidates (default 1.2,1.5,2.0)")
     ap.add_argument("--thresholds", type=lambda t: _floats(t, "--thresholds", -1e-12, 1.0),
                     help="confidence thresholds (default: 0.05..0.95 step 0.05 plus every dev confidence)")

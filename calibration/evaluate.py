@@ -54,12 +54,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from runtime.steering import PAPER_DEFAULT, AdaptVis, describe
+from runtime.calibration_file import read_calibration
+from runtime.errors import BundleError, SteeringError
+from runtime.steering import PAPER_DEFAULT, AdaptVis, check_alpha, describe
 
 from calibration.alignment import parse_boxes, summarize_alignment
 
 from .cache import ResultCache
-from .calibrate import CACHE_FILE, CALIBRATION_FILE, PAPER_ALIASES, default_out
+from .calibrate import CACHE_FILE, PAPER_ALIASES, default_out
 from .errors import DatasetError
 from .grid import PAPER_SETTINGS
 from .items import Item
@@ -93,18 +95,12 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
                      scalingvis_arg: Optional[float]) -> tuple[float, str, AdaptVis, str]:
     """(ScalingVis alpha, where it came from, AdaptVis, where it came from) for one subset."""
     paper, paper_src = paper_setting(subset)
-    cal_doc = None
-    cal_path = bundle / CALIBRATION_FILE
-    if cal_path.is_file():
-        try:
-            cal_doc = json.loads(cal_path.read_text())
-        except (OSError, ValueError):
-            cal_doc = None
+    calibration = read_calibration(bundle)          # BundleError when malformed, as when the runtime loads it
     if adaptvis_arg is not None:
         lo, hi, th = adaptvis_arg
         av, av_src = AdaptVis(low=lo, high=hi, threshold=th), "--adaptvis"
-    elif cal_path.is_file():
-        on = (cal_doc or {}).get("dataset", {}).get("subset") if isinstance(cal_doc, dict) else None
+    elif calibration is not None:
+        on = calibration.subset
         av, av_src = default_steering, "bundle calibration.json" + (f", calibrated on {on}" if on else "")
     elif paper is not None:
         av, av_src = AdaptVis(low=paper[0], high=paper[1], threshold=paper[2]), paper_src
@@ -112,11 +108,8 @@ def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adap
         av, av_src = PAPER_DEFAULT, "paper default (Controlled_Images_A)"
     if scalingvis_arg is not None:
         return float(scalingvis_arg), "--scalingvis-alpha", av, av_src
-    try:
-        sv = float(cal_doc["metrics"]["test"]["scalingvis"]["alpha"])
-        return sv, "best constant alpha on the calibration's dev split", av, av_src
-    except (TypeError, KeyError, ValueError):
-        pass
+    if calibration is not None and calibration.scalingvis_alpha is not None:
+        return calibration.scalingvis_alpha, "best constant alpha on the calibration's dev split", av, av_src
     if paper is not None:
         return float(paper[3]), paper_src, av, av_src
     return float(PAPER_SETTINGS["Controlled_Images_A"][3]), "paper, Controlled_Images_A", av, av_src
@@ -240,8 +233,10 @@ def _adaptvis_arg(text: str) -> tuple[float, float, float]:
         lo, hi, th = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--adaptvis wants LOW,HIGH,THRESHOLD, got {text!r}") from None
-    if not (lo > 0 and hi > 0 and 0 <= th <= 1):
-        raise argparse.ArgumentTypeError(f"--adaptvis: alphas must be > 0 and the threshold in [0, 1], got {text!r}")
+    try:
+        AdaptVis(low=lo, high=hi, threshold=th)
+    except SteeringError as e:
+        raise argparse.ArgumentTypeError(f"--adaptvis {text!r}: {e}") from None
     return lo, hi, th
 
 
@@ -273,8 +268,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         parser().error("--max-new-tokens must be positive")
     if args.limit is not None and args.limit < 1:
         parser().error("--limit must be positive")
-    if args.scalingvis_alpha is not None and not args.scalingvis_alpha > 0:
-        parser().error("--scalingvis-alpha must be > 0")
+    if args.scalingvis_alpha is not None:
+        try:
+            check_alpha("--scalingvis-alpha", args.scalingvis_alpha)
+        except SteeringError as e:
+            parser().error(str(e))
     import runtime
     from runtime.errors import RuntimeInputError
 
@@ -313,8 +311,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                         bundle=doc["bundle_sha256"])
         for ws in worksets:
             problems += ws.problems
-            sv, sv_src, av, av_src = resolve_settings(args.bundle, vlm.default_steering, ws.subset, args.adaptvis,
-                                                      args.scalingvis_alpha)
+            try:
+                sv, sv_src, av, av_src = resolve_settings(args.bundle, vlm.default_steering, ws.subset,
+                                                          args.adaptvis, args.scalingvis_alpha)
+            except BundleError as e:
+                print(f"error: BundleError: {e}", file=err)
+                return 2
             part = evaluate_items(runner, ws, sv, av, args.scoring, influence=not args.no_influence)
             part["settings"] = {
                 "scalingvis_alpha": sv, "scalingvis_source": sv_src, "adaptvis_source": av_src,

@@ -210,7 +210,7 @@ class Runner:
         rec = {
             "key": key, "bundle": self.bundle_sha256[:16], "item": item.id, "digest": self._digests[item.id],
             "pass": p.name, "max_new_tokens": self.max_new_tokens,
-            "text": ans.text, "token_ids": list(ans.token_ids), "confidence": ans.confidence, "scale": ans.scale,
+            "text": ans.text, "token_ids": list(ans.token_ids), "confidence": ans.confidence, "scale": ans.alpha,
             "steering": ans.steering,
             "influence": None if inf is None else {
                 "tv_distance": float(inf.tv_distance), "answer_changed": bool(inf.answer_changed),

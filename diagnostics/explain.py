@@ -103,7 +103,7 @@ def explain(vlm, image, question: str, steering=None, layers: Optional[str] = No
     grid = tuple(maps["confidence"].shape)
     shares = {k: {n: float(share_inside(m, box_coverage(b, att[k].box, grid))[0]) for n, b in parsed.items()}
               for k, m in maps.items()}
-    return Explanation(question=question, answer=ans.text, confidence=ans.confidence, alpha=ans.scale,
+    return Explanation(question=question, answer=ans.text, confidence=ans.confidence, alpha=ans.alpha,
                        low=steering.low, high=steering.high, threshold=float(steering.threshold),
                        layers=span, num_layers=num_layers, picture=picture, box=att["confidence"].box,
                        maps=maps, image_share={k: att[k].image_share for k in ("confidence", "rescaled")},

@@ -137,7 +137,7 @@ def compare_answers(source, quantized, items, steering: AdaptVis, max_new_tokens
             "accuracy_delta": accuracy(q_ok) - accuracy(src_ok),
         }
     adapt = rows["adaptvis"]
-    flips = [json.dumps(a.scale) != json.dumps(b.scale) for _, a, b in adapt]
+    flips = [json.dumps(a.alpha) != json.dumps(b.alpha) for _, a, b in adapt]
     dconf = [abs(a.confidence - b.confidence) for _, a, b in adapt]
     out["alpha_changed"] = int(sum(flips))
     out["alpha_changed_fraction"] = float(np.mean(flips))

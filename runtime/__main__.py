@@ -66,7 +66,7 @@ def format_answer(ans) -> str:
     t = ans.timings
     conf = "n/a" if ans.confidence is None else f"{ans.confidence:.3f}"
     lines = [f"answer:     {ans.text!r}",
-             f"steering:   {ans.steering}  alpha={ans.scale}  confidence={conf}",
+             f"steering:   {ans.steering}  alpha={ans.alpha}  confidence={conf}",
              f"timings ms: vision {t.vision * 1e3:.1f} | prefill {t.prefill * 1e3:.1f} | confidence step "
              f"{t.confidence_step * 1e3:.1f} | rescaled step {t.rescaled_step * 1e3:.1f} | decode {t.decode * 1e3:.1f} "
              f"({len(ans.token_ids)} tokens) | total {t.total * 1e3:.1f}"]

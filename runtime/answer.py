@@ -62,6 +62,11 @@ class AttentionMaps:
     cls: np.ndarray | None = None            # float32 [num_layers], or None
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
+    @property
+    def scale(self) -> float | list | None:
+        """The former name of ``alpha``, kept so existing callers keep working."""
+        return self.alpha
+
     def to_dict(self) -> dict:
         return {"maps": self.maps.tolist(), "image_share": self.image_share.tolist(),
                 "cls": None if self.cls is None else self.cls.tolist(), "box": list(self.box)}
@@ -72,7 +77,7 @@ class Answer:
     text: str
     token_ids: list[int]                 # generated ids, without the end-of-sequence token
     confidence: float | None             # max softmax of the first token with alpha = 1 (None for ScalingVis)
-    scale: float | list | None           # the alpha applied to the last prompt token(s); None = unsteered
+    alpha: float | list | None           # the alpha applied to the last prompt token(s); None = unsteered
     steering: str                        # "none", "scalingvis" or "adaptvis"
     timings: Timings = field(default_factory=Timings)
     prompt_tokens: int = 0
@@ -81,6 +86,11 @@ class Answer:
     # return_attention=True: {"confidence": AttentionMaps of the alpha = 1 pass, "rescaled": of the
     # pass with the chosen alpha}, holding the passes that ran (see VLM.answer); else None.
     attention: dict[str, AttentionMaps] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def scale(self) -> float | list | None:
+        """The former name of ``alpha``, kept so existing callers keep working."""
+        return self.alpha
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -20,7 +20,18 @@ class PromptError(RuntimeInputError):
 
 
 class SteeringError(RuntimeInputError):
-    """An alpha / threshold is non-finite, non-positive or of the wrong shape."""
+    """An alpha is non-finite, out of range or of the wrong shape, or a threshold outside [0, 1]."""
+
+
+class NumericalError(RuntimeInputError):
+    """The model's logits came out NaN or infinite: no answer is given, never a made-up one.
+
+    ``steered`` says whether the pass that failed applied an alpha other than 1.
+    """
+
+    def __init__(self, message: str, steered: bool = False):
+        super().__init__(message)
+        self.steered = steered
 
 
 class BundleError(RuntimeInputError):

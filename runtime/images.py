@@ -6,8 +6,10 @@ file would be), a ``PIL.Image.Image``, or a ``uint8`` numpy array shaped ``[H, W
 ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA).  Files get their EXIF orientation applied, as
 ``transformers.image_utils.load_image`` does; every mode is then made RGB with
 ``image.convert("RGB")``, as ``transformers.image_transforms.convert_to_rgb``
-does (so alpha is dropped, not composited).  Anything wrong with the input
-raises :class:`runtime.errors.ImageError`.
+does (so alpha is dropped, not composited).  A float image (PIL mode ``F``, e.g. a
+float TIFF) holding NaN or inf is refused: the conversion would silently make those
+pixels black or white.  Anything wrong with the input raises
+:class:`runtime.errors.ImageError`.
 """
 from __future__ import annotations
 
@@ -126,6 +128,12 @@ def _from_array(array: np.ndarray, max_pixels: int) -> Image.Image:
 
 def _to_rgb(image: Image.Image, what: str) -> Image.Image:
     """``image.convert("RGB")``, exactly what Hugging Face's image processors do."""
+    if image.mode == "F":
+        values = np.asarray(image)                                # [H, W] float32
+        bad = int(values.size - np.isfinite(values).sum())
+        if bad:
+            raise ImageError(f"expected finite pixel values; {what} is a float image (mode 'F') with {bad} NaN "
+                             f"or infinite pixels of {values.size} (converting it would make them black or white)")
     try:
         return image.convert("RGB")
     except Exception as e:

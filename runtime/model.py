@@ -16,7 +16,6 @@ answers equal those of two full, independent generations (tests prove it).
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -32,18 +31,23 @@ from graphs.manifest import Manifest
 from .answer import Answer, AttentionMaps, ImageInfluence, Timings
 from .attention import attention_maps
 from .bundle import open_bundle
-from .errors import PromptError, SteeringError
+from .calibration_file import read_calibration
+from .errors import NumericalError, PromptError, SteeringError
 from .images import load_image
 from .preprocess import crop_box, pixel_values
 from .prompt import Prompt, PromptBuilder
 from .providers import resolve_providers
 from .sessions import BundleSessions, KVCache
-from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, describe, scale_tensor
+from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, describe, scale_tensor
 
-CALIBRATION_FILE = "calibration.json"
 _DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
 _CACHED_IMAGES = 4         # image features + image-prefix KV kept per model (LRU)
 
+# Default lengths: a question through the chat template is answered in a few words (the spatial
+# model's one relation word and EOS), so answer(), stream() and stream_answer() agree on 16; a raw
+# prompt to generate() is free text, so it gets more room.
+ANSWER_TOKENS = 16
+PROMPT_TOKENS = 32
 
 class VLM:
     def __init__(self, bundle: str | Path, providers=("cpu",), fallback: bool = False,
@@ -61,7 +65,7 @@ class VLM:
 
     # -- public API ---------------------------------------------------------------------
 
-    def answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 16,
+    def answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = ANSWER_TOKENS,
                measure_image_influence: bool = False, blank_image=None, return_attention: bool = False) -> Answer:
         """Answer a question with the bundle's chat template and AdaptVis by default.
 
@@ -81,25 +85,26 @@ class VLM:
         return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
                                      return_attention))
 
-    def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = 32,
+    def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = PROMPT_TOKENS,
                  measure_image_influence: bool = False, blank_image=None, return_attention: bool = False) -> Answer:
         """A raw prompt (no template) holding the image placeholder once; ``return_attention`` as in ``answer``."""
         return self._drain(self._run(image, self.prompts.from_raw(prompt), steering, max_new_tokens,
                                      measure_image_influence, blank_image, return_attention))
 
-    def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32) -> Iterator[str]:
+    def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = ANSWER_TOKENS) -> Iterator[str]:
         """Yield the answer's text piece by piece as tokens are generated."""
         for piece in self.stream_answer(image, question, steering, max_new_tokens):
             if isinstance(piece, str):
                 yield piece
 
-    def stream_answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = 32,
+    def stream_answer(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = ANSWER_TOKENS,
                       measure_image_influence: bool = False, blank_image=None,
                       return_attention: bool = False) -> Iterator[str | Answer]:
         """Yield the answer's text piece by piece, then, last, the whole ``Answer`` (confidence, alpha...).
 
         The pieces join into ``Answer.text``, and the ``Answer`` equals ``answer()``'s with the
-        same arguments.  Bad input raises on the first ``next()``, before any piece."""
+        same arguments.  Bad input raises on the first ``next()``, before any piece; logits that come
+        out NaN or infinite while decoding raise ``NumericalError`` after the pieces given so far."""
         prompt = self.prompts.from_question(question)
         run = self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
                         return_attention)
@@ -182,7 +187,7 @@ class VLM:
         confidence = plain = None
         if not isinstance(steering, ScalingVis) or measure_image_influence:
             plain = self._prompt_end(tail, cache, self._ones, image_mask, maps, "confidence", prompt, box)
-            confidence = float(_softmax(plain[0]).max())
+            confidence = float(_softmax(_finite(plain[0], "the confidence pass (alpha = 1)")).max())
         t3 = t()
         if steering is None:
             alpha, (logits, cache) = None, plain
@@ -190,6 +195,7 @@ class VLM:
             alpha = steering.choose(confidence) if isinstance(steering, AdaptVis) else steering.alpha
             scale = scale_tensor(alpha, d.num_layers, d.num_attention_heads)
             logits, cache = self._prompt_end(tail, cache, scale, image_mask, maps, "rescaled", prompt, box)
+            _finite(logits, "the rescaled pass", alpha)
         t4 = t()
         first_probs = _softmax(logits)
         ids: list[int] = []
@@ -201,7 +207,7 @@ class VLM:
                 break
             logits, cache = self.sessions.step(self.sessions.embeddings(np.array([token], dtype=np.int64)),
                                                cache, self._ones, image_mask)
-            token = int(np.argmax(logits))
+            token = int(np.argmax(_finite(logits, f"the step for generated token {len(ids) + 1}")))
         t5 = t()
         influence = None
         if measure_image_influence:
@@ -209,7 +215,7 @@ class VLM:
         return Answer(
             text=self.prompts.decode(ids), token_ids=ids,
             confidence=None if isinstance(steering, ScalingVis) else confidence,
-            scale=None if alpha is None else describe(alpha),
+            alpha=None if alpha is None else describe(alpha),
             steering="none" if steering is None else type(steering).__name__.lower(),
             timings=Timings(vision=vision_s, prefill=(t2 - t0) - vision_s,
                             confidence_step=t3 - t2, rescaled_step=t4 - t3, decode=t5 - t4),
@@ -261,6 +267,7 @@ class VLM:
         embeds = self.sessions.embeddings(prompt.ids)
         embeds[0, prompt.image_start: prompt.image_end] = features[0]
         logits, _ = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, image_mask)
+        _finite(logits, "the blank-image pass (alpha = 1)")
         p, q = _softmax(logits_with_image), _softmax(logits)
         return ImageInfluence(tv_distance=float(0.5 * np.abs(p - q).sum()),
                               answer_changed=int(p.argmax()) != int(q.argmax()),
@@ -276,24 +283,27 @@ class VLM:
 
 
 def load_calibration(folder: Path) -> AdaptVis:
-    """The bundle's calibration.json (written by `just calibrate`), else the paper's defaults."""
-    path = folder / CALIBRATION_FILE
-    if not path.is_file():
-        return PAPER_DEFAULT
-    from .errors import BundleError
-    try:
-        chosen = json.loads(path.read_text())["adaptvis"]
-        return AdaptVis(low=chosen["alpha_low"], high=chosen["alpha_high"], threshold=chosen["threshold"],
-                        round_confidence=bool(chosen.get("round_confidence", False)),
-                        apply_to=chosen.get("apply_to", "last_token"))
-    except (OSError, ValueError, KeyError, TypeError, SteeringError) as e:
-        raise BundleError(f"{path} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
+    """The AdaptVis of the bundle's calibration.json (written by `just calibrate`), else the paper's defaults."""
+    calibration = read_calibration(folder)
+    return calibration.adaptvis if calibration is not None else PAPER_DEFAULT
 
 
 def _alphas(steering) -> list:
     if isinstance(steering, AdaptVis):
         return [steering.low, steering.high]
     return [steering.alpha] if isinstance(steering, ScalingVis) else []
+
+
+def _finite(logits: np.ndarray, where: str, alpha=None) -> np.ndarray:
+    """``logits`` if all are finite; else NumericalError: argmax over NaN would answer token 0, silently."""
+    if np.isfinite(logits).all():
+        return logits
+    bad = int(logits.size - np.isfinite(logits).sum())
+    steered = alpha is not None and not np.all(np.asarray(alpha) == 1)
+    cause = (f" with alpha {brief(alpha)}: try an alpha closer to 1" if steered else
+             ": the bundle's weights or its number format (an fp16 overflow?) are at fault")
+    raise NumericalError(f"the decoder's logits after {where} hold {bad} NaN or infinite values of {logits.size}"
+                         f"{cause}; no answer is given", steered=steered)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -37,6 +37,12 @@ class PromptBuilder:
     def from_question(self, question: str) -> Prompt:
         """Apply the bundle's chat template (LLaVA-1.5: 'USER: <image>\\n{question} ASSISTANT:')."""
         check_text(question, "question")
+        placeholder = self.manifest.image_placeholder
+        if placeholder in question:
+            raise PromptError(f"the question contains the image placeholder {placeholder!r} "
+                              f"{_times(question.count(placeholder))}; the chat template already holds the one image "
+                              f"slot, so each {placeholder!r} in the question would add another: "
+                              f"remove it (or pass a whole prompt with one placeholder to generate())")
         return self.from_raw(self.manifest.prompt_template.format(question=question.strip()))
 
     def from_raw(self, prompt: str) -> Prompt:
@@ -45,7 +51,7 @@ class PromptBuilder:
         placeholder = self.manifest.image_placeholder
         if prompt.count(placeholder) != 1:
             raise PromptError(f"the prompt must contain the image placeholder {placeholder!r} exactly once, "
-                              f"found it {prompt.count(placeholder)} times")
+                              f"found it {_times(prompt.count(placeholder))}")
         ids = self.tokenizer.encode(prompt, add_special_tokens=True).ids
         where = [i for i, t in enumerate(ids) if t == self.image_id]
         if len(where) != 1:
@@ -56,6 +62,10 @@ class PromptBuilder:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def _times(n: int) -> str:
+    return {0: "0 times", 1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def check_text(text, what: str, limit: int = MAX_QUESTION_CHARS) -> None:

@@ -2,7 +2,8 @@
 
 An alpha may be a scalar, a per-layer array [L] or a per-layer-per-head array
 [L, H]; ``scale_tensor`` broadcasts it into the decoder's
-``image_attention_scale`` input [1, L, H].
+``image_attention_scale`` input [1, L, H].  Every value must lie in
+[ALPHA_MIN, ALPHA_MAX].
 """
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from .errors import SteeringError
 Alpha = Union[float, int, np.ndarray, list, tuple]
 APPLY_TO = ("last_token", "after_image")   # last_token: the paper's default
 
+# The papers' grids use alphas of 0.5 to 2.0.  [0.01, 100] leaves 50x room on either side of those
+# for exploration, and keeps the scaled attention logits finite: 100 x a logit of up to 655 stays
+# under fp16's largest value (65504).  Far outside it, float32 overflows too: 1e37 x a logit of 34
+# is inf, and the softmax over it is NaN.
+ALPHA_MIN, ALPHA_MAX = 0.01, 100.0
+
 
 @dataclass(frozen=True, eq=False)
 class ScalingVis:
@@ -26,7 +33,7 @@ class ScalingVis:
     apply_to: str = "last_token"
 
     def __post_init__(self):
-        _check_alpha("alpha", self.alpha)
+        check_alpha("alpha", self.alpha)
         _check_apply_to(self.apply_to)
 
 
@@ -45,8 +52,8 @@ class AdaptVis:
     apply_to: str = "last_token"
 
     def __post_init__(self):
-        _check_alpha("low", self.low)
-        _check_alpha("high", self.high)
+        check_alpha("low", self.low)
+        check_alpha("high", self.high)
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float, np.floating)) or not math.isfinite(t) or not 0 <= t <= 1:
             raise SteeringError(f"threshold must be a finite number in [0, 1], got {t!r}")
@@ -59,7 +66,7 @@ class AdaptVis:
 
 def scale_tensor(alpha: Alpha, num_layers: int, num_heads: int) -> np.ndarray:
     """alpha (scalar, [L] or [L, H]) -> float32 [1, L, H]."""
-    a = _check_alpha("alpha", alpha)
+    a = check_alpha("alpha", alpha)
     if a.ndim == 0:
         out = np.full((num_layers, num_heads), a, dtype=np.float32)
     elif a.shape == (num_layers,):
@@ -78,18 +85,32 @@ def describe(alpha: Alpha) -> float | list:
     return float(a) if a.ndim == 0 else a.tolist()
 
 
-def _check_alpha(name: str, alpha: Alpha) -> np.ndarray:
+def brief(alpha: Alpha) -> str:
+    """A scalar as itself; an array by its extremes (an [L, H] alpha may hold a thousand values)."""
+    a = np.asarray(alpha, dtype=np.float64)
+    if a.ndim == 0:
+        return f"{float(a):g}"
+    return f"an array of shape {list(a.shape)} with values from {np.min(a):g} to {np.max(a):g}" \
+        if np.all(np.isfinite(a)) else f"an array of shape {list(a.shape)} holding NaN or inf"
+
+
+def check_alpha(name: str, alpha: Alpha) -> np.ndarray:
+    """``alpha`` as float32 if it is a scalar, [L] or [L, H] array of values in [ALPHA_MIN, ALPHA_MAX];
+    else SteeringError naming it ``name``."""
     if isinstance(alpha, bool):
         raise SteeringError(f"{name} must be a positive number or array, got a bool")
     try:
-        a = np.asarray(alpha, dtype=np.float32)
+        a = np.asarray(alpha, dtype=np.float64)
     except (TypeError, ValueError):
         raise SteeringError(f"{name} must be a positive number or array of numbers, got {type(alpha).__name__}") from None
     if a.ndim > 2 or a.size == 0:
         raise SteeringError(f"{name} must be a scalar, [L] or [L, H] array, got shape {list(a.shape)}")
-    if not np.all(np.isfinite(a)) or not np.all(a > 0):
-        raise SteeringError(f"{name} must be finite and > 0, got {describe(a)}")
-    return a
+    if not np.all(np.isfinite(a)):
+        raise SteeringError(f"{name} must be finite, got {brief(a)}")
+    if not np.all((a >= ALPHA_MIN) & (a <= ALPHA_MAX)):
+        raise SteeringError(f"{name} must lie in [{ALPHA_MIN:g}, {ALPHA_MAX:g}] (the papers use 0.5 to 2.0; "
+                            f"far beyond it scaled attention logits overflow), got {brief(a)}")
+    return a.astype(np.float32)
 
 
 def _check_apply_to(apply_to: str) -> None:

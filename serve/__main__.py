@@ -36,6 +36,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit, help="largest max_tokens accepted")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     p.add_argument("--image-folder", help="allow image_url to name files inside this folder (default: refused)")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout_s, metavar="S",
+                   help=f"seconds a request's headers may take, else 408 and close (default {d.header_timeout_s:g})")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="S",
+                   help=f"seconds its body may take after them, else 408 and close (default {d.body_timeout_s:g})")
+    p.add_argument("--keep-alive", type=float, default=d.keep_alive_s, metavar="S",
+                   help=f"seconds an idle connection stays open between requests (default {d.keep_alive_s:g})")
+    p.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help=f"open connections at once; one more gets 503 and is closed (default {d.max_connections})")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per session (default: all cores)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
@@ -48,7 +56,9 @@ def settings_from(args) -> ServeSettings:
                          max_body_bytes=args.max_body_bytes, max_image_pixels=args.max_image_pixels,
                          max_messages=args.max_messages, max_tokens_limit=args.max_tokens_limit,
                          default_max_tokens=args.default_max_tokens, image_folder=args.image_folder,
-                         threads=args.threads)
+                         threads=args.threads, header_timeout_s=args.header_timeout,
+                         body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
+                         max_connections=args.max_connections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     import uvicorn
+
+    from .protocol import uvicorn_options
     print(f"serving {settings.served_name!r} from {settings.bundle} on http://{settings.host}:{settings.port}/v1 "
-          f"({settings.max_concurrent} at once, {settings.max_queue} queued)", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_keep_alive=30)
+          f"({settings.max_concurrent} at once, {settings.max_queue} queued, {settings.max_connections} "
+          f"connections)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, **uvicorn_options(settings))
     return 0
 
 

@@ -146,7 +146,7 @@ def finish_reason(answer: runtime.Answer, call: Call) -> str:
 
 def extension(answer: runtime.Answer) -> dict:
     d = answer.to_dict()
-    return {"steering": answer.steering, "confidence": answer.confidence, "alpha": d["scale"],
+    return {"steering": answer.steering, "confidence": answer.confidence, "alpha": d["alpha"],
             "image_influence": d["image_influence"], "timings": d["timings"], "attention": d["attention"]}
 
 

@@ -2,13 +2,14 @@
 
 Every rejection the server makes goes through ``APIError`` (or is converted to one), so a client
 library that understands OpenAI's errors understands ours, and nothing reaches the client as a
-stack trace.  Runtime input errors (a bad image, a too-long prompt, a bad alpha) become 400s.
+stack trace.  Runtime input errors (a bad image, a too-long prompt, a bad alpha, logits that came
+out NaN) become 400s.
 """
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from runtime.errors import ImageError, PromptError, RuntimeInputError, SteeringError
+from runtime.errors import ImageError, NumericalError, PromptError, RuntimeInputError, SteeringError
 
 
 class APIError(Exception):
@@ -36,6 +37,8 @@ def from_runtime(e: RuntimeInputError) -> APIError:
         return APIError(400, message, param="messages", code=code)
     if isinstance(e, SteeringError):
         return APIError(400, message, param="steering", code="invalid_steering")
+    if isinstance(e, NumericalError):
+        return APIError(400, message, param="steering" if e.steered else None, code="non_finite_logits")
     return APIError(400, message, code="invalid_request")
 
 

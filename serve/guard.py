@@ -1,6 +1,7 @@
 """The first thing every HTTP request meets (pure ASGI, before any routing or parsing):
 
-    request --> API key? (401, nothing read) --> body <= max_body_bytes? (413, reading stops) --> the app
+    request --> one framing? (400) --> API key? (401, nothing read) --> body <= max_body_bytes? (413, reading
+    stops) --> the app
 
 The body is read here, bounded, whether or not it declares a Content-Length (chunked uploads
 count too), then handed to the app as it was.
@@ -22,6 +23,11 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if "content-length" in headers and "transfer-encoding" in headers:
+            # RFC 9112 6.1: a server may refuse it and must close; a proxy in front may frame it the other way
+            return await APIError(400, "the request has both Content-Length and Transfer-Encoding: send one",
+                                  code="invalid_request", headers={"Connection": "close"}).response()(
+                scope, receive, send)
         if self.api_key is not None and not self._authorized(headers.get("authorization", "")):
             return await unauthorized().response()(scope, receive, send)
         if scope["method"] not in _WITH_BODY:

@@ -35,6 +35,15 @@ class ServeSettings:
     default_max_tokens: int = 64                # when a request gives none
     image_folder: str | None = None             # local image paths allowed from this folder only; None: refused
     threads: int | None = None                  # ONNX Runtime intra-op threads per session (None: all cores)
+    # Connections (serve/protocol.py; `just serve` only: under Ray its proxy holds the sockets).  A request's
+    # headers must arrive within header_timeout_s and its body within body_timeout_s of them, else 408 and
+    # the connection closes; both are totals, so a slow drip does not extend them.
+    header_timeout_s: float = 10.0              # a LAN client sends its headers in milliseconds
+    body_timeout_s: float = 60.0                # max_body_bytes (20 MB) at ~3 Mbit/s, a weak Wi-Fi link
+    keep_alive_s: float = 15.0                  # idle between requests; OpenAI's client (httpx) drops its own after 5 s
+    # Beyond this many open sockets a new one gets 503 and is closed: about 4x capacity (34 by default), room for
+    # idle keep-alive clients and health probes, far below the usual 1024 open files of a process.
+    max_connections: int = 128
 
     def __post_init__(self):
         for name in ("port", "max_concurrent", "max_queue", "max_body_bytes", "max_image_pixels", "max_messages",
@@ -51,6 +60,13 @@ class ServeSettings:
         if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 8
                                          or any(c.isspace() for c in self.api_key)):
             raise SettingsError("api_key must be a string of at least 8 characters without spaces")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+                raise SettingsError(f"{name} must be a number of seconds in (0, 3600], got {value!r}")
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int) \
+                or self.max_connections < 1:
+            raise SettingsError(f"max_connections must be an int >= 1, got {self.max_connections!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise SettingsError(f"threads must be an int >= 1 or None (all cores), got {self.threads!r}")

@@ -59,7 +59,7 @@ class FakeVLM:
         text = gold.capitalize() if alpha == want else "Nothing."
         infl = ImageInfluence(0.25, conf > 0.5, 7, 0.5) if measure_image_influence else None
         return Answer(text=text, token_ids=[1, 2], confidence=None if isinstance(steering, runtime.ScalingVis)
-                      else conf, scale=alpha, steering="none" if steering is None else type(steering).__name__.lower(),
+                      else conf, alpha=alpha, steering="none" if steering is None else type(steering).__name__.lower(),
                       image_influence=infl)
 
 
@@ -92,7 +92,7 @@ class AttentionFakeVLM(FakeVLM):
         g, L = self.grid, self.layers
         uniform = np.full((L, g, g), 0.5 / (g * g), dtype=np.float32)
         maps = {"confidence": uniform}
-        if ans.scale == HIGH_ALPHA:
+        if ans.alpha == HIGH_ALPHA:
             x0, y0, x1, y1 = self.boxes[name]["A"]
             one = np.zeros((L, g, g), dtype=np.float32)
             one[:, int((y0 + y1) / 2 / h * g), int((x0 + x1) / 2 / w * g)] = 0.7

@@ -100,7 +100,7 @@ def test_rescaled_pass_is_adaptvis_second_pass(bundle_dir, syn12):
     for it in load_dataset(syn12).items[:2]:
         for steering in (runtime.AdaptVis(0.5, 1.5, 0.0), runtime.AdaptVis(0.5, 1.5, 1.0)):
             ad = vlm.answer(it.image_path, it.question, steering=steering, max_new_tokens=3)
-            sv = vlm.answer(it.image_path, it.question, steering=runtime.ScalingVis(ad.scale), max_new_tokens=3)
+            sv = vlm.answer(it.image_path, it.question, steering=runtime.ScalingVis(ad.alpha), max_new_tokens=3)
             plain = vlm.answer(it.image_path, it.question, steering=None, max_new_tokens=3)
             assert ad.token_ids == sv.token_ids and ad.text == sv.text
             assert ad.confidence == pytest.approx(plain.confidence, abs=1e-6)
@@ -136,7 +136,7 @@ def test_calibration_json_round_trips_into_the_runtime(tmp_path, bundle, syn12):
                     runtime.answer(it.image_path, it.question, bundle=bundle, max_new_tokens=2)):
             assert ans.steering == "adaptvis"
             want = a["alpha_low"] if ans.confidence < a["threshold"] else a["alpha_high"]
-            assert ans.scale == want
+            assert ans.alpha == want
         return ans
 
     check(doc)
@@ -148,7 +148,7 @@ def test_calibration_json_round_trips_into_the_runtime(tmp_path, bundle, syn12):
     doc2 = json.loads((bundle / "calibration.json").read_text())
     assert doc2["adaptvis"]["threshold"] == 0.0 and doc2["adaptvis"]["alpha_high"] == 2.0
     runtime._loaded.clear()
-    assert check(doc2).scale == 2.0
+    assert check(doc2).alpha == 2.0
 
 
 def test_resume_makes_no_model_calls(tmp_path, bundle, syn12, count_calls):
@@ -214,6 +214,13 @@ def test_cli_errors(tmp_path, bundle, syn12):
     with pytest.raises(SystemExit):
         _run(bundle, syn12, "--grid-low", "0.5,x")
     assert not (bundle / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--grid-high", "1.5,1e38"), ("--grid-low", "0.001,0.5")])
+def test_grid_alphas_out_of_range_are_refused_before_any_work(tmp_path, syn12, flag, value, capsys):
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "no-bundle", syn12, flag, value)
+    assert "must lie in [0.01, 100]" in capsys.readouterr().err
 
 
 def test_calibrate_without_matplotlib(tmp_path, monkeypatch):

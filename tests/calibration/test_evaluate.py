@@ -110,6 +110,27 @@ def test_settings_come_from_calibration_then_flags(tmp_path, bundle_dir, syn8):
         _run(bundle, syn8, "--adaptvis", "0.5,1.2")
 
 
+@pytest.mark.parametrize("where, value", [("scalingvis", 1e38), ("adaptvis", 1e38)])
+def test_a_calibration_alpha_out_of_range_is_refused(tmp_path, bundle_dir, syn8, where, value):
+    """Both readers of calibration.json: the runtime's (the AdaptVis) and evaluate's (the best constant alpha)."""
+    bundle = shutil.copytree(bundle_dir("tiny"), tmp_path / "bundle")
+    adaptvis = {"alpha_low": 0.5, "alpha_high": value if where == "adaptvis" else 1.5, "threshold": 0.4}
+    scaling = value if where == "scalingvis" else 1.2
+    write_calibration(bundle, {"schema_version": 1, "adaptvis": adaptvis,
+                               "metrics": {"test": {"scalingvis": {"alpha": scaling}}}})
+    rc, _, err = _run(bundle, syn8, "--max-new-tokens", "2", "--out", tmp_path / "eval", "--quiet", "--limit", "4")
+    assert rc == 2 and "BundleError" in err and r"must lie in [0.01, 100]" in err, err
+    assert ("metrics.test.scalingvis.alpha must lie" in err) == (where == "scalingvis")
+
+
+@pytest.mark.parametrize("flag", [["--scalingvis-alpha", "1e38"], ["--adaptvis", "0.5,3e38,0.3"],
+                                  ["--adaptvis", "0.001,1.5,0.3"]])
+def test_flag_alphas_out_of_range_are_refused(tmp_path, syn8, flag, capsys):
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "no-bundle", syn8, *flag)
+    assert "must lie in [0.01, 100]" in capsys.readouterr().err
+
+
 def test_metrics_with_known_answers(tmp_path):
     """With the stand-in model the three methods' accuracies are known exactly."""
     ds = generate(tmp_path / "syn", n=16, seed=11, size=64)

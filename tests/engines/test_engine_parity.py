@@ -132,7 +132,7 @@ def test_fp32_engines_match_onnxruntime_cpu(size, built):
         for steering in (None, runtime.ScalingVis(0.5), runtime.AdaptVis(0.5, 2.0, 0.2)):
             a = engine.answer(random_image(i), question, steering=steering, max_new_tokens=8)
             b = cpu.answer(random_image(i), question, steering=steering, max_new_tokens=8)
-            assert a.token_ids == b.token_ids and a.scale == b.scale
+            assert a.token_ids == b.token_ids and a.alpha == b.alpha
 
 
 def test_fp16_engines_give_the_same_greedy_tokens(size, built):

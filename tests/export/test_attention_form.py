@@ -100,7 +100,7 @@ def test_greedy_answers_equal_the_independent_reference(keys_bundle, checkpoint_
         else:
             ours = vlm.answer(image, QUESTION, steering=runtime.AdaptVis(0.5, 2.0, 0.5), max_new_tokens=6)
             want = ref.adaptvis(image, QUESTION, 0.5, 2.0, 0.5, 6)
-        assert ours.token_ids == want.token_ids and ours.scale == want.scale
+        assert ours.token_ids == want.token_ids and ours.alpha == want.alpha
         if want.confidence is not None:
             assert abs(ours.confidence - want.confidence) <= 1e-5
 

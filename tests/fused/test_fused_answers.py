@@ -39,7 +39,7 @@ def _same(ours, want):
         assert ours.confidence is None
     else:
         assert abs(ours.confidence - want.confidence) <= 1e-5
-    assert ours.scale == want.scale
+    assert ours.alpha == want.alpha
 
 
 def test_auto_opens_the_fused_decoder_on_cpu(trio, size):
@@ -74,7 +74,7 @@ def test_adaptvis_threshold_on_both_sides_of_the_confidence(trio, size, side):
         threshold = min(1.0, confidence + 0.01) if side == "below" else max(0.0, confidence - 0.01)
         ours = fused.answer(image, QUESTION, steering=runtime.AdaptVis(0.5, 2.0, threshold), max_new_tokens=NEW_TOKENS)
         _same(ours, ref.adaptvis(image, QUESTION, 0.5, 2.0, threshold, NEW_TOKENS))
-        assert ours.scale == (0.5 if side == "below" else 2.0)
+        assert ours.alpha == (0.5 if side == "below" else 2.0)
 
 
 def test_scaling_every_token_after_the_image(trio, size):

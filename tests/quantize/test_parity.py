@@ -72,14 +72,14 @@ def test_the_runtime_answers_with_adaptvis_as_it_is(quantized_dir, bundle_dir, s
     for item in synthetic:
         a = source.answer(item.image_path, item.question, steering=steering, max_new_tokens=4)
         b = quantized.answer(item.image_path, item.question, steering=steering, max_new_tokens=4)
-        assert b.steering == "adaptvis" and b.scale in (0.5, 2.0) and b.confidence is not None
+        assert b.steering == "adaptvis" and b.alpha in (0.5, 2.0) and b.confidence is not None
         assert len(b.token_ids) >= 1 or b.text == ""
         drift.append(abs(a.confidence - b.confidence))
         # The alpha differs only where the confidence moved across the threshold.
-        if a.scale != b.scale:
+        if a.alpha != b.alpha:
             assert abs(a.confidence - steering.threshold) <= abs(a.confidence - b.confidence)
         if to == "fp16":
-            assert a.scale == b.scale and a.token_ids == b.token_ids
+            assert a.alpha == b.alpha and a.token_ids == b.token_ids
     limit = {"fp16": 2e-3, "int8": 1e-2, "int4": 0.1, "int8-dynamic": 2e-2}[to]
     assert max(drift) <= limit
 

@@ -19,7 +19,7 @@ from transformers.models.llama import modeling_llama
 class ReferenceAnswer:
     token_ids: list[int]
     confidence: float | None
-    scale: float | None
+    alpha: float | None
 
 
 class Reference:

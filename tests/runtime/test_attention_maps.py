@@ -63,10 +63,10 @@ def test_adaptvis_maps_of_both_passes_equal_the_reference(pair, size, side, imag
     threshold = min(1.0, confidence + 0.01) if side == "below" else max(0.0, confidence - 0.01)
     ans = vlm.answer(image, QUESTION, steering=runtime.AdaptVis(0.5, 2.0, threshold), max_new_tokens=2,
                      return_attention=True)
-    assert ans.scale == (0.5 if side == "below" else 2.0)
+    assert ans.alpha == (0.5 if side == "below" else 2.0)
     assert set(ans.attention) == {"confidence", "rescaled"}
     _assert_maps_equal_reference(ans.attention["confidence"], ref.last_row_attention(inputs, None), ref, inputs)
-    _assert_maps_equal_reference(ans.attention["rescaled"], ref.last_row_attention(inputs, ans.scale), ref, inputs)
+    _assert_maps_equal_reference(ans.attention["rescaled"], ref.last_row_attention(inputs, ans.alpha), ref, inputs)
     assert not np.allclose(ans.attention["confidence"].maps, ans.attention["rescaled"].maps, atol=1e-4)
 
 
@@ -100,8 +100,8 @@ def test_attention_changes_nothing_else(pair):
     without = vlm.answer(IMAGES[1], QUESTION, steering=steering, max_new_tokens=6)
     with_maps = vlm.answer(IMAGES[1], QUESTION, steering=steering, max_new_tokens=6, return_attention=True)
     assert without.attention is None
-    assert (with_maps.token_ids, with_maps.confidence, with_maps.scale) == \
-           (without.token_ids, without.confidence, without.scale)
+    assert (with_maps.token_ids, with_maps.confidence, with_maps.alpha) == \
+           (without.token_ids, without.confidence, without.alpha)
     as_json = json.loads(json.dumps(with_maps.to_dict()))
     assert np.allclose(as_json["attention"]["rescaled"]["maps"], with_maps.attention["rescaled"].maps)
     assert json.loads(json.dumps(without.to_dict()))["attention"] is None
@@ -251,7 +251,7 @@ def test_an_old_bundle_answers_and_refuses_attention_clearly(bundle_dir, size, t
     steering = runtime.AdaptVis(0.5, 2.0, 0.3)
     a = vlm.answer(IMAGES[0], QUESTION, steering=steering, max_new_tokens=4)
     b = new.answer(IMAGES[0], QUESTION, steering=steering, max_new_tokens=4)
-    assert (a.token_ids, a.confidence, a.scale) == (b.token_ids, b.confidence, b.scale) and a.attention is None
+    assert (a.token_ids, a.confidence, a.alpha) == (b.token_ids, b.confidence, b.alpha) and a.attention is None
     with pytest.raises(BundleError, match="exported before the decoder returned its attention.*[Rr]e-export"):
         vlm.answer(IMAGES[0], QUESTION, steering=steering, max_new_tokens=4, return_attention=True)
     again = vlm.answer(IMAGES[0], QUESTION, steering=steering, max_new_tokens=4)     # still usable

@@ -25,7 +25,7 @@ a = vlm.answer(np.full((20, 30, 3), 120, np.uint8), 'Where is the mug?', max_new
 assert len(a.token_ids) > 0 and a.confidence is not None
 bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum', 'tensorrt', 'cuda', 'pycuda'))
 assert not bad, bad
-print('ok', a.steering, a.scale)
+print('ok', a.steering, a.alpha)
 """
 
 
@@ -70,7 +70,7 @@ def test_threads_give_the_same_answers_as_serial_use(bundle_dir):
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(lambda job: fresh.answer(job[0], job[1], steering=job[2], max_new_tokens=6), jobs))
     assert [a.token_ids for a in threaded] == [a.token_ids for a in serial]
-    assert [a.scale for a in threaded] == [a.scale for a in serial]
+    assert [a.alpha for a in threaded] == [a.alpha for a in serial]
 
 
 def test_module_level_answer_loads_once(bundle_dir):

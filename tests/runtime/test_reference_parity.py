@@ -29,7 +29,7 @@ def _same(ours, ref):
         assert ours.confidence is None
     else:
         assert abs(ours.confidence - ref.confidence) <= 1e-5
-    assert ours.scale == ref.scale
+    assert ours.alpha == ref.alpha
 
 
 @pytest.mark.parametrize("image_index", range(len(IMAGES)))
@@ -60,7 +60,7 @@ def test_adaptvis_threshold_on_both_sides_of_the_confidence(pair, size, side, im
     ours = vlm.answer(image, QUESTION, steering=runtime.AdaptVis(0.5, 2.0, threshold), max_new_tokens=NEW_TOKENS)
     want = ref.adaptvis(image, QUESTION, 0.5, 2.0, threshold, NEW_TOKENS)
     _same(ours, want)
-    assert ours.scale == (0.5 if side == "below" else 2.0)
+    assert ours.alpha == (0.5 if side == "below" else 2.0)
 
 
 def test_scaling_every_token_after_the_image(pair, size):
@@ -119,7 +119,7 @@ def test_stream_answer_ends_with_the_answer(pair, size):
     *pieces, last = items
     assert all(isinstance(p, str) for p in pieces) and isinstance(last, runtime.Answer)
     assert "".join(pieces) == whole.text == last.text
-    assert last.token_ids == whole.token_ids and last.scale == whole.scale
+    assert last.token_ids == whole.token_ids and last.alpha == whole.alpha
     assert last.confidence == whole.confidence and last.image_influence == whole.image_influence
 
 

@@ -26,6 +26,17 @@ def _bomb(side: int = 5000) -> bytes:
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
+def _nan_tiff() -> bytes:
+    """A valid TIFF of float32 pixels, all NaN (PIL reads it as mode F)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 30), np.nan, np.float32)).save(buf, "TIFF")
+    return buf.getvalue()
+
+
 def _body(**changes) -> dict:
     body = {"model": MODEL, "messages": user_message(QUESTION, data_url(GOOD_IMAGE)), "max_tokens": 6}
     body.update(changes)
@@ -141,6 +152,15 @@ CASES = {
     "a NaN threshold": (dict(content=b'{"model": "tiny-llava", "messages": ' + httpx.Response(
         200, json=user_message(QUESTION, data_url(GOOD_IMAGE))).content + b', "steering": {"method": "adaptvis", '
         b'"threshold": NaN}}', headers=JSON), 400, "invalid_steering"),
+    "an alpha of 1e38": (dict(json=_body(steering={"method": "scalingvis", "alpha": 1e38})), 400, "invalid_steering"),
+    "an alpha of 1e37": (dict(json=_body(steering={"method": "scalingvis", "alpha": 1e37})), 400, "invalid_steering"),
+    "an AdaptVis high of 3e38": (dict(json=_body(steering={"method": "adaptvis", "high": 3e38})),
+                                 400, "invalid_steering"),
+    "an AdaptVis low of 1e-30": (dict(json=_body(steering={"method": "adaptvis", "low": 1e-30})),
+                                 400, "invalid_steering"),
+    "the image placeholder in the question": (dict(json=_body(messages=user_message(
+        "Is the <image> left of the plate?", data_url(GOOD_IMAGE)))), 400, "invalid_prompt"),
+    "a float TIFF full of NaN": (dict(json=_with_image(data_url(_nan_tiff(), "image/tiff"))), 400, "invalid_image"),
     "a parameter of another method": (dict(json=_body(steering={"method": "adaptvis", "alpha": 2.0})),
                                       400, "invalid_steering"),
     "an unknown steering method": (dict(json=_body(steering="sharpen")), 400, "invalid_request"),
@@ -157,6 +177,17 @@ def test_bad_request(http, expected, name):
     kwargs, status, code = CASES[name]
     _error(http.request("POST", "/v1/chat/completions", **kwargs), status, code)
     _still_right(http, expected)
+
+
+def test_the_messages_say_what_was_wrong(http):
+    def message(name):
+        kwargs, status, code = CASES[name]
+        return _error(http.request("POST", "/v1/chat/completions", **kwargs), status, code)["message"]
+    assert "alpha must lie in [0.01, 100]" in message("an alpha of 1e38")
+    assert "high must lie in [0.01, 100]" in message("an AdaptVis high of 3e38")
+    assert "the question contains the image placeholder '<image>' once" in message(
+        "the image placeholder in the question")
+    assert "NaN or infinite pixels" in message("a float TIFF full of NaN")
 
 
 def test_a_chunked_body_over_the_limit(http, expected):

@@ -64,6 +64,7 @@ def test_just_serve_answers_then_stops(bundle_dir, tiny_vlm):
     (["BUNDLE", "--api-key", "short"], "api_key must be"),
     (["BUNDLE", "--provider", "tpu"], "unknown provider"),
     (["BUNDLE", "--image-folder", "/nonexistent/folder"], "is not a folder"),
+    (["BUNDLE", "--header-timeout", "0"], "header_timeout_s must be"),
 ])
 def test_bad_settings_fail_before_listening(bundle_dir, args, message):
     args = [str(bundle_dir("tiny")) if a == "BUNDLE" else a for a in args]
@@ -74,8 +75,23 @@ def test_bad_settings_fail_before_listening(bundle_dir, args, message):
 
 def test_settings_validate():
     for bad in [dict(port=70000), dict(max_queue=-1), dict(default_max_tokens=600), dict(max_body_bytes=True),
-                dict(threads=0), dict(threads="4"), dict(model_name=""), dict(providers=[1]), dict(providers=[])]:
+                dict(threads=0), dict(threads="4"), dict(model_name=""), dict(providers=[1]), dict(providers=[]),
+                dict(header_timeout_s=0), dict(body_timeout_s=-1.0), dict(keep_alive_s=float("nan")),
+                dict(header_timeout_s=True), dict(max_connections=0), dict(max_connections=2.5)]:
         with pytest.raises(SettingsError):
             ServeSettings(bundle=".", **bad)
     assert ServeSettings(bundle=".").host == "127.0.0.1"          # localhost unless told otherwise
     assert ServeSettings(bundle=".", api_key="k" * 12).to_dict()["api_key"] == "***"
+
+
+def test_connection_flags_reach_the_settings_and_uvicorn():
+    from serve.__main__ import parser, settings_from
+    from serve.protocol import BoundedH11Protocol, uvicorn_options
+    settings = settings_from(parser().parse_args([".", "--header-timeout", "2.5", "--body-timeout", "7",
+                                                  "--keep-alive", "3", "--max-connections", "9"]))
+    options = uvicorn_options(settings)
+    assert options["timeout_keep_alive"] == 3 and issubclass(options["http"], BoundedH11Protocol)
+    assert (options["http"].header_timeout_s, options["http"].body_timeout_s, options["http"].max_connections) \
+        == (2.5, 7, 9)
+    default = uvicorn_options(ServeSettings(bundle="."))["http"]
+    assert (default.header_timeout_s, default.body_timeout_s, default.max_connections) == (10, 60, 128)

@@ -29,7 +29,7 @@ def _ask(client, image: bytes, question: str = QUESTION, **kwargs):
 
 def _same(ext: dict, expected: runtime.Answer):
     assert ext["steering"] == expected.steering
-    assert ext["alpha"] == expected.to_dict()["scale"]
+    assert ext["alpha"] == expected.to_dict()["alpha"]
     if expected.confidence is None:
         assert ext["confidence"] is None
     else:

@@ -101,7 +101,7 @@ def test_runtime_equals_the_pytorch_reference(spatial_bundle, spatial_checkpoint
         assert abs(ours.confidence - theirs.confidence) <= 1e-5
         steered = vlm.answer(image, item.question, steering=runtime.AdaptVis(0.5, 1.5, 0.9), max_new_tokens=6)
         ref_steered = ref.adaptvis(image, item.question, 0.5, 1.5, 0.9, 6)
-        assert steered.token_ids == ref_steered.token_ids and steered.scale == ref_steered.scale
+        assert steered.token_ids == ref_steered.token_ids and steered.alpha == ref_steered.alpha
 
 
 def test_answers_eight_held_out_scenes(spatial_bundle, scenes):

@@ -1,0 +1,67 @@
+"""``calibration.json``: the AdaptVis settings ``just calibrate`` chose for a bundle, with the run's record.
+
+One reader and one writer for the file.  The runtime reads the settings it steers with
+(``adaptvis``); ``just evaluate`` also reads which subset they were chosen on and the best constant
+alpha of the dev split.  A malformed file is a ``BundleError`` naming the field, for every reader
+alike: a bundle never steers with settings half-read.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BundleError, SteeringError
+from .steering import AdaptVis, check_alpha
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    adaptvis: AdaptVis                   # what the bundle steers with by default
+    subset: str | None                   # the dataset subset it was calibrated on, when recorded
+    scalingvis_alpha: float | None       # the best constant alpha on the calibration's dev split, when recorded
+
+
+def read_calibration(folder: str | Path) -> Calibration | None:
+    """The bundle's calibration, or None when it has none; BundleError when the file is malformed."""
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        chosen = doc["adaptvis"]
+        for key in ("alpha_low", "alpha_high"):
+            check_alpha(key, chosen[key])
+        adaptvis = AdaptVis(low=chosen["alpha_low"], high=chosen["alpha_high"], threshold=chosen["threshold"],
+                            round_confidence=bool(chosen.get("round_confidence", False)),
+                            apply_to=chosen.get("apply_to", "last_token"))
+        subset = (doc.get("dataset") or {}).get("subset")
+        scaling = ((doc.get("metrics") or {}).get("test") or {}).get("scalingvis", {}).get("alpha")
+        if scaling is not None:
+            check_alpha("metrics.test.scalingvis.alpha", scaling)
+            scaling = float(scaling)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SteeringError) as e:
+        raise BundleError(f"{path} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
+    return Calibration(adaptvis, subset if isinstance(subset, str) else None, scaling)
+
+
+def write_calibration(folder: str | Path, document: dict) -> Path:
+    """Write ``folder/calibration.json`` atomically: a temporary file in the same folder,
+    fsynced, then renamed over the target (never a half-written file)."""
+    folder = Path(folder)
+    target = folder / CALIBRATION_FILE
+    tmp = folder / f".{CALIBRATION_FILE}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
