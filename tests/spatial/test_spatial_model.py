@@ -137,4 +137,4 @@ def test_the_fused_decoder_on_real_weights_equals_the_reference(spatial_bundle, 
         assert ours.token_ids == theirs.token_ids and abs(ours.confidence - theirs.confidence) <= 1e-5
         steered = vlm.answer(image, item.question, steering=runtime.AdaptVis(0.5, 1.5, 0.9), max_new_tokens=6)
         ref_steered = ref.adaptvis(image, item.question, 0.5, 1.5, 0.9, 6)
-        assert steered.token_ids == ref_steered.token_ids and steered.scale == ref_steered.scale
+        assert steered.token_ids == ref_steered.token_ids and steered.alpha == ref_steered.alpha
