@@ -4,8 +4,15 @@
             decoder_fused_<dtype>.onnx   ONNX Runtime contrib ops (manifest "fused_decoders"): CPU, CUDA
 
     "auto" (default): TensorRT first -> standard; else the fused one in the bundle's dtype if the bundle
-                      has it, else standard.  "standard", "fused" (the bundle's dtype's, else the one there
-                      is), "fused-fp32", "fused-fp16": exactly that one, or an error naming what there is.
+                      has it, else standard; never an fp32 GroupQueryAttention decoder on CUDA (below).
+                      "standard", "fused" (the bundle's dtype's, else the one there is), "fused-fp32",
+                      "fused-fp16": exactly that one, or an error naming what there is.
+
+ONNX Runtime's CUDA provider (1.31) has GroupQueryAttention kernels for fp16 and bf16 only: in an fp32
+fused decoder that node runs on the CPU, its KV cache copied across every step (measured on an H200:
+2.7x slower than the standard decoder), so "auto" keeps the standard decoder there; an fp16 fused
+decoder (``just fuse BUNDLE --dtype fp16``, asked for with decoder="fused-fp16") is the one for a GPU.
+"auto" never changes the precision the bundle was exported in.
 
 Both take the same inputs and give the same outputs (the fused one is checked against the standard
 one when it is built); a fused decoder's float type may differ from the bundle's (an fp16 fused
@@ -35,7 +42,8 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
     standard = DecoderChoice("standard", manifest.graphs["decoder"], manifest.dtype)
     fused = manifest.fused_decoders or {}
     tensorrt = providers[0] == "TensorrtExecutionProvider"
-    if wanted == "standard" or (wanted == "auto" and (tensorrt or manifest.dtype not in fused)):
+    if wanted == "standard" or (wanted == "auto" and (tensorrt or manifest.dtype not in fused
+                                                      or _cpu_attention_on_cuda(fused[manifest.dtype], providers))):
         return standard
     if tensorrt:
         raise ProviderError(f"the fused decoder uses ONNX Runtime's com.microsoft ops, which TensorRT's parser does "
@@ -53,6 +61,12 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
     if not isinstance(file, str) or not file or "/" in file or "\\" in file or file.startswith("."):
         raise BundleError(f"manifest fused_decoders[{dtype!r}] must name a file inside the bundle folder, got {file!r}")
     return DecoderChoice("fused", file, dtype)
+
+
+def _cpu_attention_on_cuda(record, providers: list[str]) -> bool:
+    """Whether this fused decoder's attention would leave the GPU: fp32 GroupQueryAttention on CUDA."""
+    return (providers[0] == "CUDAExecutionProvider" and isinstance(record, dict)
+            and record.get("dtype") == "fp32" and record.get("attention_op") == "GroupQueryAttention")
 
 
 def _fp32_first(dtype: str) -> int:
