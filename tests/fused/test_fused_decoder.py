@@ -89,10 +89,12 @@ def test_a_mismatch_fails_and_leaves_the_bundle_as_it_was(fused_bundle, monkeypa
     import fused.bundle as fb
 
     monkeypatch.setattr(fb, "compare_decoders", lambda *a, **k: {"logits": 1.0, "kv": 0.0, "attention": 0.0})
-    with pytest.raises(FusedParityError, match="logits 1.00e\\+00"):
-        fuse_bundle(folder, "fp16", log=lambda m: None)
-    assert (folder / "manifest.json").read_text() == before
-    assert sorted(p.name for p in folder.iterdir()) == files
+    for dtype in ("fp16", "fp32"):          # a new one, and one over the fused decoder already there
+        with pytest.raises(FusedParityError, match="logits 1.00e\\+00"):
+            fuse_bundle(folder, dtype, log=lambda m: None)
+        assert (folder / "manifest.json").read_text() == before
+        assert sorted(p.name for p in folder.iterdir()) == files
+    open_bundle(folder)                     # every checksum still holds
 
 
 def test_another_checkpoint_is_refused(fused_bundle, checkpoint_dir, tmp_path):
