@@ -86,6 +86,12 @@ class Manifest:
     # (a Mul on Q K^T, the form of every bundle exported before this field) or "scaled-keys" (on the
     # image keys before the MatMul; the cached keys stay unscaled).  Both compute the same attention.
     attention_form: str = "scaled-logits"
+    # What ``parity`` was held to (export/tolerance.py; None in manifests written before): the limit per
+    # key, how it was set (measured against float64, by magnitude and depth, fp16 absolute, or --atol),
+    # and PyTorch fp32's own distance from float64 arithmetic on the parity inputs, where measured.
+    parity_tolerance: dict[str, float] | None = None
+    parity_rule: dict[str, str] | None = None
+    parity_fp32_noise: dict[str, float] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
