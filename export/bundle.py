@@ -168,6 +168,10 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     parity = compare_with_onnx(folder, recorder.cases, dtype, atol, phase=memory.phase, log=log, **ranges)
     log("parity " + ", ".join(f"{k} {v:.2e} (tolerance {parity.tolerances.limits[k]:.2e})"
                               for k, v in parity.worst.items()) + f" ({time.perf_counter() - t:.1f}s)")
+    if parity.tolerances.noise:
+        log("parity: PyTorch fp32 vs float64 " + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.noise.items())
+            + "; by magnitude and depth (the rule without a float64 run) the tolerances would be "
+            + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.by_depth.items()))
     with memory.phase("manifest"):
         processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
         manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square, attention_form)

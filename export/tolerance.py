@@ -45,6 +45,7 @@ class Tolerances:
     limits: dict[str, float]
     rules: dict[str, str]
     noise: dict[str, float] = field(default_factory=dict)
+    by_depth: dict[str, float] = field(default_factory=dict)    # fp32: what the fallback rule would allow
 
     def explain(self, key: str) -> str:
         """'tolerance 4.1e-06 (fp32: 8 x PyTorch fp32's distance from float64, 5.1e-07)'."""
@@ -57,16 +58,18 @@ def tolerances(keys: list[str], dtype: str, noise: dict[str, float], magnitude: 
                depth: dict[str, int], atol: float | None = None) -> Tolerances:
     """The limits for ``keys``: measured where ``noise`` has the key, else by depth (fp16: absolute)."""
     limits, rules = {}, {}
+    by_depth = {} if dtype == "fp16" else \
+        {key: DEPTH_FACTOR * EPS32 * magnitude.get(key, 1.0) * max(1, depth.get(key, 1)) for key in keys}
     for key in keys:
-        mag = magnitude.get(key, 1.0)
         if dtype == "fp16":
             limits[key], rules[key] = (FP16_ATTENTION_TOLERANCE if key.endswith(".attention") else FP16_TOLERANCE), FP16
         elif key in noise:
-            limits[key], rules[key] = max(NOISE_FACTOR * noise[key], FLOOR_ULPS * EPS32 * mag), MEASURED
+            limits[key] = max(NOISE_FACTOR * noise[key], FLOOR_ULPS * EPS32 * magnitude.get(key, 1.0))
+            rules[key] = MEASURED
         else:
-            limits[key], rules[key] = DEPTH_FACTOR * EPS32 * mag * max(1, depth.get(key, 1)), BY_DEPTH
+            limits[key], rules[key] = by_depth[key], BY_DEPTH
     if atol is not None:
         for key in keys:
             if atol > limits[key]:
                 limits[key], rules[key] = atol, f"--atol {atol:g}"
-    return Tolerances(limits, rules, {k: v for k, v in noise.items() if k in keys})
+    return Tolerances(limits, rules, {k: v for k, v in noise.items() if k in keys}, by_depth)
