@@ -126,11 +126,10 @@ class ReferenceRecorder:
                           torch.float32))]
         self._record("decoder", steps, depth=layers)
         if self._exact(decoder):
-            with float64_run(decoder):
-                exact = [out for scale, _ in runs for _, _, out in _decoder_run(
+            with float64_run(decoder):      # step by step: one step's float64 outputs held at a time
+                self._noise("decoder", steps, (out for scale, _ in runs for _, _, out in _decoder_run(
                     decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale, self.cases.kv_shape,
-                    torch.float64)]
-            self._noise("decoder", steps, exact)
+                    torch.float64)))
 
     def _exact(self, part) -> bool:
         return self.measure_noise and fp64_fits(part)
@@ -145,7 +144,7 @@ class ReferenceRecorder:
                 self.cases.magnitude[key] = max(self.cases.magnitude.get(key, 0.0), mag)
                 self.cases.depth[key] = depth
 
-    def _noise(self, graph: str, steps: list[Step], exact: list[list[np.ndarray]]) -> None:
+    def _noise(self, graph: str, steps: list[Step], exact) -> None:
         """The recorded fp32 outputs against the float64 run's, in the parity check's own measure."""
         names = _output_names(graph, self.cases.num_layers)
         for step, outputs in zip(steps, exact, strict=True):
