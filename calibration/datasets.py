@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Optional
+from typing import Optional
 
 from . import prompts as P
 from .captions import parse_caption
 from .errors import DatasetNotFoundError, UnknownFormatError
 from .items import Item, LoadReport
-from .jsonscan import ScanError, ScanRecord, scan_json_list, scan_jsonl
+from .dataset_files import add_item, missing_message, read_text, resolve_image, scan_records, type_name
+from .jsonscan import ScanRecord, scan_json_list, scan_jsonl
 
 #: Upstream annotation file names -> subset.
 KNOWN_FILES: dict[str, str] = {
@@ -37,74 +38,6 @@ KNOWN_FILES: dict[str, str] = {
     "vg_qa_one_obj.json": P.VG_ONE,
     "vg_qa_two_obj.json": P.VG_TWO,
 }
-
-_IMAGE_DIRS: dict[str, tuple[str, ...]] = {
-    P.CONTROLLED_A: ("controlled_images",),
-    P.CONTROLLED_B: ("controlled_clevr",),
-    P.CONTROLLED_SYNTHETIC: ("images",),
-    P.COCO_ONE: ("val2017",),
-    P.COCO_TWO: ("val2017",),
-    P.VG_ONE: ("vg_images",),
-    P.VG_TWO: ("vg_images",),
-    P.VSR: ("train2017", "val2017", "images"),
-}
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise DatasetNotFoundError(f"dataset file not found: {path}")
-    if path.is_dir():
-        raise UnknownFormatError(f"expected a file, got a folder: {path}")
-    return path.read_bytes().decode("utf-8", errors="replace")
-
-
-def _type_name(v: object) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _resolve(raw: str, subset: str, image_root: Path, ann_dir: Path) -> tuple[Optional[Path], list[Path]]:
-    """Find an image on disk; returns ``(path or None, candidates tried)``."""
-    rel = PurePosixPath(raw.replace("\\", "/"))
-    if rel.is_absolute():
-        p = Path(str(rel))
-        return (p if p.is_file() else None), [p]
-    parts = rel.parts
-    stripped = PurePosixPath(*parts[1:]) if len(parts) > 1 and parts[0] == "data" else None
-    cands: list[Path] = []
-    for root in dict.fromkeys([image_root, ann_dir]):
-        cands.append(root / str(rel))
-        if stripped is not None:
-            cands.append(root / str(stripped))
-        for sub in _IMAGE_DIRS.get(subset, ()):
-            cands.append(root / sub / rel.name)
-        cands.append(root / rel.name)
-    cands = list(dict.fromkeys(cands))
-    for c in cands:
-        if c.is_file():
-            return c, cands
-    return None, cands
-
-
-def _missing(kind: str, raw: str, tried: list[Path]) -> str:
-    return f"{kind} not found: {raw!r} (tried {', '.join(str(t) for t in tried[:4])}{' ...' if len(tried) > 4 else ''})"
-
-
-def _scan(report: LoadReport, path: Path, scanner: Callable[[str], Iterable]) -> Iterable[ScanRecord]:
-    for rec in scanner(_read_text(path)):
-        if isinstance(rec, ScanError):
-            report.add_problem(path, rec.line, rec.message)
-        else:
-            yield rec
-
-
-def _add(report: LoadReport, path: Path, line: int, make: Callable[[], Item]) -> None:
-    try:
-        report.items.append(make())
-    except ValueError as e:  # Item validation
-        report.add_problem(path, line, str(e))
-
 
 # ---------------------------------------------------------------- Controlled images
 
@@ -153,7 +86,7 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
     """
     path = Path(path)
     report = LoadReport(path=path)
-    records = list(_scan(report, path, scan_json_list))
+    records = list(scan_records(report, path, scan_json_list))
     subset = subset or _detect_controlled_subset(path, records)
     if subset not in P.CONTROLLED_SUBSETS:
         raise UnknownFormatError(f"{subset!r} is not a Controlled subset ({', '.join(P.CONTROLLED_SUBSETS)})")
@@ -171,11 +104,11 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
 
         where = f"{path}:{line}"
         if not isinstance(v, dict):
-            bad(f"record is not an object (got {_type_name(v)})")
+            bad(f"record is not an object (got {type_name(v)})")
             continue
         raw = v.get("image_path")
         if not isinstance(raw, str) or not raw.strip():
-            bad(f"field 'image_path' must be a non-empty string (got {_type_name(raw)})")
+            bad(f"field 'image_path' must be a non-empty string (got {type_name(raw)})")
             continue
         caps = v.get("caption_options")
         if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
@@ -183,7 +116,7 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
             continue
         boxes = v.get("boxes")
         if boxes is not None and not isinstance(boxes, dict):
-            bad(f"field 'boxes' must be an object (got {_type_name(boxes)})")
+            bad(f"field 'boxes' must be an object (got {type_name(boxes)})")
             continue
         parsed = parse_controlled_name(raw)
         if parsed is None:
@@ -193,29 +126,29 @@ def read_controlled(path: str | Path, image_root: str | Path | None = None, subs
         if rel not in spec.relations:
             bad(f"relation {rel!r} in file name is not one of {sorted(spec.relations)} for {subset}")
             continue
-        img, tried = _resolve(raw, subset, root, ann_dir)
+        img, tried = resolve_image(raw, subset, root, ann_dir)
         if img is None:
-            bad(_missing("image", raw, tried))
+            bad(missing_message("image", raw, tried))
             continue
         blank = None
         raw_blank = v.get("blank_image_path")
         if raw_blank is not None:
             if not isinstance(raw_blank, str):
-                bad(f"field 'blank_image_path' must be a string (got {_type_name(raw_blank)}); item kept without it")
+                bad(f"field 'blank_image_path' must be a string (got {type_name(raw_blank)}); item kept without it")
             else:
-                blank, tried = _resolve(raw_blank, subset, root, ann_dir)
+                blank, tried = resolve_image(raw_blank, subset, root, ann_dir)
                 if blank is None:
-                    bad(_missing("blank image", raw_blank, tried) + "; item kept without it")
+                    bad(missing_message("blank image", raw_blank, tried) + "; item kept without it")
         kind = v.get("kind")
         if kind is not None and not isinstance(kind, str):
-            bad(f"field 'kind' must be a string (got {_type_name(kind)}); item kept without it")
+            bad(f"field 'kind' must be a string (got {type_name(kind)}); item kept without it")
             kind = None
         familiar = v.get("familiar")
         if familiar is not None and not isinstance(familiar, bool):
-            bad(f"field 'familiar' must be true, false or null (got {_type_name(familiar)}); item kept without it")
+            bad(f"field 'familiar' must be true, false or null (got {type_name(familiar)}); item kept without it")
             familiar = None
         obj_w, ref_w = obj.replace("-", " "), ref.replace("-", " ")
-        _add(report, path, line, lambda: Item(
+        add_item(report, path, line, lambda: Item(
             id=f"{subset}/{rec.index}",
             image_path=img,
             question=P.two_object_question(obj_w, ref_w, spec),
@@ -280,7 +213,7 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
     """
     path = Path(path)
     report = LoadReport(path=path)
-    records = list(_scan(report, path, scan_json_list))
+    records = list(scan_records(report, path, scan_json_list))
     subset = subset or _detect_qa_subset(path, records)
     if subset not in (P.COCO_ONE, P.COCO_TWO, P.VG_ONE, P.VG_TWO):
         raise UnknownFormatError(f"{subset!r} is not a COCO_QA / VG_QA subset")
@@ -296,15 +229,15 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
             report.add_problem(path, line, f"record {rec.index}: {msg}")
 
         if not isinstance(v, list) or len(v) < 3:
-            bad(f"record must be a list [image_id, correct_caption, foil_caption] (got {_type_name(v)}{'' if not isinstance(v, list) else ' of length ' + str(len(v))})")
+            bad(f"record must be a list [image_id, correct_caption, foil_caption] (got {type_name(v)}{'' if not isinstance(v, list) else ' of length ' + str(len(v))})")
             continue
         image_id, correct, foil = v[0], v[1], v[2]
         if not isinstance(correct, str) or not isinstance(foil, str):
-            bad(f"captions must be strings (got {_type_name(correct)}, {_type_name(foil)})")
+            bad(f"captions must be strings (got {type_name(correct)}, {type_name(foil)})")
             continue
         name = _qa_image_name(image_id, subset)
         if name is None:
-            bad(f"image id must be an integer or a non-empty string (got {_type_name(image_id)})")
+            bad(f"image id must be an integer or a non-empty string (got {type_name(image_id)})")
             continue
         parsed = parse_caption(correct, spec.two_object, spec.options)
         if parsed is None:
@@ -313,15 +246,15 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
         if parsed.gold not in spec.options:
             bad(f"relation {parsed.gold!r} from caption {correct!r} is not one of {spec.options}")
             continue
-        img, tried = _resolve(name, subset, root, ann_dir)
+        img, tried = resolve_image(name, subset, root, ann_dir)
         if img is None:
-            bad(_missing("image", name, tried))
+            bad(missing_message("image", name, tried))
             continue
         if spec.two_object:
             question = P.two_object_question(parsed.obj, parsed.ref or "", spec)
         else:
             question = P.one_object_question(parsed.obj, spec)
-        _add(report, path, line, lambda: Item(
+        add_item(report, path, line, lambda: Item(
             id=f"{subset}/{rec.index}",
             image_path=img,
             question=question,
@@ -364,14 +297,14 @@ def read_vsr(path: str | Path, image_root: str | Path | None = None) -> LoadRepo
     spec = P.SUBSETS[P.VSR]
     ann_dir = path.parent
     root = Path(image_root) if image_root is not None else ann_dir
-    for rec in _scan(report, path, scan_jsonl):
+    for rec in scan_records(report, path, scan_jsonl):
         v, line = rec.value, rec.line
         if not isinstance(v, dict):
-            report.add_problem(path, line, f"line is not a JSON object (got {_type_name(v)})")
+            report.add_problem(path, line, f"line is not a JSON object (got {type_name(v)})")
             continue
         caption = v.get("caption")
         if not isinstance(caption, str) or not caption.strip():
-            report.add_problem(path, line, f"field 'caption' must be a non-empty string (got {_type_name(caption)})")
+            report.add_problem(path, line, f"field 'caption' must be a non-empty string (got {type_name(caption)})")
             continue
         label = _vsr_label(v.get("label"))
         if label is None:
@@ -379,7 +312,7 @@ def read_vsr(path: str | Path, image_root: str | Path | None = None) -> LoadRepo
             continue
         relation = v.get("relation")
         if relation is not None and not isinstance(relation, str):
-            report.add_problem(path, line, f"field 'relation' must be a string (got {_type_name(relation)})")
+            report.add_problem(path, line, f"field 'relation' must be a string (got {type_name(relation)})")
             continue
         names: list[str] = []
         link = v.get("image_link")
@@ -395,14 +328,14 @@ def read_vsr(path: str | Path, image_root: str | Path | None = None) -> LoadRepo
             continue
         img, tried = None, []
         for name in names:
-            img, t = _resolve(name, P.VSR, root, ann_dir)
+            img, t = resolve_image(name, P.VSR, root, ann_dir)
             tried += t
             if img is not None:
                 break
         if img is None:
-            report.add_problem(path, line, _missing("image", names[-1], tried))
+            report.add_problem(path, line, missing_message("image", names[-1], tried))
             continue
-        _add(report, path, line, lambda: Item(
+        add_item(report, path, line, lambda: Item(
             id=f"{P.VSR}/{rec.index}",
             image_path=img,
             question=P.vsr_question(caption),
@@ -448,7 +381,7 @@ def _detect_file(path: Path) -> str:
         return "vsr"
     if path.name in KNOWN_FILES:
         return "controlled" if KNOWN_FILES[path.name] in P.CONTROLLED_SUBSETS else "qa"
-    text = _read_text(path)
+    text = read_text(path)
     for rec in scan_json_list(text):
         if isinstance(rec, ScanRecord):
             if isinstance(rec.value, dict) and "image_path" in rec.value:

@@ -3,7 +3,7 @@
 Nothing can come from the Hub here, so tests, the demo and the benchmarks build
 their models with this module:
 
-    python -m export.fixtures OUT --size tiny|tiny-mha|small|1b [--seed 0]
+    python -m export.fixtures OUT --size tiny|tiny-mha|small|1b|7b-narrow [--seed 0]
     python -m export.fixtures OUT --size spatial     (real SmolLM2 decoder + eyes trained here)
 
 Each checkpoint is a ``LlavaForConditionalGeneration`` (CLIP vision tower,
@@ -20,6 +20,7 @@ The sizes:
 | tiny-mha | 32 px, patch 8 (17 tokens), layer -1, CLS kept   | 2 layers, 48 wide, 4 heads / 4 KV heads (MHA) |
 | small    | ViT-B/16 at 224 px (196 tokens)| 6 layers, 512 wide, 8 heads / 8 KV heads  |
 | 1b       | CLIP ViT-L/14 at 336 px (576)  | TinyLlama-1.1B shape: 22 layers, 2048 wide, 32 heads / 4 KV heads |
+| 7b-narrow | 336 px, patch 14 (576), 2 x 256 | LLaVA-1.5-7B's depth, head size and prompt: 32 layers, 8 heads of 128 (1024 wide) |
 | spatial  | trained here: 96 px, patch 16 (36 tokens), 4 x 192 | SmolLM2-135M-Instruct, real weights: 30 layers, 576 wide, 9 / 3 KV heads |
 
 ``spatial`` is not random: it is assembled by :mod:`spatial.assemble` from the
@@ -88,6 +89,9 @@ SIZES: dict[str, FixtureSize] = {
     "tiny-mha": FixtureSize(32, 8, 32, 2, 2, 64, -1, "full", 48, 2, 4, 4, 96, 512, 512, 400),
     "small": FixtureSize(224, 16, 768, 12, 12, 3072, -2, "default", 512, 6, 8, 8, 1408, 32064, 2048, 2000),
     "1b": FixtureSize(336, 14, 1024, 24, 16, 4096, -2, "default", 2048, 22, 32, 4, 5632, 32064, 2048, 2000),
+    # LLaVA-1.5-7B is 32 x 4096 (28 GB in fp32): this keeps its depth, head size, MLP ratio, vocabulary and
+    # 576 image tokens at a quarter of the width (1.9 GB), for the parity tolerances of a 7B-deep decoder.
+    "7b-narrow": FixtureSize(336, 14, 256, 2, 4, 1024, -2, "default", 1024, 32, 8, 8, 2752, 32064, 4096, 2000),
 }
 
 

@@ -23,7 +23,11 @@ Two phases keep peak memory near one copy of the weights:
                                only its range's weights, which ORT casts to fp32 on x86)
 
 The reference runs in fp32 (for an fp16 export: on the fp16-rounded weights),
-so the difference measures the exported graph's own arithmetic.
+so the difference measures the exported graph's own arithmetic.  For an fp32 export the
+recorder runs each part a second time in float64 (one layer at a time, ``export/upcast.py``):
+how far PyTorch fp32 is from exact arithmetic on the same inputs sets the tolerances
+(``export/tolerance.py``); where that run does not fit in memory, they follow the outputs'
+magnitude and the depth instead.
 """
 from __future__ import annotations
 
@@ -34,17 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphs.contracts import ATTENTION_OUTPUTS, decoder_contract
+from graphs.contracts import ATTENTION_OUTPUTS, bundle_contracts, decoder_contract
 from .errors import ParityError
 from .release import trim_heap
+from .tolerance import Tolerances, tolerances
+from .upcast import float64_run, fp64_fits
 
-FP32_TOLERANCE = 1e-4
-# fp16 graphs: logits of a random model reach |10|; fp16 carries ~3 decimal digits.
-FP16_TOLERANCE = 5e-2
-# The attention outputs are probabilities in [0, 1]: an absolute 1e-5 in fp32 (the tiny models
-# reach ~1e-7); fp16 graphs compute the scores in fp16.  --atol scales these by the same factor.
-ATTENTION_FP32_TOLERANCE = 1e-5
-ATTENTION_FP16_TOLERANCE = 1e-2
 ALPHAS = (0.5, 1.0, 2.0)
 CACHED_STEPS = 3
 
@@ -62,18 +61,25 @@ class Cases:
     graphs: dict[str, list[Step]] = field(default_factory=dict)
     num_layers: int = 0
     kv_shape: tuple = ()                # (1, KV, 0, D): the empty cache
+    # per manifest key: PyTorch fp32's distance from float64 (keys measured only), the largest
+    # |output|, and the layers the output passed through (see export/tolerance.py)
+    noise: dict[str, float] = field(default_factory=dict)
+    magnitude: dict[str, float] = field(default_factory=dict)
+    depth: dict[str, int] = field(default_factory=dict)
 
 
 class ReferenceRecorder:
     """Runs the PyTorch side graph by graph, so each part's weights can be freed once recorded.
 
     Call ``vision``, ``embed`` and ``decoder`` in that order (the decoder's prompt
-    holds the recorded image features and embeddings).
+    holds the recorded image features and embeddings).  ``measure_noise`` (fp32 only): run each
+    part again in float64 where that fits in memory, for the tolerances.
     """
 
-    def __init__(self, llava_config, dtype: str, seed: int = 0):
+    def __init__(self, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True):
         self.config = llava_config
         self.np_float = np.float16 if dtype == "fp16" else np.float32
+        self.measure_noise = measure_noise and dtype == "fp32"
         self.gen = torch.Generator().manual_seed(seed)
         text = llava_config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -84,8 +90,11 @@ class ReferenceRecorder:
         pixels = torch.randn(1, 3, size, size, generator=self.gen)                  # [1, 3, H, W]
         with torch.no_grad():
             self.features = vision(pixels).float()                                  # [1, T, C]
-        self.cases.graphs["vision"] = [Step("a random image", {"pixel_values": pixels.numpy().astype(self.np_float)},
-                                            [self.features.numpy()])]
+        self._record("vision", [Step("a random image", {"pixel_values": pixels.numpy().astype(self.np_float)},
+                                     [self.features.numpy()])], depth=len(vision.layers) + 2)
+        if self._exact(vision):
+            with torch.no_grad(), float64_run(vision):
+                self._noise("vision", self.cases.graphs["vision"], [[vision(pixels.double()).numpy()]])
 
     def embed(self, embed) -> None:
         image_id = self.config.image_token_index
@@ -96,7 +105,8 @@ class ReferenceRecorder:
         with torch.no_grad():
             embeds = embed(self.ids)                                                 # [1, n, C]
             later = [embed(t.view(1, 1)) for t in step_ids]                          # [1, 1, C] each
-        self.cases.graphs["embed"] = [Step("prompt ids", {"input_ids": self.ids.numpy()}, [embeds.float().numpy()])]
+        self._record("embed", [Step("prompt ids", {"input_ids": self.ids.numpy()}, [embeds.float().numpy()])], depth=1)
+        self.cases.noise["embed"] = 0.0          # a gather: exact in any float type
         self.embeds = embeds.clone()
         self.embeds[self.ids == image_id] = self.features.reshape(-1, self.features.shape[-1]).to(embeds.dtype)
         self.step_embeds = [self.embeds[:, -1:]] + later
@@ -105,78 +115,66 @@ class ReferenceRecorder:
         layers, heads = self.cases.num_layers, self.config.text_config.num_attention_heads
         scales = [torch.full((1, layers, heads), a) for a in ALPHAS]
         scales.append(torch.rand(1, layers, heads, generator=self.gen) * 1.5 + 0.5)
-        steps = self.cases.graphs["decoder"] = []
         image_mask = self.ids == self.config.image_token_index
-        for scale in scales:
-            label = f"alpha={scale.flatten()[0].item():.2f}" + ("" if scale.unique().numel() == 1 else " per-layer-head")
-            steps += _decoder_reference(decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale,
-                                        self.cases.kv_shape, self.np_float, label)
+        runs = [(scale, f"alpha={scale.flatten()[0].item():.2f}" + ("" if scale.unique().numel() == 1
+                                                                       else " per-layer-head")) for scale in scales]
+        steps = []
+        for scale, label in runs:
+            steps += [Step(f"{label}, {context}", _np_feeds(feeds, self.np_float), out, first=k == 0)
+                      for k, (context, feeds, out) in enumerate(_decoder_run(
+                          decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale, self.cases.kv_shape,
+                          torch.float32))]
+        self._record("decoder", steps, depth=layers)
+        if self._exact(decoder):
+            with float64_run(decoder):      # step by step: one step's float64 outputs held at a time
+                self._noise("decoder", steps, (out for scale, _ in runs for _, _, out in _decoder_run(
+                    decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale, self.cases.kv_shape,
+                    torch.float64)))
+
+    def _exact(self, part) -> bool:
+        return self.measure_noise and fp64_fits(part)
+
+    def _record(self, graph: str, steps: list[Step], depth: int) -> None:
+        self.cases.graphs[graph] = steps
+        names = _output_names(graph, self.cases.num_layers)
+        for step in steps:
+            for name, want in zip(names, step.expected):
+                key = _key(graph, name)
+                mag = 1.0 if name.startswith("present.") else float(np.max(np.abs(want), initial=0.0))
+                self.cases.magnitude[key] = max(self.cases.magnitude.get(key, 0.0), mag)
+                self.cases.depth[key] = depth
+
+    def _noise(self, graph: str, steps: list[Step], exact) -> None:
+        """The recorded fp32 outputs against the float64 run's, in the parity check's own measure."""
+        names = _output_names(graph, self.cases.num_layers)
+        for step, outputs in zip(steps, exact, strict=True):
+            for name, fp32, fp64 in zip(names, step.expected, outputs, strict=True):
+                key, diff = _difference(graph, name, fp32, fp64)
+                self.cases.noise[key] = max(self.cases.noise.get(key, 0.0), diff)
 
 
-@contextlib.contextmanager
-def fp32_block_by_block(part: torch.nn.Module, big: int = 1 << 20):
-    """Run an fp16 ``part`` in fp32 arithmetic without an fp32 copy of all of it.
-
-    Every block of its layer lists (``nn.ModuleList``: the decoder and CLIP layers,
-    nearly all the weights), and every other module whose own weights hold ``big`` elements
-    or more (the LM head), is upcast for its own forward call only and cast back
-    after it (fp16 -> fp32 -> fp16 is exact); the rest (norms, small embeddings) is
-    upcast while the ``with`` lasts and cast back when it ends.  Peak: the fp16 part
-    plus one fp32 block and the (small) rest.
-    """
-    blocks = [block for m in part.modules() if isinstance(m, torch.nn.ModuleList) for block in m]
-    in_lists = {id(m) for block in blocks for m in block.modules()}
-    blocks += [m for m in part.modules() if id(m) not in in_lists and not isinstance(m, torch.nn.ModuleList)
-               and sum(t.numel() for t in m._parameters.values() if t is not None) >= big]
-    in_blocks = {id(t) for block in blocks for t in (*block.parameters(), *block.buffers())}
-    rest = [t for module in part.modules() for tensors in (module._parameters, module._buffers)
-            for t in tensors.values() if t is not None and id(t) not in in_blocks and t.is_floating_point()]
-    # The fp16 storages are kept and put back, never recast: a cast back would allocate a second fp16
-    # copy while the checkpoint's memory-mapped pages stay resident (2x the part, measured on 1b).
-    saved: dict[int, list] = {}
-
-    def upcast_tensors(key: int, tensors) -> None:
-        saved[key] = [(t, t.data) for t in tensors if t.is_floating_point()]
-        for t, data in saved[key]:
-            t.data = data.float()
-
-    def restore(key: int) -> None:
-        for t, data in saved.pop(key):
-            t.data = data
-
-    def upcast(module, args):            # a hook's return value would replace the inputs: return None
-        upcast_tensors(id(module), [*module.parameters(), *module.buffers()])
-
-    def downcast(module, args, output):  # ... or the output
-        restore(id(module))
-
-    upcast_tensors(id(part), rest)
-    hooks = [h for block in blocks
-             for h in (block.register_forward_pre_hook(upcast), block.register_forward_hook(downcast))]
-    try:
-        yield part
-    finally:
-        for h in hooks:
-            h.remove()
-        restore(id(part))
-        for key in list(saved):           # a forward that raised inside a block
-            restore(key)
+def _output_names(graph: str, num_layers: int) -> list[str]:
+    return bundle_contracts(num_layers)[graph].output_names
 
 
-def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0) -> Cases:
+def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True) -> Cases:
     """All three graphs' PyTorch outputs at once."""
-    recorder = ReferenceRecorder(llava_config, dtype, seed)
+    recorder = ReferenceRecorder(llava_config, dtype, seed, measure_noise)
     for name in ("vision", "embed", "decoder"):
         getattr(recorder, name)(wrappers[name])
     return recorder.cases
 
 
-def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shape, np_float, label) -> list[Step]:
-    dtype = torch.float32          # the reference's arithmetic, whatever the export dtype
+def _decoder_run(decoder, image_mask, prefill, step_embeds, scale, kv_shape, dtype):
+    """The prefill, then each cached step, in ``dtype`` arithmetic, carrying the decoder's own cache.
+
+    Yields (context, torch feeds, outputs in contract order as numpy: float32, or float64 for a
+    float64 run); the attention outputs are reduced from the hooks' rows, not taken from the outputs."""
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
     n_kv = 2 * len(decoder.model.layers)
     past = [torch.zeros(kv_shape, dtype=dtype) for _ in range(n_kv)]
     full_mask = torch.cat([image_mask, torch.zeros(1, len(step_embeds), dtype=torch.bool)], dim=1)
-    steps, done = [], 0
+    done = 0
     chunks = [(prefill, "prefill")] + [(e, f"cached step {i + 1}") for i, e in enumerate(step_embeds)]
     for chunk, context in chunks:
         total = done + chunk.shape[1]
@@ -185,14 +183,17 @@ def _decoder_reference(decoder, image_mask, prefill, step_embeds, scale, kv_shap
                      image_token_mask=full_mask[:, :total])
         with torch.no_grad(), _last_rows(decoder) as rows:
             out = decoder(feeds["inputs_embeds"], feeds["attention_mask"], feeds["position_ids"], past,
-                          scale, feeds["image_token_mask"])
-        np_feeds = {k: v.numpy() for k, v in feeds.items()}
-        np_feeds["inputs_embeds"] = np_feeds["inputs_embeds"].astype(np_float)
-        expected = [t.float().numpy() for t in out[: 1 + n_kv]]                  # logits, present K/V
-        expected += _expected_attention(rows, feeds["image_token_mask"])        # from the hooks, not from out
-        steps.append(Step(f"{label}, {context}", np_feeds, expected, first=done == 0))
+                          scale.to(dtype), feeds["image_token_mask"])
+        outputs = [t.to(wide).numpy() for t in out[: 1 + n_kv]]                  # logits, present K/V
+        outputs += [t.to(wide).numpy() for t in _expected_attention(rows, feeds["image_token_mask"])]
+        yield context, feeds, outputs
         past, done = list(out[1: 1 + n_kv]), total
-    return steps
+
+
+def _np_feeds(feeds: dict, np_float) -> dict[str, np.ndarray]:
+    np_feeds = {k: v.numpy() for k, v in feeds.items()}
+    np_feeds["inputs_embeds"] = np_feeds["inputs_embeds"].astype(np_float)
+    return np_feeds
 
 
 @contextlib.contextmanager
@@ -216,17 +217,24 @@ def _last_rows(decoder):
             h.remove()
 
 
-def _expected_attention(rows: list, image_token_mask: torch.Tensor) -> list[np.ndarray]:
-    """[last_row_attention [B, L, K], image_attention_share [B, L]] as float32, from the hooks' rows."""
+def _expected_attention(rows: list, image_token_mask: torch.Tensor) -> list[torch.Tensor]:
+    """[last_row_attention [B, L, K], image_attention_share [B, L]] in float64, from the hooks' rows."""
     last = torch.stack(rows, dim=1)                                             # [B, L, K] float64
     share = (last * image_token_mask[:, None, :].double()).sum(dim=-1)          # [B, L]
-    return [last.float().numpy(), share.float().numpy()]
+    return [last, share]
 
 
-def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float | None = None,
+@dataclass(frozen=True)
+class ParityResult:
+    worst: dict[str, float]             # manifest key -> the largest difference seen
+    tolerances: Tolerances
+
+
+def compare_with_onnx(folder: Path, cases: Cases, dtype: str, atol: float | None = None,
                       phase=None, decoder_range_bytes: int | None = None, decoder_range_layers: int | None = None,
-                      log=None) -> dict[str, float]:
-    """Returns {graph: max |diff|}; raises ParityError naming the output that differs.
+                      log=None) -> ParityResult:
+    """The largest difference per manifest key and the tolerances held to; raises ParityError
+    naming the output that differs.  ``atol``: no tolerance below it (``export/tolerance.py``).
 
     The decoder is checked whole in one session, or, given ``decoder_range_bytes`` (the fp32 bytes
     of a range's weights) or ``decoder_range_layers``, layer range by layer range, one session per
@@ -234,7 +242,7 @@ def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float |
     ``phase``: ``name -> context manager`` wrapped around each graph's check (``MemoryLog.phase``)."""
     from .range_parity import compare_decoder_by_ranges
 
-    judge = Judge(dtype, tolerance)
+    judge = Judge(dtype, cases, atol)
     phase = phase or (lambda name: contextlib.nullcontext())
     by_ranges = decoder_range_bytes is not None or decoder_range_layers is not None
     for graph, steps in cases.graphs.items():
@@ -246,30 +254,41 @@ def compare_with_onnx(folder: Path, cases: Cases, dtype: str, tolerance: float |
             with phase(f"parity {graph}"):
                 _compare_graph(path, graph, steps, cases, judge)
         trim_heap()
-    return judge.worst
+    return ParityResult(judge.worst, judge.tolerances)
 
 
 class Judge:
     """The tolerances of one export, and the largest difference seen per manifest key."""
 
-    def __init__(self, dtype: str, tolerance: float | None = None):
-        default = FP16_TOLERANCE if dtype == "fp16" else FP32_TOLERANCE
+    def __init__(self, dtype: str, cases: Cases, atol: float | None = None):
         self.dtype = dtype
         self.np_float = np.float16 if dtype == "fp16" else np.float32
-        self.tolerance = tolerance or default
-        self.attention_tolerance = (ATTENTION_FP16_TOLERANCE if dtype == "fp16" else ATTENTION_FP32_TOLERANCE) \
-            * self.tolerance / default
+        keys = [k for graph in cases.graphs for k in _keys(graph)]
+        self.tolerances = tolerances(keys, dtype, cases.noise, cases.magnitude, cases.depth, atol)
         self.worst: dict[str, float] = {}
 
     def check(self, graph: str, name: str, got: np.ndarray, want: np.ndarray, context: str) -> None:
         """Records the difference of output ``name``; raises ParityError beyond the tolerance."""
         key, diff = _difference(graph, name, got, want)
         self.worst[key] = max(self.worst.get(key, 0.0), diff)
-        limit = self.attention_tolerance if name in ATTENTION_OUTPUTS else self.tolerance
+        limit = self.tolerances.limits[key]
         if not diff <= limit:     # also catches NaN
+            times = f"{diff / limit:.3g}x the tolerance" if np.isfinite(diff) else "not a number"
             raise ParityError(f"{graph} graph output {name!r} differs from PyTorch by {diff:.3g} "
-                              f"(tolerance {limit:g}, {self.dtype}) in {context}; if that is the "
-                              f"{self.dtype} rounding of a deep model, re-export with a larger --atol")
+                              f"({times}) in {context}; {self.tolerances.explain(key)}. A difference "
+                              f"far beyond the tolerance is a defect in the graph, not rounding; "
+                              f"--atol raises the tolerance")
+
+
+def _keys(graph: str) -> list[str]:
+    """The manifest keys a graph's check records."""
+    return [graph, f"{graph}.present_relative", f"{graph}.attention"] if graph == "decoder" else [graph]
+
+
+def _key(graph: str, name: str) -> str:
+    if name.startswith("present."):
+        return f"{graph}.present_relative"
+    return f"{graph}.attention" if name in ATTENTION_OUTPUTS else graph
 
 
 def _compare_graph(path: Path, graph: str, steps: list[Step], cases: Cases, judge: Judge) -> None:
@@ -300,12 +319,10 @@ def _difference(graph: str, name: str, got: np.ndarray, want: np.ndarray) -> tup
     diff = float(np.max(np.abs(got.astype(np.float32) - want))) if got.size else 0.0
     if name.startswith("present."):
         scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-        return f"{graph}.present_relative", diff / scale
-    if name in ATTENTION_OUTPUTS:
-        return f"{graph}.attention", diff
-    return graph, diff
+        diff /= scale
+    return _key(graph, name), diff
 
 
-def check_parity(folder: Path, wrappers: dict, llava_config, dtype: str, seed: int = 0) -> dict[str, float]:
+def check_parity(folder: Path, wrappers: dict, llava_config, dtype: str, seed: int = 0) -> ParityResult:
     """Both phases at once, for callers that keep the PyTorch model anyway (tests)."""
     return compare_with_onnx(folder, reference_cases(wrappers, llava_config, dtype, seed), dtype)

@@ -11,7 +11,8 @@ Two forms of the same arithmetic (``ATTENTION_FORMS``), chosen per export:
         K'[b, h, j, :] = alpha[b, layer, h] * K[b, h, j, :]   # image keys only; K repeated to H heads
         p = softmax(Q K'^T / sqrt(d) + additive_mask)         # q.(alpha k) = alpha (q.k): the same p
 
-In both the steering multiply runs in float32 (an fp16 export casts to it), and the cache keeps the
+In both the steering multiply runs in float32 (an fp16 export casts to it; the float64 run that
+measures the parity tolerance stays in float64), and the cache keeps the
 *unscaled* keys: the steering holds for the query rows of the call only, as in the paper.  In the
 scaled-keys form the Q K'^T MatMul -> scale -> mask -> softmax -> MatMul chain has nothing
 data-dependent inside, and its probabilities feed only the value MatMul: the last row that
@@ -57,15 +58,15 @@ def steered_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     if steer and attention_form == "scaled-keys":
         factor = _image_key_factor(image_attention_scale[:, module.layer_idx], image_token_mask,
                                    key_states.shape[-2])            # [B, H, K] float32
-        key_states = (key_states.float() * factor[..., None]).to(query.dtype)   # [B, H, K, D], image keys scaled
+        key_states = (_wide(key_states) * factor[..., None]).to(query.dtype)   # [B, H, K, D], image keys scaled
     scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # [B, H, S, K]
     # Softmax and mask in fp32: in an fp16 graph, exp() of large logits overflows.
-    scores = scores.float()
+    scores = _wide(scores)
     if steer and attention_form == "scaled-logits":
         factor = _image_key_factor(image_attention_scale[:, module.layer_idx], image_token_mask, scores.shape[-1])
         scores = scores * factor[:, :, None, :]                     # [B, H, S, K]
     if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : key_states.shape[-2]].float()
+        scores = scores + _wide(attention_mask[:, :, :, : key_states.shape[-2]])
     probs = torch.softmax(scores, dim=-1)                          # [B, H, S, K] float32
     if attention_rows is not None:
         if attention_form == "scaled-keys":
@@ -80,8 +81,9 @@ def steered_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
 def _image_key_factor(alpha: torch.Tensor, image_token_mask: torch.Tensor, keys: int) -> torch.Tensor:
     """alpha [B, H] (this layer), mask [B, >=K] -> [B, H, K] float32: alpha on image keys, 1 elsewhere."""
     is_image = image_token_mask[:, None, :keys]                     # [B, 1, K]
-    one = torch.ones((), dtype=torch.float32, device=alpha.device)
-    return torch.where(is_image, alpha.float()[:, :, None], one)    # [B, H, K]
+    alpha = _wide(alpha)
+    one = torch.ones((), dtype=alpha.dtype, device=alpha.device)
+    return torch.where(is_image, alpha[:, :, None], one)            # [B, H, K]
 
 
 def _last_row(query, scaled_keys, attention_mask, scaling) -> torch.Tensor:
@@ -91,10 +93,15 @@ def _last_row(query, scaled_keys, attention_mask, scaling) -> torch.Tensor:
     probabilities feed only the value MatMul; the same arithmetic on one row.
     """
     row = torch.matmul(query[:, :, -1:], scaled_keys.transpose(2, 3)) * scaling   # [B, H, 1, K]
-    row = row.float()
+    row = _wide(row)
     if attention_mask is not None:
-        row = row + attention_mask[:, :, -1:, : scaled_keys.shape[-2]].float()
+        row = row + _wide(attention_mask[:, :, -1:, : scaled_keys.shape[-2]])
     return torch.softmax(row, dim=-1)[:, :, 0].mean(dim=1)          # [B, K]
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float32, or float64 where the tensor already is (the dtype is fixed at trace time: graphs are unchanged)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def register() -> str:

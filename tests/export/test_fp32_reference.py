@@ -6,7 +6,7 @@ import copy
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from export.parity import fp32_block_by_block
+from export.upcast import fp32_block_by_block
 from export.wrappers import VisionEncoder
 
 

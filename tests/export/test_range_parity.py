@@ -35,10 +35,10 @@ def test_range_check_gives_the_whole_graph_checks_numbers(checkpoint_dir, size, 
     folder = tmp_path / "bundle"
     export_llava(str(checkpoint_dir(size)), folder, attention_form=form, parity_layers=0, log=lambda m: None)
     cases = _cases(_model(checkpoint_dir(size)), form)
-    whole = compare_with_onnx(folder, cases, "fp32")
-    one = compare_with_onnx(folder, cases, "fp32", decoder_range_layers=1)
-    budget = compare_with_onnx(folder, cases, "fp32", decoder_range_bytes=1)       # every layer alone, by budget
-    all_at_once = compare_with_onnx(folder, cases, "fp32", decoder_range_layers=cases.num_layers)
+    whole = compare_with_onnx(folder, cases, "fp32").worst
+    one = compare_with_onnx(folder, cases, "fp32", decoder_range_layers=1).worst
+    budget = compare_with_onnx(folder, cases, "fp32", decoder_range_bytes=1).worst  # every layer alone, by budget
+    all_at_once = compare_with_onnx(folder, cases, "fp32", decoder_range_layers=cases.num_layers).worst
     for ranged in (one, budget, all_at_once):
         assert list(ranged) == list(whole)                                          # same keys, same order
         np.testing.assert_allclose([ranged[k] for k in whole], list(whole.values()), rtol=0, atol=1e-6)

@@ -50,7 +50,7 @@ def fp16_bundle(checkpoint_dir, tmp_path_factory):
 
 
 def test_fp16_export_is_parity_checked_and_keeps_softmax_and_rmsnorm_in_fp32(fp16_bundle):
-    from export.parity import ATTENTION_FP16_TOLERANCE, FP16_TOLERANCE
+    from export.tolerance import FP16_ATTENTION_TOLERANCE as ATTENTION_FP16_TOLERANCE, FP16_TOLERANCE
     manifest = json.loads((fp16_bundle / "manifest.json").read_text())
     assert manifest["dtype"] == "fp16"
     assert all(v <= FP16_TOLERANCE for v in manifest["parity"].values())

@@ -10,7 +10,7 @@ import runtime
 from calibration.datasets import load_dataset
 from calibration.scoring import strict_correct
 from calibration.synthetic import generate
-from spatial.architecture import EXPORT_ATOL, PROMPT_TEMPLATE
+from spatial.architecture import PROMPT_TEMPLATE
 from tests.runtime.reference import Reference
 
 HELD_OUT_SEED = 7          # < 1000: never trained on
@@ -28,7 +28,7 @@ def spatial_bundle(spatial_checkpoint, tmp_path_factory):
     from export import export_llava
 
     out = tmp_path_factory.mktemp("spatial-bundle") / "bundle"
-    export_llava(str(spatial_checkpoint), out, atol=EXPORT_ATOL, log=lambda m: None)
+    export_llava(str(spatial_checkpoint), out, log=lambda m: None)          # default tolerances
     return out
 
 
@@ -40,14 +40,16 @@ def scenes(tmp_path_factory):
 
 def test_export_parity_on_real_weights(spatial_bundle):
     manifest = json.loads((spatial_bundle / "manifest.json").read_text())
-    assert manifest["parity"]["decoder"] <= EXPORT_ATOL and manifest["parity"]["vision"] <= 1e-4
-    assert manifest["parity"]["decoder.attention"] <= 1e-5
+    limits, noise = manifest["parity_tolerance"], manifest["parity_fp32_noise"]
+    # measured against float64 (30 real layers: PyTorch fp32's logits are ~1e-4 off), and well inside
+    assert all(manifest["parity"][k] <= limits[k] / 2 for k in limits), (manifest["parity"], limits)
+    assert 2e-5 < noise["decoder"] < 1e-3 and limits["decoder"] < 2e-3
     assert manifest["prompt_template"] == PROMPT_TEMPLATE      # what training fed the model
     assert manifest["decoder"]["num_layers"] == 30 and manifest["image_tokens_per_image"] == 36
 
 
 def test_onnx_runtime_is_as_exact_as_pytorch_fp32(spatial_bundle, spatial_checkpoint):
-    """The 1e-4 default is below this model's fp32 noise: judge both sides against fp64 arithmetic.
+    """This model's fp32 rounding is well above a tiny model's: judge both sides against fp64 arithmetic.
 
     On every parity case (alpha 0.5, 1, 2, per-layer-head; prefill, 3 cached steps), ONNX Runtime's
     logits must be no further from the exact (fp64 PyTorch) ones than PyTorch's own fp32 logits are
@@ -62,7 +64,7 @@ def test_onnx_runtime_is_as_exact_as_pytorch_fp32(spatial_bundle, spatial_checkp
     from export.wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
     model = LlavaForConditionalGeneration.from_pretrained(spatial_checkpoint, attn_implementation="eager").eval()
-    rec = ReferenceRecorder(model.config, "fp32")
+    rec = ReferenceRecorder(model.config, "fp32", measure_noise=False)
     rec.vision(VisionEncoder(model))
     rec.embed(TokenEmbedding(model))
     rec.decoder(SteeredDecoder(model))
