@@ -34,7 +34,7 @@ fixture OUT *ARGS:
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
 
-# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--block-size 32] [--report]`.
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8: int8 arithmetic, as fast as fp32; --accuracy-level 0: fp32 arithmetic, 3-5x slower).
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 
