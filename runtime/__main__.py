@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from .decoders import DECODERS
@@ -43,11 +44,33 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeInputError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    if echoes_question(args.question, ans.text):
+        print(ECHO_WARNING, file=sys.stderr)
     if args.json:
         print(json.dumps(ans.to_dict(), indent=2))
     else:
         print(format_answer(ans))
     return 0
+
+
+ECHO_RUN = 5            # words in a row shared with the question: an echo, not an answer ("left of the plate" is 4)
+ECHO_WARNING = ("warning: the answer repeats the question: the model did not take it as a question it knows. "
+                "A model trained on one question form (the spatial model: 'Where is the A in relation to the B? "
+                "Answer with left, right, on or under.') echoes others back.")
+
+
+def echoes_question(question: str, answer: str) -> bool:
+    """Whether ``answer`` repeats ``question``: ECHO_RUN words in a row of it (all of it when shorter)."""
+    q, a = _words(question), _words(answer)
+    run = min(ECHO_RUN, len(q))
+    if run == 0 or len(a) < run:
+        return False
+    grams = {tuple(q[i: i + run]) for i in range(len(q) - run + 1)}
+    return any(tuple(a[i: i + run]) in grams for i in range(len(a) - run + 1))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def _steering(args, vlm, runtime):

@@ -36,3 +36,16 @@ def test_answer_recipe_keeps_a_multi_word_question_whole(bundle_dir, tmp_path):
     import runtime
     direct = runtime.load(bundle_dir("tiny")).answer(str(image), question, steering=None, max_new_tokens=3)
     assert data["token_ids"] == direct.token_ids          # the same question reached the model
+
+
+def test_list_shows_one_line_for_setup_and_the_readme_names_what_it_installs():
+    out = subprocess.run([_just(), "--justfile", str(ROOT / "justfile"), "--list"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    setup = next(line for line in out.stdout.splitlines() if line.split()[:1] == ["setup"])
+    assert "# Create .venv" in setup, setup                     # the recipe's doc, not a continuation line
+    recipe = (ROOT / "justfile").read_text()
+    extras = recipe.split('-e ".[', 1)[1].split("]", 1)[0].split(",")
+    readme = (ROOT / "README.md").read_text()
+    claim = readme[readme.index("`just setup` makes `.venv`"):][:400]
+    assert all(f"`{e}`" in claim for e in extras), (extras, claim)

@@ -84,3 +84,46 @@ def test_without_matplotlib_it_says_which_extra_and_writes_nothing(tmp_path, bun
     assert rc == 1 and not out.exists()
     assert err == "plots skipped: pip install 'adaptvis-edge[calibration]' for matplotlib\n"
     assert "answer:" in stdout and "confidence:" in stdout       # the numbers still come out
+
+
+def test_default_png_goes_under_build_explain(tmp_path, bundle_dir, image, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = _run(bundle_dir("tiny"), image, "Where is the cup?", "--max-new-tokens", "2")
+    assert rc == 0, err
+    target = tmp_path / "build" / "explain" / "scene_explain.png"
+    assert target.read_bytes()[:8] == PNG and "wrote build/explain/scene_explain.png" in stdout
+    assert [p.name for p in tmp_path.glob("*.png")] == ["scene.png"]     # only the input in the folder it ran from
+
+
+def test_sink_patches_are_hot_on_the_image_and_on_a_blank_copy():
+    even = np.ones((6, 6))
+    image = even.copy()
+    image[0, 0] = image[3, 3] = 30                              # a corner, and an object
+    blank = even.copy()
+    blank[0, 0] = blank[5, 5] = 30                              # the corner again, and a patch hot only when blank
+    assert np.argwhere(ex.sink_patches(blank, image)).tolist() == [[0, 0]]
+    assert np.argwhere(ex.sink_patches(blank, even, image)).tolist() == [[0, 0]]   # hot in either pass
+    assert not ex.sink_patches(even, image).any() and not ex.sink_patches(blank, even).any()
+    near = even.copy()
+    near[0, 0] = 3                                              # 3 / 38 of the map: under 4 even shares
+    assert not ex.sink_patches(near, near).any()
+
+
+def test_sinks_are_marked_and_do_not_set_the_colour_scale(tmp_path, bundle_dir, image):
+    import dataclasses
+
+    import runtime
+
+    vlm = runtime.load(bundle_dir("tiny"))
+    e = ex.explain(vlm, image, "Where is the cup?", runtime.AdaptVis(0.5, 1.5, 0.99), max_new_tokens=2)
+    assert e.sinks.shape == e.maps["confidence"].shape == e.blank_map.shape and e.sinks.dtype == bool
+    maps = {k: m.copy() for k, m in e.maps.items()}
+    maps["confidence"][0, 0] = 10.0
+    sinks = np.zeros_like(e.sinks)
+    sinks[0, 0] = True
+    marked = dataclasses.replace(e, maps=maps, sinks=sinks, blank_map=maps["confidence"])
+    others = max(float(np.delete(m.ravel(), 0).max()) for m in maps.values())
+    assert ex.colour_max(marked) == pytest.approx(others) and others < 10.0
+    assert ex.colour_max(dataclasses.replace(marked, sinks=np.zeros_like(sinks))) == 10.0
+    assert "sink patch: row 0, column 0" in ex.describe(marked)
+    assert ex.render(marked, tmp_path / "sink.png").read_bytes()[:8] == PNG

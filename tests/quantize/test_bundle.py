@@ -206,3 +206,10 @@ def test_graphs_with_external_weights_are_read_copied_and_written(source, tmp_pa
     a = first_token_logits(ours, image, "Where is it?", {"1": 1.0})["1"]
     b = first_token_logits(reference, image, "Where is it?", {"1": 1.0})["1"]
     np.testing.assert_array_equal(a, b)                 # the same quantization, however the weights were stored
+
+
+def test_default_accuracy_level_is_int8_arithmetic_for_int8_only():
+    from quantize.bundle import Settings
+
+    assert Settings("int8").check().accuracy_level == 4 and Settings("int4").check().accuracy_level == 0
+    assert Settings("int8", accuracy_level=0).check().accuracy_level == 0          # still a choice

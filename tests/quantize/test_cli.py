@@ -57,3 +57,10 @@ def test_python_dash_m_quantize_runs(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_help_states_the_int8_default_and_its_trade_off():
+    from quantize.__main__ import parser
+
+    text = " ".join(parser().format_help().split())
+    assert "int8 default 4" in text and "slower than the fp32 bundle" in text and "docs/quantize-speed.md" in text
