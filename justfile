@@ -16,7 +16,7 @@ setup:
 
 # Assemble the spatial model (real SmolLM2 + eyes trained here), export it, answer a drawn scene, then the blind test.
 demo *ARGS:
-    {{python}} -m export.demo "$@"
+    {{python}} -m demo "$@"
 
 # Run the tests (the same command CI runs).
 test *ARGS:
@@ -28,7 +28,7 @@ export MODEL *ARGS:
 
 # Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b` (spatial: real weights, the rest random).
 fixture OUT *ARGS:
-    {{python}} -m export.fixtures "$@"
+    {{python}} -m fixtures "$@"
 
 # Train the spatial model's vision tower, projector and LoRA on CPU (~1 h, resumable): writes spatial/weights/.
 train-spatial *ARGS:

@@ -52,11 +52,11 @@ def prepare(size: str, log=print) -> Artifacts:
             raise ArtifactsNotReady(f"an export into {folder} is still running; wait for it (pgrep -f 'export {folder}')")
         if not (bundle / MANIFEST_FILE).is_file() or not (checkpoint / "config.json").is_file():
             raise ArtifactsNotReady(f"{checkpoint} or {bundle} is not complete; build it with "
-                                    f"`python -m export.fixtures {checkpoint} --size {size}` and "
+                                    f"`python -m fixtures {checkpoint} --size {size}` and "
                                     f"`python -m export {checkpoint} --out {bundle}`")
         return Artifacts(size, checkpoint, bundle, built)
     if not (checkpoint / "config.json").is_file():
-        from export.fixtures import build_checkpoint
+        from fixtures import build_checkpoint
 
         log(f"building the {size} checkpoint in {checkpoint}")
         build_checkpoint(checkpoint, size)

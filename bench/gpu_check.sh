@@ -20,7 +20,7 @@ case "${1:-}" in
 build)
   rm -f build/gpu-check/BUILD_DONE build/gpu-check/BUILD_FAILED
   trap '[ -f build/gpu-check/BUILD_DONE ] || touch build/gpu-check/BUILD_FAILED' EXIT
-  stamp "fixture $SIZE"; [ -f $DIR/checkpoint/config.json ] || $PY -m export.fixtures $DIR/checkpoint --size $SIZE
+  stamp "fixture $SIZE"; [ -f $DIR/checkpoint/config.json ] || $PY -m fixtures $DIR/checkpoint --size $SIZE
   stamp "export";        [ -f $DIR/bundle/manifest.json ] || $PY -m export $DIR/checkpoint --out $DIR/bundle --force
   stamp "fused fp32 (parity on the CPU)"; $PY -m fused $DIR/bundle --dtype fp32 || stamp "fused fp32 failed here; measure retries it"
   touch build/gpu-check/BUILD_DONE; stamp "build done";;

@@ -108,7 +108,7 @@ def tiny_bundle(log=print) -> Path:
     if (bundle / MANIFEST_FILE).is_file():
         return bundle
     from export import export_llava
-    from export.fixtures import build_checkpoint
+    from fixtures import build_checkpoint
 
     log(f"building the tiny random bundle in {bundle} (once)")
     build_checkpoint(checkpoint, size="tiny", seed=0)

@@ -14,7 +14,7 @@ CHECKPOINTS = ("tiny", "tiny-mha")
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
-    from export.fixtures import build_checkpoint
+    from fixtures import build_checkpoint
 
     made = {}
 

@@ -1,9 +1,9 @@
-"""export.demo on the random tiny model: it ends with the bundle and the next commands, and a rerun reuses it."""
+"""demo on the random tiny model: it ends with the bundle and the next commands, and a rerun reuses it."""
 from __future__ import annotations
 
 import shlex
 
-from export import demo
+from demo import scene_demo as demo
 
 
 def test_demo_ends_with_the_next_commands_and_reuses_its_bundle(tmp_path, capsys):

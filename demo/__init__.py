@@ -1,0 +1,1 @@
+"""The end-to-end demo on a built-in default (a harness: not installed): ``python -m demo`` (just demo)."""

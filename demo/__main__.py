@@ -1,0 +1,3 @@
+from .scene_demo import main
+
+raise SystemExit(main())
