@@ -8,7 +8,7 @@ from pathlib import Path
 
 from graphs.manifest import ATTENTION_FORMS, DEFAULT_ATTENTION_FORM
 
-from .bundle import DEFAULT_OPSET
+from .settings import DEFAULT_OPSET
 from .errors import ExportError
 from .source import ALIASES
 

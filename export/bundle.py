@@ -23,65 +23,40 @@ from pathlib import Path
 
 from graphs.bundle_folder import occupied, replace_folder
 from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
-from graphs.manifest import (ATTENTION_FORMS, DEFAULT_ATTENTION_FORM, SCHEMA_VERSION, DecoderShape, Manifest,
-                             Preprocessing)
+from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
 from runtime.bundle import sha256_file
 
 from .errors import BundleExistsError, ExportError
 from .memory_log import NO_MEMORY_LOG, MemoryLog, checkpoint_bytes
 from .release import drop_unused_pages, trim_heap
+from .settings import ExportSettings
 from .source import resolve
 
-DEFAULT_OPSET = 18   # TensorRT 10.3 (JetPack 6) reads opset <= 20
 # The parity check's decoder ranges: the fp32 bytes of a range's weights (what ONNX Runtime holds for
 # it on a CPU) at most this fraction of the model's weights in the export dtype (export/range_parity.py).
 PARITY_RANGE_FRACTION = 0.25
-MAX_OPSET = 20
 _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 
-def export_llava(model: str, out: Path, *, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
-                 force: bool = False, revision: str | None = None, pad_to_square: bool = False,
-                 atol: float | None = None, bound_weights: bool = True, log=None,
-                 attention_form: str = DEFAULT_ATTENTION_FORM, memory_log: Path | None = None,
-                 parity_layers: int | None = None) -> Manifest:
+def export_llava(model: str, out: Path, settings: ExportSettings | None = None, *, force: bool = False,
+                 log=None, **options) -> Manifest:
     """Export ``model`` (alias, hub id or local folder) into the bundle folder ``out``.
 
-    ``atol``: no parity tolerance below it (by default they follow the model's own fp32 rounding,
-    measured against float64; fp16: 5e-2 absolute; see ``export/tolerance.py``).
-    ``attention_form``: where the decoder applies the image-attention scale, "scaled-logits" or
-    "scaled-keys" (the same attention; see ``export/steered_attention.py``), recorded in the manifest.
-    ``bound_weights`` (the default) traces each graph without its weights and writes them from
-    the loaded model one tensor at a time (``export/bound_weights.py``): the exporter never holds a
-    second copy of them.  False: the TorchScript exporter folds and writes the weights itself.
-    ``memory_log``: a JSON file to write each phase's peak resident memory into (``export/memory_log.py``).
-    ``parity_layers``: the parity check runs the decoder in ONNX Runtime layer range by layer range
-    (``export/range_parity.py``); None (default): an fp32 decoder whole, in one session, and an fp16
-    one in ranges whose fp32 weights stay within ``PARITY_RANGE_FRACTION`` of the model's weight bytes;
-    N: N layers a range; 0: the whole decoder in one session (on x86 an fp16 decoder then costs twice
-    its size: ORT casts its weights to fp32).
+    ``settings`` (default ``ExportSettings()``), with any of its fields given as keyword ``options``
+    on top (``export_llava(m, out, dtype="fp16", atol=0.1)``); ``force`` replaces a bundle at ``out``.
     """
     log = log or _stderr_log
-    if dtype not in ("fp32", "fp16"):
-        raise ExportError(f"dtype must be fp32 or fp16, got {dtype!r}")
-    if attention_form not in ATTENTION_FORMS:
-        raise ExportError(f"attention_form must be one of {', '.join(ATTENTION_FORMS)}, got {attention_form!r}")
-    if parity_layers is not None and parity_layers < 0:
-        raise ExportError(f"parity_layers must be >= 0 (0: the whole decoder at once), got {parity_layers}")
-    if atol is not None and not 0 < atol < 1:
-        raise ExportError(f"atol must be in (0, 1), got {atol}")
-    if not 14 <= opset <= MAX_OPSET:
-        raise ExportError(f"opset must be within 14..{MAX_OPSET} (TensorRT 10.3 on JetPack 6 reads <= 20), got {opset}")
+    settings = (settings or ExportSettings()).with_options(**options)
     out = Path(out).expanduser().resolve()
     _check_target(out, force)
-    source = resolve(model, revision)
-    memory = NO_MEMORY_LOG if memory_log is None else MemoryLog(memory_log, log, checkpoint_bytes(source.folder))
+    source = resolve(model, settings.revision)
+    memory = (NO_MEMORY_LOG if settings.memory_log is None else
+              MemoryLog(settings.memory_log, log, checkpoint_bytes(source.folder)))
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, partial, dtype, opset, pad_to_square, atol, bound_weights, log, attention_form,
-                                memory, parity_layers)
+        manifest = _export_into(source, partial, settings, log, memory)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -98,9 +73,7 @@ def _check_target(out: Path, force: bool) -> None:
         raise BundleExistsError(reason)
 
 
-def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bool, atol, bound_weights: bool,
-                 log, attention_form: str = DEFAULT_ATTENTION_FORM, memory=NO_MEMORY_LOG,
-                 parity_layers: int | None = None) -> Manifest:
+def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_MEMORY_LOG) -> Manifest:
     import torch
     from optimum.exporters.onnx import export
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -114,6 +87,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
     from .upcast import fp32_block_by_block
     from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
+    dtype, atol, bound_weights, parity_layers = settings.dtype, settings.atol, settings.bound_weights, settings.parity_layers
     t0 = time.perf_counter()
     log(f"loading {source.name}")
     # Loaded in the export's dtype: an fp16 export never holds an fp32 copy of the model
@@ -124,7 +98,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
             attn_implementation="eager", low_cpu_mem_usage=True).eval()
         processor = AutoProcessor.from_pretrained(source.folder, use_fast=False)
     weight_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model, attention_form)}
+    wrappers = {"vision": VisionEncoder(model), "embed": TokenEmbedding(model), "decoder": SteeredDecoder(model, settings.attention_form)}
     configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
     config = model.config
@@ -138,7 +112,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
             # The tracer's notes on CLIP's image-size branch (the size is fixed per checkpoint) and on
             # the mask's constant fill value: both are meant to be constants in the graph.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            export(part, configs[name], folder / f"{name}.onnx", opset=opset, disable_dynamic_axes_fix=True)
+            export(part, configs[name], folder / f"{name}.onnx", opset=settings.opset, disable_dynamic_axes_fix=True)
         if bound_weights:    # the weights, one tensor at a time, from the module that was traced
             with memory.phase(f"weights {name}"):
                 bind_weights(folder / f"{name}.onnx", part, contracts[name].input_names)
@@ -174,7 +148,7 @@ def _export_into(source, folder: Path, dtype: str, opset: int, pad_to_square: bo
             + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.by_depth.items()))
     with memory.phase("manifest"):
         processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-        manifest = _manifest(source, config, processor, folder, dtype, opset, parity, pad_to_square, attention_form)
+        manifest = _manifest(source, config, processor, folder, settings, parity)
         manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
@@ -192,8 +166,7 @@ def _release(model, exported: str, checkpoint: Path) -> None:
     drop_unused_pages(model, sorted(Path(checkpoint).glob("*.safetensors")))
 
 
-def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad_to_square,
-              attention_form: str = DEFAULT_ATTENTION_FORM) -> Manifest:
+def _manifest(source, config, processor, folder: Path, settings: ExportSettings, parity) -> Manifest:
     import onnx
     import torch
     import transformers
@@ -227,16 +200,16 @@ def _manifest(source, config, processor, folder: Path, dtype, opset, parity, pad
             resize_shortest_edge=int(size), crop_height=int(crop["height"]), crop_width=int(crop["width"]),
             do_center_crop=bool(ip.do_center_crop), resample=int(ip.resample),
             rescale_factor=float(ip.rescale_factor), image_mean=tuple(float(x) for x in ip.image_mean),
-            image_std=tuple(float(x) for x in ip.image_std), pad_to_square=pad_to_square),
+            image_std=tuple(float(x) for x in ip.image_std), pad_to_square=settings.pad_to_square),
         prompt_template=_prompt_template(processor),
         image_placeholder=getattr(processor, "image_token", "<image>"),
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        dtype=dtype, opset=opset,
+        dtype=settings.dtype, opset=settings.opset,
         exporter_versions={"torch": torch.__version__, "transformers": transformers.__version__,
                            "optimum": version("optimum"), "optimum-onnx": version("optimum-onnx"),
                            "onnx": onnx.__version__},
         parity=parity.worst, parity_tolerance=parity.tolerances.limits, parity_rule=parity.tolerances.rules,
-        parity_fp32_noise=parity.tolerances.noise or None, attention_form=attention_form,
+        parity_fp32_noise=parity.tolerances.noise or None, attention_form=settings.attention_form,
         sha256={name: sha256_file(folder / name) for name in files},
     )
 

@@ -14,13 +14,15 @@ from optimum.utils import NormalizedConfig
 
 from graphs.contracts import GraphContract, decoder_contract, embed_contract, vision_contract
 
+from .settings import DEFAULT_OPSET
+
 # Trace-time sizes: any value > 1 keeps the axis symbolic; past > 0 keeps the Concat alive.
 _DUMMY_BATCH, _DUMMY_SEQ, _DUMMY_PAST = 1, 5, 7
 
 
 class _ContractConfig(OnnxConfig):
     NORMALIZED_CONFIG_CLASS = NormalizedConfig
-    DEFAULT_ONNX_OPSET = 18        # <= 20: TensorRT 10.3 on JetPack 6 reads no higher
+    DEFAULT_ONNX_OPSET = DEFAULT_OPSET
     contract: GraphContract
 
     def __init__(self, config, float_dtype: str = "fp32"):

@@ -79,3 +79,15 @@ def test_cli_exports_and_reports_errors(checkpoint_dir, tmp_path):
     again = subprocess.run([sys.executable, "-m", "export", str(checkpoint_dir("tiny")), "--out", str(tmp_path / "b")],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds a bundle" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_settings_are_one_checked_object(tmp_path):
+    from export import ExportSettings, export_llava
+    from export.errors import ExportError
+
+    with pytest.raises(ExportError, match="unknown export option.*dtpye"):
+        export_llava("unused", tmp_path / "b", dtpye="fp16")
+    with pytest.raises(ExportError, match="opset must be within"):
+        export_llava("unused", tmp_path / "b", ExportSettings(), opset=99)
+    assert ExportSettings().with_options(dtype="fp16").dtype == "fp16"
+    assert not (tmp_path / "b").exists()
