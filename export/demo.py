@@ -31,12 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("build/demo"))
     args = parser.parse_args(argv)
 
-    from calibration.synthetic import generate
+    from calibration.synthetic import ANSWER_WORDS, INVERSE, generate
     from export import export_llava
     from export.fixtures import SPATIAL, build_checkpoint
 
     checkpoint = args.workdir / f"checkpoint-{args.size}"
     bundle = args.workdir / f"bundle-{args.size}"
+    if args.size == SPATIAL and _older_than_weights(checkpoint / "config.json"):
+        import shutil
+
+        print(f"[demo] {checkpoint} predates the trained parameters: assembling it again")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
     if not (checkpoint / "config.json").exists():
         what = "the spatial model (SmolLM2 + trained eyes)" if args.size == SPATIAL else f"a random {args.size} LLaVA"
         print(f"[demo] assembling {what} in {checkpoint}")
@@ -51,19 +57,23 @@ def main(argv: list[str] | None = None) -> int:
         export_llava(str(checkpoint), bundle, atol=EXPORT_ATOL if args.size == SPATIAL else None)
     scenes = generate(args.workdir / "scenes", n=8, seed=DEMO_SEED, size=336)
     items = json.loads(scenes.read_text())
-    # A scene with a language prior, arranged against it: the picture must win over the prior.
+    # A scene with a language prior, arranged against it: the picture must win over the prior.  The
+    # question names the bigger object first (the drawing's subject is the smaller one), so the
+    # answer is the inverse relation: right only by reading the names as well as looking.
     item = next((r for r in items if r.get("familiar") is False), items[0])
     a, b = item["objects"]["A"], item["objects"]["B"]
     image = scenes.parent / item["image_path"]
     blank = scenes.parent / item["blank_image_path"]
-    question = f"Where is the {a} in relation to the {b}? Answer with left, right, on or under."
+    relation = item["image_path"].split("/")[-1].split("_", 1)[1].rsplit("_", 1)[0]     # "on", "left_of", ...
+    truth = ANSWER_WORDS[INVERSE[relation]]
+    question = f"Where is the {b} in relation to the {a}? Answer with left, right, on or under."
 
     import runtime
     from runtime.__main__ import format_answer
 
     vlm = runtime.load(bundle)
     print("(the second answer reuses the first one's image features and image prefix: vision 0.0)")
-    print(f"\nimage:    {image}  (truth: {item['caption_options'][0]!r})\nquestion: {question}\n")
+    print(f"\nimage:    {image}  ({item['caption_options'][0]})\nquestion: {question}  (truth: {truth})\n")
     for label, steering in (("plain", None), ("AdaptVis", vlm.default_steering)):
         ans = vlm.answer(image, question, steering=steering, measure_image_influence=True, blank_image=blank)
         print(f"-- {label}\n{format_answer(ans)}\n")
@@ -75,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("(random weights: the words mean nothing; `just demo` without --size runs the trained spatial model)")
     return 0
+
+
+def _older_than_weights(config: Path) -> bool:
+    from spatial.assemble import WEIGHTS
+
+    return config.exists() and WEIGHTS.exists() and config.stat().st_mtime < WEIGHTS.stat().st_mtime
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def test_lora_merge_equals_the_adapter():
     model = torch.nn.Module()
     model.layers = layers
     plain = {k: v.clone() for k, v in model.state_dict().items()}
-    shape = LoraShape(rank=3, alpha=6.0)
+    shape = LoraShape(rank=3, alpha=6.0, targets=("q_proj", "v_proj"))
     adapters = lora.attach(model.layers, shape)
     for a in adapters.values():
         a.B.data.normal_()
