@@ -112,3 +112,23 @@ def test_answers_eight_held_out_scenes(spatial_bundle, scenes):
         ans = vlm.answer(item.image_path, item.question, steering=None)
         right.append(strict_correct(ans.text, item.gold, item.options))
     assert sum(right) >= 7, right
+
+
+def test_reads_the_names_reversed_questions_and_distractors(spatial_bundle):
+    """Fixed held-out scenes (seed 7): the names swapped, a third object standing by, yes/no checks,
+    the question without its answer-format suffix.  A model that answers "where is the smaller thing"
+    gets no reversed question right; one that echoes gets no free question right."""
+    from calibration.synthetic import reading_set, relation_word_only, score_reading
+
+    vlm = runtime.load(spatial_bundle)
+    right, free = {}, []
+    for kind, n in (("reversed", 12), ("distractor", 12), ("yes_no", 8), ("free", 4)):
+        for scene, q in reading_set(kind, n, HELD_OUT_SEED, 336):
+            text = vlm.answer(scene.render(336), q.text, steering=None, max_new_tokens=6).text
+            right.setdefault(kind, []).append(score_reading(q, scene, text))
+            if kind == "free":
+                free.append(relation_word_only(text))
+    assert sum(right["reversed"]) >= 10, right
+    assert sum(right["distractor"]) >= 9, right
+    assert sum(right["yes_no"]) >= 6, right
+    assert all(free) and sum(right["free"]) >= 3, (free, right)
