@@ -67,6 +67,10 @@ class Settings:
     checkpoint_seconds: float = 120.0
 
 
+#: Settings a resumed run may change: the step counts and the time ceiling.
+RESIZABLE = ("eyes_steps", "readout_steps", "minutes")
+
+
 @dataclass
 class Progress:
     stage: str = "eyes"
@@ -474,10 +478,15 @@ class Trainer:
         if not path.exists():
             return None
         state = self.torch.load(path, weights_only=False, map_location=self.device)
-        if state["settings"] != asdict(self.s):
-            raise SystemExit(f"{path} was written with other settings ({state['settings']}); "
+        now, then = asdict(self.s), state["settings"]
+        if {k: v for k, v in now.items() if k not in RESIZABLE} != {k: v for k, v in then.items() if k not in RESIZABLE}:
+            raise SystemExit(f"{path} was written with other settings ({then}); "
                              f"remove {self.out} to start over, or rerun with the same options")
         self.progress = Progress(**state["progress"])
+        changed = {k: [then[k], now[k]] for k in RESIZABLE if then[k] != now[k]}
+        if changed:      # a run resized on resume (a busier CPU than planned): the schedules follow the new totals
+            print(f"[train] resized on resume: {changed}", file=sys.stderr)
+            self._log(stage=self.progress.stage, step=self.progress.step, resized=changed)
         for name in ("tower", "colour_head", "shape_head", "code_head", "projector"):
             getattr(self, name).load_state_dict(state[name])
         for key, a in self.adapters.items():
