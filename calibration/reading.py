@@ -1,7 +1,7 @@
 """Does the model read the question?  The reading benchmark, per kind: ``just reading BUNDLE``.
 
     python -m calibration.reading BUNDLE [--n 100] [--seed 12] [--dev-seed 11] [--dev-n 40]
-        [--kinds standard,reversed,...] [--no-calibrate] [--adaptvis LOW,HIGH,T] [--out DIR]
+        [--kinds standard,reversed,...] [--adaptvis LOW,HIGH,T --scalingvis-alpha A] [--jobs 2] [--out DIR]
 
 Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 1000):
 
@@ -43,26 +43,49 @@ LOWS, HIGHS = (0.5, 0.8), (1.2, 1.5, 2.0)
 RENDER_SIZE = 336
 
 
-def answer_all(vlm, items, alphas: Sequence[float], blind: bool, label: str) -> list[dict]:
-    """Per item: the answer unsteered (with its confidence), at each alpha, and about a blank image."""
-    from tqdm import tqdm
+_VLM = None
 
+
+def _load(bundle: str) -> None:
+    global _VLM
+    import runtime
+
+    _VLM = runtime.load(bundle)
+
+
+def _answer_chunk(args) -> list[dict]:
+    items, alphas, blind = args
+    return [_answer_one(_VLM, scene, q, alphas, blind) for scene, q in items]
+
+
+def _answer_one(vlm, scene, q, alphas: Sequence[float], blind: bool) -> dict:
+    """The answer unsteered (with its confidence), at each alpha (the image prefix is cached), blind."""
     from runtime import ScalingVis
 
+    image = scene.render(RENDER_SIZE)
+    base = vlm.answer(image, q.text, steering=None, max_new_tokens=6)
+    rec = {"kind": scene.kind, "form": q.form, "question": q.text, "gold": q.answer,
+           "confidence": float(base.confidence), "answers": {"1.0": base.text},
+           "correct": {"1.0": score_reading(q, scene, base.text)}}
+    for a in alphas:
+        text = vlm.answer(image, q.text, steering=ScalingVis(a), max_new_tokens=6).text
+        rec["answers"][str(a)], rec["correct"][str(a)] = text, score_reading(q, scene, text)
+    if blind:
+        text = vlm.answer(mean_colour_image(image), q.text, steering=None, max_new_tokens=6).text
+        rec["answers"]["blind"], rec["correct"]["blind"] = text, score_reading(q, scene, text)
+    return rec
+
+
+def answer_all(pool, items, alphas: Sequence[float], blind: bool, label: str) -> list[dict]:
+    """Per item (in order), :func:`_answer_one`, spread over the pool's worker processes."""
+    from tqdm import tqdm
+
+    chunks = [(items[i: i + 4], tuple(alphas), blind) for i in range(0, len(items), 4)]
     out = []
-    for scene, q in tqdm(items, desc=label, unit="item", leave=False):
-        image = scene.render(RENDER_SIZE)
-        base = vlm.answer(image, q.text, steering=None, max_new_tokens=6)
-        rec = {"kind": scene.kind, "form": q.form, "question": q.text, "gold": q.answer,
-               "confidence": float(base.confidence), "answers": {"1.0": base.text},
-               "correct": {"1.0": score_reading(q, scene, base.text)}}
-        for a in alphas:
-            text = vlm.answer(image, q.text, steering=ScalingVis(a), max_new_tokens=6).text
-            rec["answers"][str(a)], rec["correct"][str(a)] = text, score_reading(q, scene, text)
-        if blind:
-            text = vlm.answer(mean_colour_image(image), q.text, steering=None, max_new_tokens=6).text
-            rec["answers"]["blind"], rec["correct"]["blind"] = text, score_reading(q, scene, text)
-        out.append(rec)
+    with tqdm(total=len(items), desc=label, unit="item", leave=False) as bar:
+        for recs in pool.imap(_answer_chunk, chunks):
+            out.extend(recs)
+            bar.update(len(recs))
     return out
 
 
@@ -153,20 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scalingvis-alpha", type=float, default=None)
     ap.add_argument("--blind-kinds", default="standard,reversed,yes_no,what", help="kinds also asked about a blank image")
     ap.add_argument("--out", type=Path, default=None, help="default runs/<bundle name>/reading")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, each with the bundle loaded")
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k not in READING_KINDS for k in kinds):
         ap.error(f"--kinds: choose from {', '.join(READING_KINDS)}")
     if args.seed >= 1000 or args.dev_seed >= 1000 or args.seed == args.dev_seed:
         ap.error("--seed and --dev-seed must differ and be below 1000 (the held-out seeds)")
-    import runtime
+    import multiprocessing
 
     out = args.out or Path("runs") / args.bundle.name / "reading"
     out.mkdir(parents=True, exist_ok=True)
-    vlm = runtime.load(args.bundle)
+    pool = multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_load, initargs=(str(args.bundle),))
     t0 = time.perf_counter()
     if args.adaptvis is None or args.scalingvis_alpha is None:
-        dev = [r for k in kinds for r in answer_all(vlm, reading_set(k, args.dev_n, args.dev_seed, RENDER_SIZE),
+        dev = [r for k in kinds for r in answer_all(pool, reading_set(k, args.dev_n, args.dev_seed, RENDER_SIZE),
                                                        ALPHAS, False, f"dev {k}")]
         cal = calibrate(dev)
     else:
@@ -180,9 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     blind = set(args.blind_kinds.split(","))
     records = []
     for k in kinds:
-        for r in answer_all(vlm, reading_set(k, args.n, args.seed, RENDER_SIZE), alphas, k in blind, f"test {k}"):
+        for r in answer_all(pool, reading_set(k, args.n, args.seed, RENDER_SIZE), alphas, k in blind, f"test {k}"):
             r["set"] = k
             records.append(r)
+    pool.close()
     rows = summarize(records, cal["scalingvis_alpha"], cal["adaptvis"])
     text = report(rows, cal, args.seed, args.bundle.name)
     (out / "reading.md").write_text(text)
