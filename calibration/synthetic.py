@@ -48,6 +48,13 @@ Deterministic: the same ``(n, seed, size)`` gives byte-identical JSON and PNGs (
 downsampled for smooth edges.
 
 Run: ``python -m calibration.synthetic OUT --n 200 --seed 0 --size 336 [--objects mixed]``.
+
+Reading kinds (:data:`READING_KINDS`, :func:`reading_set`): scenes and questions that need the
+object names read -- the standard question and the same scenes with the names swapped
+(``reversed``), objects of alike size, pairs differing only in colour or only in shape, a third
+object standing apart as a distractor, and the question forms ``free`` (no answer-format
+suffix), ``yes_no`` and ``what`` ("What is under the blue box?").  ``--reading KIND`` writes one
+of them (``reading.json``); :mod:`calibration.reading` evaluates a bundle on all of them.
 Seeds 0..999 are for evaluation; the ``spatial`` model was trained on scenes drawn
 with seeds 1000 and above (``train/``), so any seed below 1000 is held out.
 """
@@ -550,6 +557,32 @@ def generate(out: str | Path, n: int = 200, seed: int = 0, size: int = 336, obje
     return path
 
 
+def generate_reading(out: str | Path, kind: str, n: int = 100, seed: int = 0, size: int = 336) -> Path:
+    """Write ``n`` items of a reading kind (READING_KINDS) under ``out``; returns ``reading.json``'s path.
+
+    Each record: ``image_path``, ``blank_image_path``, ``question``, ``answer`` (the model's trained
+    answer: ``Left``, ``Yes``, ``Red circle``), ``form``, ``kind``, ``objects`` (names, A first),
+    ``subject`` / ``reference`` (indices into ``objects``), ``relation`` (A relative to B), ``boxes``.
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "blank").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, (scene, q) in enumerate(reading_set(kind, n, seed, size)):
+        img = scene.render(size)
+        name = f"{kind}_{i:04d}.png"
+        img.save(out / "images" / name, format="PNG", compress_level=PNG_COMPRESS)
+        mean_colour_image(img).save(out / "blank" / name, format="PNG", compress_level=PNG_COMPRESS)
+        records.append({"image_path": f"images/{name}", "blank_image_path": f"blank/{name}", "question": q.text,
+                        "answer": q.answer, "form": q.form, "kind": scene.kind,
+                        "objects": [o.name for o in scene.objects], "subject": q.subject,
+                        "reference": q.reference, "relation": scene.relation,
+                        "boxes": [list(b) for b in scene.boxes]})
+    path = out / "reading.json"
+    path.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=True) for r in records) + "\n]\n", encoding="utf-8")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="output folder")
@@ -558,9 +591,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=336, help="image side in pixels (default 336)")
     ap.add_argument("--objects", choices=OBJECT_KINDS, default="mixed",
                     help="coloured shapes, everyday objects with a language prior, or half of each (default)")
+    ap.add_argument("--reading", choices=READING_KINDS, default=None,
+                    help="write a reading kind instead (reading.json: question, answer, objects, boxes)")
     args = ap.parse_args(argv)
     try:
-        path = generate(args.out, args.n, args.seed, args.size, args.objects)
+        if args.reading:
+            path = generate_reading(args.out, args.reading, args.n, args.seed, args.size)
+        else:
+            path = generate(args.out, args.n, args.seed, args.size, args.objects)
     except ValueError as e:
         ap.error(str(e))
     print(path)

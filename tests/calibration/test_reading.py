@@ -89,3 +89,14 @@ def test_calibration_reads_adaptvis_off_the_alpha_answers():
     assert adaptvis_correct(dev[-1], low, high, t)
     rows = summarize(dev, cal["scalingvis_alpha"], cal["adaptvis"])
     assert rows["standard"]["baseline"] == 50.0 and rows["standard"]["adaptvis"] == 100.0
+
+
+def test_cli_writes_a_reading_kind(tmp_path):
+    import json
+
+    from calibration.synthetic import main
+
+    assert main([str(tmp_path), "--reading", "distractor", "--n", "4", "--seed", "3", "--size", "128"]) == 0
+    records = json.loads((tmp_path / "reading.json").read_text())
+    assert len(records) == 4 and all(len(r["objects"]) == 3 for r in records)
+    assert all((tmp_path / r["image_path"]).is_file() and (tmp_path / r["blank_image_path"]).is_file() for r in records)
