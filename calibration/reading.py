@@ -119,11 +119,12 @@ def summarize(records: list[dict], scaling: float, adaptvis: tuple[float, float,
     rows = {}
     for kind in dict.fromkeys(r["set"] for r in records):
         rs = [r for r in records if r["set"] == kind]
+        steered = adaptvis is not None
         row = {"n": len(rs), "baseline": pct(r["correct"]["1.0"] for r in rs),
-               "scalingvis": pct(r["correct"][str(scaling)] for r in rs),
-               "adaptvis": pct(adaptvis_correct(r, *adaptvis) for r in rs),
+               "scalingvis": pct(r["correct"][str(scaling)] for r in rs) if steered else None,
+               "adaptvis": pct(adaptvis_correct(r, *adaptvis) for r in rs) if steered else None,
                "blind": pct(r["correct"]["blind"] for r in rs if "blind" in r["correct"]),
-               "below_threshold": sum(r["confidence"] < adaptvis[2] for r in rs),
+               "below_threshold": sum(r["confidence"] < adaptvis[2] for r in rs) if steered else None,
                "confidence_right": pct_conf([r for r in rs if r["correct"]["1.0"]]),
                "confidence_wrong": pct_conf([r for r in rs if not r["correct"]["1.0"]])}
         if kind == "yes_no":
@@ -139,12 +140,14 @@ def pct_conf(rs: list[dict]) -> float | None:
 
 
 def report(rows: dict, cal: dict, seed: int, bundle: str) -> str:
-    low, high, t = cal["adaptvis"]
-    lines = [f"# Reading benchmark: {bundle}", "",
-             f"Held-out seed {seed}, strict scoring. ScalingVis alpha {cal['scalingvis_alpha']}; AdaptVis "
-             f"low {low}, high {high}, threshold {t:.4f}, calibrated on {cal['dev_items']} dev items "
-             f"(dev: baseline {100 * cal['dev_baseline']:.1f} %, ScalingVis {100 * cal['dev_scalingvis']:.1f} %, "
-             f"AdaptVis {100 * cal['dev_adaptvis']:.1f} %).", "",
+    if cal["adaptvis"] is None:
+        setting = "Unsteered only."
+    else:
+        low, high, t = cal["adaptvis"]
+        setting = (f"ScalingVis alpha {cal['scalingvis_alpha']}; AdaptVis low {low}, high {high}, threshold {t:.4f}, "
+                   f"calibrated on {cal['dev_items']} dev items (dev: baseline {100 * cal['dev_baseline']:.1f} %, "
+                   f"ScalingVis {100 * cal['dev_scalingvis']:.1f} %, AdaptVis {100 * cal['dev_adaptvis']:.1f} %).")
+    lines = [f"# Reading benchmark: {bundle}", "", f"Held-out seed {seed}, strict scoring. {setting}", "",
              "| kind | n | baseline | ScalingVis | AdaptVis | blind | below threshold | confidence right / wrong | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for kind, r in rows.items():
@@ -177,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--blind-kinds", default="standard,reversed,yes_no,what", help="kinds also asked about a blank image")
     ap.add_argument("--out", type=Path, default=None, help="default runs/<bundle name>/reading")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, each with the bundle loaded")
+    ap.add_argument("--no-steering", action="store_true", help="the unsteered answers (and blind ones) only")
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k not in READING_KINDS for k in kinds):
@@ -189,18 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pool = multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_load, initargs=(str(args.bundle),))
     t0 = time.perf_counter()
-    if args.adaptvis is None or args.scalingvis_alpha is None:
+    if args.no_steering:
+        cal = {"dev_items": 0, "scalingvis_alpha": None, "adaptvis": None}
+    elif args.adaptvis is None or args.scalingvis_alpha is None:
         dev = [r for k in kinds for r in answer_all(pool, reading_set(k, args.dev_n, args.dev_seed, RENDER_SIZE),
                                                        ALPHAS, False, f"dev {k}")]
         cal = calibrate(dev)
     else:
         cal = {"dev_items": 0, "dev_baseline": float("nan"), "dev_scalingvis": float("nan"),
                "dev_adaptvis": float("nan")}
-    if args.adaptvis is not None:
+    if args.adaptvis is not None and not args.no_steering:
         cal["adaptvis"] = args.adaptvis
-    if args.scalingvis_alpha is not None:
+    if args.scalingvis_alpha is not None and not args.no_steering:
         cal["scalingvis_alpha"] = args.scalingvis_alpha
-    alphas = sorted({cal["scalingvis_alpha"], cal["adaptvis"][0], cal["adaptvis"][1]} - {1.0})
+    alphas = [] if args.no_steering else sorted({cal["scalingvis_alpha"], *cal["adaptvis"][:2]} - {1.0})
     blind = set(args.blind_kinds.split(","))
     records = []
     for k in kinds:
