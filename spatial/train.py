@@ -67,8 +67,8 @@ class Settings:
     checkpoint_seconds: float = 120.0
 
 
-#: Settings a resumed run may change: the step counts and the time ceiling.
-RESIZABLE = ("eyes_steps", "readout_steps", "minutes")
+#: Settings a resumed run may change: the step counts, the time ceiling, how often to validate.
+RESIZABLE = ("eyes_steps", "readout_steps", "minutes", "val_every")
 
 
 @dataclass
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eyes-steps", type=int, default=Settings.eyes_steps)
     ap.add_argument("--readout-steps", type=int, default=Settings.readout_steps)
     ap.add_argument("--readout-batch", type=int, default=Settings.readout_batch)
+    ap.add_argument("--val-every", type=int, default=Settings.val_every, help="readout steps between validations")
     ap.add_argument("--train-items", type=int, default=Settings.train_items)
     ap.add_argument("--seed", type=int, default=Settings.seed)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--train-items must be at least 1000")
     settings = Settings(seed=args.seed, train_items=args.train_items, minutes=args.minutes,
                         eyes_steps=args.eyes_steps, readout_steps=args.readout_steps,
-                        readout_batch=args.readout_batch)
+                        readout_batch=args.readout_batch, val_every=args.val_every)
     torch_setup(args.threads)
     Trainer(settings, args.out, args.weights, args.decoder, args.device).run()
     return 0
