@@ -22,7 +22,7 @@ result is one safetensors file (tower, projector, adapter: ~12 MB) and
 ``training.json`` (settings, wall time, losses, validation accuracy) in ``--weights``.
 
     python -m spatial.train [--out runs/train-spatial] [--weights spatial/weights] [--seed 0]
-                            [--train-items 12000] [--eyes-steps 900] [--readout-steps 180] [--minutes 75]
+                            [--train-items 12000] [--eyes-steps 500] [--readout-steps 120] [--minutes 75]
                             [--threads 1]
 """
 from __future__ import annotations
@@ -54,8 +54,8 @@ class Settings:
     seed: int = 0
     train_items: int = 12000        # drawn once (one seed each, from 1000): ~1.5 min
     val_items: int = 128            # seeds 500000..: never the benchmark's 0..999
-    eyes_steps: int = 900           # batch 64: ~0.3 s a step on 2 quiet cores, ~1.4 s on a busy one
-    readout_steps: int = 180        # batch 8: ~3 s a step on 2 quiet cores, ~13 s on a busy one
+    eyes_steps: int = 500           # batch 64: ~1.4-3 s a step on 2 cores shared with others
+    readout_steps: int = 120        # batch 8: ~13-22 s a step there
     minutes: float = 75.0           # a ceiling on the training steps, however busy the CPU is
     eyes_batch: int = 64
     eyes_lr: float = 1e-3
