@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kinds", default=",".join(READING_KINDS))
     ap.add_argument("--adaptvis", type=_adaptvis_arg, default=None, help="LOW,HIGH,T: skip the calibration")
     ap.add_argument("--scalingvis-alpha", type=float, default=None)
-    ap.add_argument("--blind-kinds", default="standard,reversed,yes_no,what", help="kinds also asked about a blank image")
+    ap.add_argument("--blind-kinds", default="standard,reversed,yes_no,what",
+                    help="kinds also asked about a blank image")
     ap.add_argument("--out", type=Path, default=None, help="default runs/<bundle name>/reading")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, each with the bundle loaded")
     ap.add_argument("--no-steering", action="store_true", help="the unsteered answers (and blind ones) only")

@@ -246,7 +246,7 @@ class Trainer:
         torch = self.torch
         colour, shape, code = self.word_table
         at = lambda a: torch.from_numpy(a[idx]).to(self.device)                  # noqa: E731
-        per_object = colour[at(scenes.colour)] + shape[at(scenes.shape)] + code[at(scenes.code)]                    # [B, 3, 576]
+        per_object = colour[at(scenes.colour)] + shape[at(scenes.shape)] + code[at(scenes.code)]   # [B, 3, 576]
         return torch.einsum("bto,bod->btd", w, per_object)
 
     def _features(self, pixels):
@@ -255,7 +255,7 @@ class Trainer:
     # ------------------------------------------------------------------ stage 1
 
     def _eyes_losses(self, scenes, idx):
-        torch, F = self.torch, self.torch.nn.functional
+        F = self.torch.nn.functional
         (t_colour, t_shape, t_code), w = self._patch_targets(scenes, idx)
         feats = self._features(self._pixels(scenes, idx))                                # [B, T, H]
         soft = lambda logits, t: -(t * F.log_softmax(logits, -1)).sum(-1).mean()       # noqa: E731
@@ -311,7 +311,8 @@ class Trainer:
                 self._save_state(opt, rng)
                 last_ckpt = time.perf_counter()
         bar.close()
-        print(f"[train] stage 1 done: {self.progress.step} steps, {self.progress.elapsed / 60:.1f} min", file=sys.stderr)
+        print(f"[train] stage 1 done: {self.progress.step} steps, {self.progress.elapsed / 60:.1f} min",
+              file=sys.stderr)
         self.progress.stage, self.progress.step = "readout", 0
         self._save_state(None, None)
 
@@ -419,7 +420,7 @@ class Trainer:
             self.progress.elapsed += time.perf_counter() - t_step
             t_step = time.perf_counter()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", s_per_step=f"{bar.format_dict['elapsed'] / max(1, bar.n - bar.initial):.1f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
             if self.progress.step % self.s.val_every == 0 or self.progress.step == total:
                 acc = self._readout_accuracy()
                 self._log(stage="readout", step=self.progress.step, loss=round(loss.item(), 4), **acc)
@@ -480,7 +481,8 @@ class Trainer:
             return None
         state = self.torch.load(path, weights_only=False, map_location=self.device)
         now, then = asdict(self.s), state["settings"]
-        if {k: v for k, v in now.items() if k not in RESIZABLE} != {k: v for k, v in then.items() if k not in RESIZABLE}:
+        fixed = lambda d: {k: v for k, v in d.items() if k not in RESIZABLE}      # noqa: E731
+        if fixed(now) != fixed(then):
             raise SystemExit(f"{path} was written with other settings ({then}); "
                              f"remove {self.out} to start over, or rerun with the same options")
         self.progress = Progress(**state["progress"])

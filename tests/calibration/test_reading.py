@@ -50,7 +50,8 @@ def test_question_forms():
     yn = reading_set("yes_no", 40, 2, 200)
     assert Counter(q.answer for _, q in yn) == {"Yes": 20, "No": 20}
     for s, q in yn:
-        assert q.text.endswith("Answer yes or no.") and (q.answer == "Yes") == (q.asked == s.relation_of(q.subject, q.reference))
+        truth = s.relation_of(q.subject, q.reference)
+        assert q.text.endswith("Answer yes or no.") and (q.answer == "Yes") == (q.asked == truth)
     for s, q in reading_set("free", 8, 2, 200):
         assert q.text.endswith("?") and "Answer" not in q.text
     for s, q in reading_set("what", 8, 2, 200):
