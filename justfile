@@ -85,3 +85,7 @@ calibrate BUNDLE DATASET *ARGS:
 # Baseline vs ScalingVis vs AdaptVis, and the image's influence: `just evaluate BUNDLE DATASET [--adaptvis LOW,HIGH,T]`.
 evaluate BUNDLE DATASET *ARGS:
     {{python}} -m calibration.evaluate "$@"
+
+# Does the model read the question? Accuracy per kind (reversed names, distractors, yes/no, ...) with AdaptVis calibrated: `just reading BUNDLE [--n 100] [--seed 12]`.
+reading BUNDLE *ARGS:
+    {{python}} -m calibration.reading "$@"

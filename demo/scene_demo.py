@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 DEMO_SEED = 0          # benchmark seeds below 1000 were never trained on
@@ -57,6 +58,10 @@ def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
     from runtime.errors import BundleError
 
     force = False
+    if size == SPATIAL and _older_than_weights(checkpoint / "config.json"):
+        print(f"[demo] {checkpoint} predates the trained parameters in spatial/weights/: assembling it again")
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
     if (bundle / "manifest.json").exists():
         try:
             open_bundle(bundle)
@@ -73,6 +78,12 @@ def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
         build_checkpoint(checkpoint, size=size)
     export_llava(str(checkpoint), bundle, force=force)     # tolerances from the model's own fp32 rounding, also for spatial
     print(f"[demo] exported the bundle to {bundle}")
+
+
+def _older_than_weights(config: Path) -> bool:
+    from spatial.assemble import WEIGHTS
+
+    return config.exists() and WEIGHTS.exists() and config.stat().st_mtime < WEIGHTS.stat().st_mtime
 
 
 def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:

@@ -62,7 +62,7 @@ class VisionShape:
 class LoraShape:
     rank: int = 8
     alpha: float = 16.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def vision_config(shape: VisionShape):

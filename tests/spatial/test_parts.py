@@ -7,7 +7,7 @@ import torch
 
 from spatial import lora
 from spatial.architecture import ANSWERS, LoraShape, VisionShape
-from spatial.scenes import draw, patch_cover
+from spatial.scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, draw, draw_reading, patch_cover
 from spatial.train import sincos_positions
 
 
@@ -24,6 +24,23 @@ def test_scenes_are_balanced_and_carry_both_kinds():
     assert {True, False, None} == set(s.familiar)
     assert all(q.startswith("Where is the ") and q.endswith("Answer with left, right, on or under.")
                for q in s.questions)
+
+
+def test_reading_scenes_label_every_object():
+    with pytest.raises(ValueError, match="evaluation seeds"):
+        draw_reading(4, 999, 96, 16)
+    s = draw_reading(60, 1000, 96, 16)
+    assert s.pixels.shape == (60, 96, 96, 3) and s.cover.shape == (60, 36, 3)
+    inverse = {"on": "under", "under": "on", "left_of": "right_of", "right_of": "left_of"}
+    for i in range(60):
+        a, b, c = (CODE_CLASSES[k] for k in s.code[i])
+        assert inverse[a] == b and c == "none"
+        n = len(s.words[i])
+        assert (s.colour[i, :n] > 0).all() and (s.colour[i, n:] == 0).all() and (s.shape[i, n:] == 0).all()
+        assert s.cover[i, :, :n].sum(0).min() > 0 and s.cover[i, :, n:].sum() == 0
+        for k, name in enumerate(s.words[i]):
+            assert name == f"{COLOUR_CLASSES[s.colour[i, k]]} {SHAPE_CLASSES[s.shape[i, k]]}"
+    assert {"whatsup", "free", "yes_no", "what"} == set(s.forms) and 3 in {len(w) for w in s.words}
 
 
 def test_patch_cover_on_hand_made_boxes():
@@ -48,7 +65,7 @@ def test_lora_merge_equals_the_adapter():
     model = torch.nn.Module()
     model.layers = layers
     plain = {k: v.clone() for k, v in model.state_dict().items()}
-    shape = LoraShape(rank=3, alpha=6.0)
+    shape = LoraShape(rank=3, alpha=6.0, targets=("q_proj", "v_proj"))
     adapters = lora.attach(model.layers, shape)
     for a in adapters.values():
         a.B.data.normal_()
