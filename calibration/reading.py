@@ -13,7 +13,7 @@ Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 10
 * ``free``: the WhatsUp question without "Answer with ..."; ``yes_no``: "Is the red ball on the
   blue box? Answer yes or no." (half true); ``what``: "What is under the blue box?".
 
-Scoring is strict (:func:`calibration.synthetic.score_reading`): exactly one option word (or
+Scoring is strict (:func:`calibration.reading_scenes.score_reading`): exactly one option word (or
 object name), the right one.  ``free`` also reports how many answers are a relation word (at
 most three words, one of left/right/on/under) rather than an echo.
 
@@ -36,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .synthetic import READING_KINDS, mean_colour_image, reading_set, relation_word_only, score_reading
+from .reading_scenes import reading_set, relation_word_only, score_reading
+from .synthetic import READING_KINDS, mean_colour_image
 
 ALPHAS = (0.5, 0.8, 1.2, 1.5, 2.0)
 LOWS, HIGHS = (0.5, 0.8), (1.2, 1.5, 2.0)

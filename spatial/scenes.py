@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from calibration.prompts import CONTROLLED_SYNTHETIC, SUBSETS, two_object_question
-from calibration.synthetic import COLOURS, INVERSE, RELATIONS, SHAPES, plan, record, render, training_item
+from calibration.reading_scenes import INVERSE, training_item
+from calibration.synthetic import COLOURS, RELATIONS, SHAPES, plan, record, render
 from calibration.things import THINGS
 
 TRAIN_SEED_BASE = 1000
@@ -105,7 +106,7 @@ class ReadingScenes:
 
 
 def draw_reading(n: int, seed_base: int, image_size: int, patch_size: int, progress=None) -> ReadingScenes:
-    """``n`` reading items (:func:`calibration.synthetic.training_item`), seeds ``seed_base + i``."""
+    """``n`` reading items (:func:`calibration.reading_scenes.training_item`), seeds ``seed_base + i``."""
     if seed_base < 1000:
         raise ValueError(f"seeds below 1000 are the benchmark's evaluation seeds; got seed_base={seed_base}")
     t = (image_size // patch_size) ** 2

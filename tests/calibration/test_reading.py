@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 
 from calibration.reading import adaptvis_correct, calibrate, summarize
-from calibration.synthetic import (INVERSE, READING_KINDS, RELATIONS, _apart, reading_set, relation_word_only,
-                                   score_reading, training_item)
+from calibration.reading_scenes import (INVERSE, _apart, reading_set, relation_word_only, score_reading,
+                                        training_item)
+from calibration.synthetic import READING_KINDS, RELATIONS
 
 
 @pytest.mark.parametrize("kind", READING_KINDS)

@@ -152,7 +152,7 @@ def test_reads_the_names_reversed_questions_and_distractors(spatial_bundle):
     reading scenes reached reversed 6/12, distractor 3/12, yes/no 4/8, free 2/4 on these items; it
     was not shipped: spatial/MODEL_CARD.md).  The shipped parameters do not read the names: this
     fails for them, as marked, and the mark goes when parameters that read are shipped."""
-    from calibration.synthetic import reading_set, relation_word_only, score_reading
+    from calibration.reading_scenes import reading_set, relation_word_only, score_reading
 
     vlm = runtime.load(spatial_bundle)
     right, words = {}, {}
