@@ -35,7 +35,7 @@ class _FakeVLM:
         self.text = text
 
     def answer(self, image, question, **kw):
-        return Answer(text=self.text, token_ids=[1, 2], confidence=0.9, scale=1.5, steering="adaptvis")
+        return Answer(text=self.text, token_ids=[1, 2], confidence=0.9, alpha=1.5, steering="adaptvis")
 
 
 @pytest.mark.parametrize("text, warned", [(QUESTION, True), ("Under", False)])

@@ -14,6 +14,9 @@ from spatial.architecture import PROMPT_TEMPLATE
 from tests.runtime.reference import Reference
 
 HELD_OUT_SEED = 7          # < 1000: never trained on
+# The fused decoder against decoder.onnx on 30 real layers: both ONNX Runtime graphs are up to ~2e-4 off
+# the float64 logits, so they may differ by twice that (measured: 3.2e-4).
+FUSED_ATOL = 6e-4
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +129,7 @@ def test_the_fused_decoder_on_real_weights_equals_the_reference(spatial_bundle, 
 
     folder = tmp_path / "bundle"
     shutil.copytree(spatial_bundle, folder)
-    record = fuse_bundle(folder, "fp32", checkpoint=spatial_checkpoint, atol=2 * EXPORT_ATOL, log=lambda m: None)
+    record = fuse_bundle(folder, "fp32", checkpoint=spatial_checkpoint, atol=FUSED_ATOL, log=lambda m: None)
     assert record["nodes_per_layer"] <= 30
     vlm, ref = runtime.load(folder), Reference(spatial_checkpoint)
     assert vlm.sessions.decoder_choice.flavour == "fused"
