@@ -179,6 +179,11 @@ def _check_names(m: Any) -> None:
     for graph, file in m.graphs.items():
         check_file_name(file, f"graphs[{graph!r}]")
     check_file_name(m.tokenizer_file, "tokenizer_file")
+    for dtype, record in (m.fused_decoders or {}).items():
+        file = record.get("file")
+        if not isinstance(file, str) or file.startswith("."):       # a dot name: a fused build not yet renamed
+            raise ManifestFieldError(f"fused_decoders[{dtype!r}] must name a file inside the bundle folder, got {file!r}")
+        check_file_name(file, f"fused_decoders[{dtype!r}]")
     for file, digest in m.sha256.items():
         check_file_name(file, "sha256 key")
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

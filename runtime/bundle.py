@@ -61,7 +61,8 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
 
 
 def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> None:
-    needed = [*manifest.graphs.values(), manifest.tokenizer_file]
+    needed = [*manifest.graphs.values(), manifest.tokenizer_file,
+              *(record["file"] for record in (manifest.fused_decoders or {}).values())]
     root = folder.resolve()
     for name in [*needed, *manifest.sha256]:
         if not (folder / name).resolve().is_relative_to(root):

@@ -127,14 +127,20 @@ def test_graph_check_says_which_flavour_each_target_can_run(fused_bundle, capsys
     assert "fused fp32 decoder_fused_fp32.onnx: ok, runs on onnxruntime-cpu, onnxruntime-cuda" in out
 
 
-def test_a_fused_file_outside_the_bundle_is_refused(fused_bundle):
-    import dataclasses
+def test_a_fused_file_outside_the_bundle_is_refused(fused_bundle, tmp_path):
+    import json
+    import shutil
 
-    from runtime.decoders import choose_decoder
+    import runtime
     from runtime.errors import BundleError
+    from tests.manifest_edit import rewrite_manifest
 
-    manifest = Manifest.read(fused_bundle("tiny"))
+    folder = tmp_path / "bundle"
+    shutil.copytree(fused_bundle("tiny"), folder)
+    data = json.loads((folder / "manifest.json").read_text())
     for file in ("../decoder.onnx", "/etc/passwd", ".hidden.onnx", 3):
-        bad = dataclasses.replace(manifest, fused_decoders={"fp32": {"file": file}})
-        with pytest.raises(BundleError, match="inside the bundle folder"):
-            choose_decoder(bad, ["CPUExecutionProvider"], "fused")
+        data["fused_decoders"]["fp32"]["file"] = file
+        rewrite_manifest(folder, data)
+        for verify in (True, False):
+            with pytest.raises(BundleError, match="inside the bundle folder"):
+                runtime.load(folder, decoder="fused", verify_checksums=verify)
