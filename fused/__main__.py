@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fp32, or fp16 (fp16 weights and activations: for a GPU; slow on an x86 CPU)")
     parser.add_argument("--checkpoint", type=Path, help="the checkpoint the bundle was exported from "
                                                         "(default: the manifest's source_model)")
-    parser.add_argument("--atol", type=float, help="logits tolerance against decoder.onnx (fp32 1e-4, fp16 0.1)")
+    parser.add_argument("--atol", type=float, help="widen the logits tolerance against decoder.onnx to at least this "
+                                                   "(default: twice the export's own limit, from the model's rounding)")
     parser.add_argument("--provider", choices=sorted(_PROVIDERS), default="cpu", help="where the parity check runs")
     args = parser.parse_args(argv)
     try:
@@ -29,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except FuseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.bundle}: {record['file']} ({record['nodes_per_layer']:.1f} nodes per layer, "
-          f"{record['attention_op']}), parity " + ", ".join(f"{k} {v:.1e}" for k, v in record["parity"].items()))
+    per_layer = record["nodes_per_layer"]
+    print(f"{args.bundle}: {record['plain']} ({per_layer['plain']:.0f} nodes a layer) and {record['steered']} "
+          f"({per_layer['steered']:.0f}), {record['attention_op']}; parity "
+          + ", ".join(f"{k} {v:.1e}" for k, v in record["parity"].items()))
     return 0
 
 

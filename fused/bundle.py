@@ -1,16 +1,20 @@
-"""Add a fused decoder to an exported bundle: build, check against the standard decoder, record.
+"""Add the fused decoder pair to an exported bundle: verify, build, check against the standard decoder, record.
 
-    BUNDLE/decoder.onnx (standard, checked against PyTorch at export; kept for TensorRT)
-    checkpoint --fused/graph.py--> BUNDLE/.decoder_fused_<dtype>.onnx.partial-<pid> (+ _data)
-        --fused/parity.py (vs decoder.onnx)--> renamed to decoder_fused_<dtype>.onnx (+ _data)
-        --> manifest.json: fused_decoders[<dtype>] = {file, parity, nodes_per_layer, ...}, sha256 of both files
+    BUNDLE (verified: manifest digest, every file's sha256; refused otherwise)
+    checkpoint --fused/graph.py--> BUNDLE/.fused-<dtype>.partial-<pid>/ decoder_plain_<dtype>.onnx,
+                                   decoder_steered_<dtype>.onnx, decoder_fused_<dtype>.onnx_data
+        --fused/parity.py (vs decoder.onnx)--> the three files renamed into BUNDLE (an older pair or
+        one-graph fused decoder of that dtype removed)
+        --> manifest.json: fused_decoders[<dtype>] = {plain, steered, data, parity, ...}, the files' sha256;
+            written to a temporary file and renamed, its digest file last
 
-A failed build or parity check leaves the bundle as it was (a fused decoder already there included).
+A failed build or parity check leaves the bundle as it was (a fused pair already there included).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -18,30 +22,33 @@ import numpy as np
 
 from graphs.manifest import Manifest
 from runtime.bundle import open_bundle, sha256_file
+from runtime.errors import BundleError
 
 from .errors import FuseError
-from .graph import build_fused_decoder
-from .parity import check_parity, compare_decoders
+from .graph import build_fused_decoders, check_supported, fused_files
+from .parity import check_parity, compare_decoders, tolerances
 from .weights import CheckpointDecoder
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
-def fused_file(dtype: str) -> str:
-    return f"decoder_fused_{dtype}.onnx"
-
-
 def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path | None = None,
                 atol: float | None = None, providers=("CPUExecutionProvider",), log=print) -> dict:
-    """Build ``decoder_fused_<dtype>.onnx`` into ``bundle`` from ``checkpoint`` (default: the manifest's
-    ``source_model``); returns its manifest record.  ``atol``: the logits tolerance against the standard
-    decoder (fp32 1e-4, fp16 0.1 by default); ``providers``: where the parity check runs."""
+    """Build the fused pair for ``dtype`` into ``bundle`` from ``checkpoint`` (default: the manifest's
+    ``source_model``); returns its manifest record.  ``atol`` can only widen the logits tolerance against
+    the standard decoder (``fused.parity.tolerances``); ``providers``: where the parity check runs."""
     if dtype not in DTYPES:
         raise FuseError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if atol is not None and not (isinstance(atol, (int, float)) and np.isfinite(atol) and atol > 0):
+        raise FuseError(f"atol must be a positive number, got {atol!r}")
     folder = Path(bundle).expanduser().resolve()
-    manifest = open_bundle(folder, verify_checksums=False)
+    try:
+        manifest = open_bundle(folder, verify_checksums=True)
+    except BundleError as e:
+        raise FuseError(f"{folder} does not verify, so it is not re-signed with a fused decoder: {e}") from None
     if manifest.quantization is not None:
-        raise FuseError(f"{folder} is a quantized bundle; build the fused decoder into its source bundle")
+        raise FuseError(f"{folder} is a quantized bundle; build the fused decoder into its source bundle "
+                        f"(just quantize then quantizes the pair with the rest)")
     checkpoint = Path(checkpoint or manifest.source_model).expanduser()
     if not (checkpoint / "config.json").is_file():
         raise FuseError(f"the checkpoint {checkpoint} (the weights the fused decoder is built from) has no "
@@ -49,45 +56,48 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
     t0 = time.perf_counter()
     source = CheckpointDecoder(checkpoint, DTYPES[dtype])
     _check_shape(source, manifest, checkpoint)
-    name = fused_file(dtype)
-    partial = folder / f".{name}.partial-{os.getpid()}"
+    check_supported(source.numbers)
+    files = fused_files(dtype)
+    partial = folder / f".fused-{dtype}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
     try:
-        built = build_fused_decoder(source, partial)
+        built = build_fused_decoders(source, partial, dtype)
         del source
-        log(f"built {name}: {built['nodes']} nodes, {built['nodes_per_layer']:.1f} per layer "
-            f"({time.perf_counter() - t0:.1f}s)")
-        worst = compare_decoders(folder, manifest, partial.name, dtype, providers)
-        log("parity against decoder.onnx: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
-        check_parity(worst, dtype, atol)
-        _rename(partial, folder / name)        # the graph names its data file: point it at the final name
-    except BaseException:
-        for path in (partial, Path(str(partial) + "_data")):
-            path.unlink(missing_ok=True)
-        raise
-    record = {"file": name, "dtype": dtype, "parity": worst, "nodes": built["nodes"],
+        log(f"built {files['plain']} ({built['nodes_per_layer']['plain']:.0f} nodes a layer) and "
+            f"{files['steered']} ({built['nodes_per_layer']['steered']:.0f}) ({time.perf_counter() - t0:.1f}s)")
+        built_graphs = {k: partial / files[k] for k in ("plain", "steered")}      # absolute: still in the partial folder
+        worst = compare_decoders(folder, manifest, built_graphs, dtype, providers)
+        limits, rule = tolerances(manifest, dtype, atol)
+        log("parity against decoder.onnx: " + ", ".join(f"{k} {v:.2e} (limit {limits[k]:.2e})"
+                                                         for k, v in worst.items()))
+        check_parity(worst, limits, dtype)
+        old = _files_of(manifest, dtype)
+        for f in files.values():
+            os.replace(partial / f, folder / f)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    record = {**files, "dtype": dtype, "kv_layout": "shared past/present buffer", "parity": worst,
+              "parity_tolerance": limits, "parity_rule": rule, "nodes": built["nodes"],
               "nodes_per_layer": built["nodes_per_layer"], "attention_op": built["attention_op"], "ops": built["ops"],
               "checked_against": manifest.graphs["decoder"], "providers": ["cpu", "cuda"]}
     fused = dict(manifest.fused_decoders or {})
     fused[dtype] = record
-    sha = dict(manifest.sha256)
-    for f in (name, name + "_data"):
-        sha[f] = sha256_file(folder / f)
+    sha = {f: d for f, d in manifest.sha256.items() if f not in old}
+    sha.update({f: sha256_file(folder / f) for f in files.values()})
     dataclasses.replace(manifest, fused_decoders=fused, sha256=sha).write(folder)
+    for f in set(old) - set(files.values()):          # an earlier layout's files, no longer named
+        (folder / f).unlink(missing_ok=True)
     return record
 
 
-def _rename(partial: Path, final: Path) -> None:
-    """Move the partial graph and its data file to ``final``, pointing the graph at the new data file."""
-    import onnx
-
-    model = onnx.load(str(partial), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = final.name + "_data"
-    onnx.save(model, str(partial))
-    Path(str(partial) + "_data").replace(Path(str(final) + "_data"))
-    partial.replace(final)
+def _files_of(manifest: Manifest, dtype: str) -> list[str]:
+    """The files the bundle's fused decoder of ``dtype`` names now (either layout), or none."""
+    record = (manifest.fused_decoders or {}).get(dtype)
+    if not record:
+        return []
+    return [record["file"], record["file"] + "_data"] if "plain" not in record else \
+        [record[k] for k in ("plain", "steered", "data")]
 
 
 def _check_shape(source: CheckpointDecoder, manifest: Manifest, checkpoint: Path) -> None:

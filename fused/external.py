@@ -1,13 +1,15 @@
-"""Weights written straight into ``<graph>.onnx_data``, one tensor at a time, page-aligned.
+"""Weights written straight into one ``.onnx_data`` file, one tensor at a time, page-aligned, shared by name.
 
     array --append (4096-aligned)--> decoder_fused_fp32.onnx_data
       `--> TensorProto {location, offset, length}    (no bytes in the .onnx itself)
 
 So building a graph never holds more than one weight beside the checkpoint, and ONNX Runtime
-can memory-map the file.
+can memory-map the file.  The plain and the steered decoder graph point into the same file: a
+name written once is handed out again (same offset) to the second graph, never written twice.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,23 @@ class ExternalWeights:
         self.path = Path(path)
         self._file = open(self.path, "wb")
         self._offset = 0
+        self._written: dict[str, tuple[onnx.TensorProto, str]] = {}      # name -> (proto, sha256 of its bytes)
 
-    def tensor(self, name: str, array: np.ndarray) -> onnx.TensorProto:
-        """Append ``array`` and return an initializer that points at it."""
+    def has(self, name: str) -> bool:
+        return name in self._written
+
+    def tensor(self, name: str, array: np.ndarray | None = None) -> onnx.TensorProto:
+        """Append ``array`` and return an initializer that points at it; a name already written returns
+        its initializer again (``array`` may then be None; if given, it must hold the same bytes)."""
+        if name in self._written:
+            proto, digest = self._written[name]
+            if array is not None and hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != digest:
+                raise ValueError(f"the weight {name!r} was written with other values")
+            copy = onnx.TensorProto()
+            copy.CopyFrom(proto)
+            return copy
+        if array is None:
+            raise ValueError(f"the weight {name!r} has not been written yet")
         array = np.ascontiguousarray(array)
         padding = -self._offset % _ALIGN
         self._file.write(b"\0" * padding)
@@ -40,6 +56,7 @@ class ExternalWeights:
             entry = proto.external_data.add()
             entry.key, entry.value = key, value
         self._offset += len(data)
+        self._written[name] = (proto, hashlib.sha256(data).hexdigest())
         return proto
 
     def close(self) -> None:

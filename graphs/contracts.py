@@ -121,3 +121,38 @@ def bundle_contracts(num_layers: int, attention_outputs: bool = True) -> dict[st
     """
     return {"vision": vision_contract(), "embed": embed_contract(),
             "decoder": decoder_contract(num_layers, attention_outputs)}
+
+
+def _kv_buffers(num_layers: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The fused pair's shared buffers: past and present are one tensor, [1, KV, capacity, D]."""
+    past, present = [], []
+    for i in range(num_layers):
+        for tpl_in, tpl_out in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
+            past.append(TensorSpec(tpl_in.format(i=i), "float", ("batch", "kv_heads", "kv_capacity", "head_dim")))
+            present.append(TensorSpec(tpl_out.format(i=i), "float", ("batch", "kv_heads", "kv_capacity", "head_dim")))
+    return past, present
+
+
+def plain_decoder_contract(num_layers: int) -> GraphContract:
+    """The fused pair's plain graph: no steering, no read-outs; its KV cache in shared buffers.
+
+    ``attention_mask[b, j]`` is 1 for the tokens so far and this call's, then 0: its width is this
+    call's total length (a prompt) or the buffers' capacity (a fixed-shape decode step).  Positions
+    are the tokens so far + i (no ``position_ids``)."""
+    past, present = _kv_buffers(num_layers)
+    return GraphContract(
+        "plain decoder",
+        inputs=(TensorSpec("inputs_embeds", "float", ("batch", "sequence", "hidden")),
+                TensorSpec("attention_mask", "int64", ("batch", "mask_length")), *past),
+        outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present),
+    )
+
+
+def steered_decoder_contract(num_layers: int) -> GraphContract:
+    """The fused pair's steered graph: the plain graph's inputs and outputs, the steering inputs and the
+    attention outputs of ``decoder_contract`` (``attention_mask`` as wide as the call's total length)."""
+    plain = plain_decoder_contract(num_layers)
+    standard = decoder_contract(num_layers)
+    steering = tuple(t for t in standard.inputs if t.name in STEERING_INPUTS)
+    attention = tuple(t for t in standard.outputs if t.name in ATTENTION_OUTPUTS)
+    return GraphContract("steered decoder", inputs=plain.inputs + steering, outputs=plain.outputs + attention)

@@ -1,8 +1,8 @@
 """Which decoder flavour of a bundle each kind of target can run, and whether each keeps the contract.
 
     standard  decoder.onnx                  standard ONNX ops: TensorRT (its parser), CUDA, CPU
-    fused     decoder_fused_<dtype>.onnx    ONNX Runtime's com.microsoft ops: its CPU and CUDA providers
-                                            only (TensorRT's parser does not read that domain)
+    fused     decoder_plain_<dtype>.onnx,   ONNX Runtime's com.microsoft ops: its CPU and CUDA providers
+              decoder_steered_<dtype>.onnx  only (TensorRT's parser does not read that domain)
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from .contracts import decoder_contract
+from .contracts import decoder_contract, plain_decoder_contract, steered_decoder_contract
 from .manifest import Manifest
 
 CONTRIB_DOMAIN = "com.microsoft"
@@ -19,7 +19,7 @@ CONTRIB_DOMAIN = "com.microsoft"
 
 @dataclass(frozen=True)
 class Flavour:
-    name: str                 # "standard" | "fused fp32" | "fused fp16"
+    name: str                 # "standard" | "fused fp32 plain" | "fused fp16 steered" ...
     file: str
     runs_on: tuple[str, ...]  # the targets that can run it
     problems: tuple[str, ...]
@@ -27,9 +27,13 @@ class Flavour:
 
 def decoder_flavours(folder: Path, manifest: Manifest) -> list[Flavour]:
     out = []
-    contract = decoder_contract(manifest.decoder.num_layers, manifest.has_attention_outputs)
-    for name, file in [("standard", manifest.graphs["decoder"]),
-                       *((f"fused {d}", r["file"]) for d, r in sorted((manifest.fused_decoders or {}).items()))]:
+    L = manifest.decoder.num_layers
+    graphs = [("standard", manifest.graphs["decoder"], decoder_contract(L, manifest.has_attention_outputs))]
+    for dtype, record in sorted((manifest.fused_decoders or {}).items()):
+        if "plain" in record:       # the earlier one-graph layout is left to the standard decoder
+            graphs += [(f"fused {dtype} plain", record["plain"], plain_decoder_contract(L)),
+                       (f"fused {dtype} steered", record["steered"], steered_decoder_contract(L))]
+    for name, file, contract in graphs:
         model = onnx.load(str(Path(folder) / file), load_external_data=False)
         problems = []
         inputs, outputs = [i.name for i in model.graph.input], [o.name for o in model.graph.output]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,12 @@ class Manifest:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def write(self, folder: Path) -> Path:
-        """Write ``manifest.json`` and its digest file beside it."""
+        """Write ``manifest.json``, then its digest file beside it, each to a temporary file renamed into
+        place: a reader sees the old pair or the new manifest, never half a file; the digest goes last."""
         text = self.to_json() + "\n"
         path = Path(folder) / MANIFEST_FILE
-        path.write_text(text)
-        (Path(folder) / MANIFEST_DIGEST_FILE).write_text(manifest_digest_line(text.encode()))
+        _write_atomically(path, text)
+        _write_atomically(Path(folder) / MANIFEST_DIGEST_FILE, manifest_digest_line(text.encode()))
         return path
 
     @classmethod
@@ -151,3 +153,12 @@ class Manifest:
 def manifest_digest_line(manifest_bytes: bytes) -> str:
     """The digest file's one line, in ``sha256sum``'s format."""
     return f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST_FILE}\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -180,11 +180,44 @@ def _check_names(m: Any) -> None:
         check_file_name(file, f"graphs[{graph!r}]")
     check_file_name(m.tokenizer_file, "tokenizer_file")
     for dtype, record in (m.fused_decoders or {}).items():
-        file = record.get("file")
-        if not isinstance(file, str) or file.startswith("."):       # a dot name: a fused build not yet renamed
-            raise ManifestFieldError(f"fused_decoders[{dtype!r}] must name a file inside the bundle folder, got {file!r}")
-        check_file_name(file, f"fused_decoders[{dtype!r}]")
+        check_fused_record(dtype, record)
     for file, digest in m.sha256.items():
         check_file_name(file, "sha256 key")
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ManifestFieldError(f"sha256[{file!r}] must be 64 lowercase hex digits, got {digest!r}")
+
+
+FUSED_DTYPES = ("fp32", "fp16")
+# the pair's files (the plain and the steered graph, their one weights file), and what else a record says
+FUSED_FILES = ("plain", "steered", "data")
+FUSED_FIELDS = frozenset({*FUSED_FILES, "dtype", "kv_layout", "parity", "parity_tolerance", "parity_rule",
+                          "nodes", "nodes_per_layer", "attention_op", "ops", "checked_against", "providers",
+                          "quantization"})
+# the earlier one-graph layout: still read (the runtime leaves it for the standard decoder), never written
+LEGACY_FUSED_FIELDS = frozenset({"file", "dtype", "parity", "nodes", "nodes_per_layer", "attention_op", "ops",
+                                 "checked_against", "providers"})
+
+
+def fused_record_files(record: dict) -> list[str]:
+    """The files a ``fused_decoders`` record names (checked by ``check_fused_record``)."""
+    return [record["file"]] if "plain" not in record else [record[k] for k in FUSED_FILES]
+
+
+def check_fused_record(dtype: Any, record: Any) -> None:
+    where = f"fused_decoders[{dtype!r}]"
+    if dtype not in FUSED_DTYPES:
+        raise ManifestFieldError(f"{where}: the key must be one of {', '.join(FUSED_DTYPES)}")
+    if not isinstance(record, dict):
+        raise ManifestFieldError(f"{where} must be an object, got {_kind(record)}")
+    legacy = "plain" not in record
+    known = LEGACY_FUSED_FIELDS if legacy else FUSED_FIELDS
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise ManifestFieldError(f"{where} has unknown fields {', '.join(map(repr, unknown))}")
+    for key in ("file",) if legacy else FUSED_FILES:
+        file = record.get(key)
+        if not isinstance(file, str) or file.startswith("."):       # a dot name: a fused build not yet renamed
+            raise ManifestFieldError(f"{where}[{key!r}] must name a file inside the bundle folder, got {file!r}")
+        check_file_name(file, f"{where}[{key!r}]")
+    if record.get("dtype", dtype) != dtype:
+        raise ManifestFieldError(f"{where}['dtype'] is {record.get('dtype')!r}, not its key {dtype!r}")

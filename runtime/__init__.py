@@ -25,13 +25,15 @@ _loaded_lock = threading.Lock()
 
 
 def load(bundle: str | Path, providers=("cpu",), fallback: bool = False, verify_checksums: bool = True,
-         threads: int | None = None, decoder: str = "auto") -> VLM:
+         threads: int | None = None, decoder: str = "auto", cuda_graph: bool = False) -> VLM:
     """Open a bundle folder on the given execution providers ("cpu", "cuda", "tensorrt").
 
     ``decoder``: "auto" (the bundle's fused decoder on CPU/CUDA when it has one, else the standard one),
-    "standard", "fused", "fused-fp32" or "fused-fp16" (``runtime/decoders.py``)."""
+    "standard", "fused", "fused-fp32" or "fused-fp16" (``runtime/decoders.py``).  ``cuda_graph``: on CUDA with
+    the fused pair, capture each KV buffer set's decode step once and replay it (``runtime/fused_decoder.py``;
+    off by default: not yet measured on a GPU)."""
     return VLM(bundle, providers=providers, fallback=fallback, verify_checksums=verify_checksums, threads=threads,
-               decoder=decoder)
+               decoder=decoder, cuda_graph=cuda_graph)
 
 
 def answer(image, question: str, bundle: str | Path, providers=("cpu",), **kwargs) -> Answer:

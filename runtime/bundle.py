@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
-from graphs.manifest_fields import ManifestFieldError
+from graphs.manifest_fields import ManifestFieldError, fused_record_files
 
 from .errors import BundleError
 
@@ -62,7 +62,7 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
 
 def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> None:
     needed = [*manifest.graphs.values(), manifest.tokenizer_file,
-              *(record["file"] for record in (manifest.fused_decoders or {}).values())]
+              *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
     root = folder.resolve()
     for name in [*needed, *manifest.sha256]:
         if not (folder / name).resolve().is_relative_to(root):

@@ -1,7 +1,8 @@
 """Which decoder graph of a bundle a session opens: the standard one or a fused one.
 
-    bundle: decoder.onnx                 standard ONNX ops: every provider, TensorRT included
-            decoder_fused_<dtype>.onnx   ONNX Runtime contrib ops (manifest "fused_decoders"): CPU, CUDA
+    bundle: decoder.onnx                   standard ONNX ops: every provider, TensorRT included
+            decoder_plain_<dtype>.onnx     the fused pair: ONNX Runtime contrib ops, one shared KV buffer
+            decoder_steered_<dtype>.onnx   a layer (manifest "fused_decoders"): CPU, CUDA
 
     "auto" (default): TensorRT first -> standard; else the fused one in the bundle's dtype if the bundle
                       has it, else standard; never an fp32 GroupQueryAttention decoder on CUDA (below).
@@ -14,9 +15,10 @@ fused decoder that node runs on the CPU, its KV cache copied across every step (
 decoder (``just fuse BUNDLE --dtype fp16``, asked for with decoder="fused-fp16") is the one for a GPU.
 "auto" never changes the precision the bundle was exported in.
 
-Both take the same inputs and give the same outputs (the fused one is checked against the standard
-one when it is built); a fused decoder's float type may differ from the bundle's (an fp16 fused
-decoder in an fp32 bundle), so the caller feeds ``DecoderChoice.dtype``.
+The fused pair is checked against the standard decoder when it is built; a fused decoder's float
+type may differ from the bundle's (an fp16 pair in an fp32 bundle), so the caller feeds
+``DecoderChoice.dtype``.  A fused record of an earlier layout (one graph, ``file``) is left for
+the standard decoder by "auto" and refused when asked for by name (rebuild it: ``just fuse``).
 """
 from __future__ import annotations
 
@@ -32,15 +34,17 @@ DECODERS = ("auto", "standard", "fused", "fused-fp32", "fused-fp16")
 @dataclass(frozen=True)
 class DecoderChoice:
     flavour: str        # "standard" | "fused"
-    file: str
+    file: str           # the graph that decodes: decoder.onnx, or the fused pair's plain graph
     dtype: str          # "fp32" | "fp16": its embeddings' and KV cache's float type
+    steered_file: str | None = None     # the fused pair's steered graph
 
 
 def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto") -> DecoderChoice:
     if wanted not in DECODERS:
         raise BundleError(f"decoder must be one of {', '.join(DECODERS)}, got {wanted!r}")
     standard = DecoderChoice("standard", manifest.graphs["decoder"], manifest.dtype)
-    fused = manifest.fused_decoders or {}
+    fused = {d: r for d, r in (manifest.fused_decoders or {}).items() if not is_legacy(r)}
+    legacy = sorted(d for d, r in (manifest.fused_decoders or {}).items() if is_legacy(r))
     tensorrt = providers[0] == "TensorrtExecutionProvider"
     if wanted == "standard" or (wanted == "auto" and (tensorrt or manifest.dtype not in fused
                                                       or _cpu_attention_on_cuda(fused[manifest.dtype], providers))):
@@ -53,10 +57,19 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
     else:
         dtype = wanted.split("-")[1]
     if dtype not in fused:
+        if dtype in legacy:
+            raise BundleError(f"decoder={wanted!r}: the bundle's fused {dtype} decoder was built by an earlier version "
+                              f"(one graph, no shared KV buffer); rebuild it with: just fuse BUNDLE --dtype {dtype}")
         have = ", ".join(f"fused-{d}" for d in sorted(fused)) or "none"
         raise BundleError(f"decoder={wanted!r}: the bundle has no such fused decoder (fused decoders: {have}); "
                           f"build one with: just fuse BUNDLE --dtype {dtype or manifest.dtype}")
-    return DecoderChoice("fused", fused[dtype]["file"], dtype)      # a file name checked with the manifest
+    record = fused[dtype]           # file names checked with the manifest
+    return DecoderChoice("fused", record["plain"], dtype, record["steered"])
+
+
+def is_legacy(record) -> bool:
+    """A fused record of the earlier one-graph layout."""
+    return isinstance(record, dict) and "file" in record and "plain" not in record
 
 
 def _cpu_attention_on_cuda(record, providers: list[str]) -> bool:

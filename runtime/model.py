@@ -37,7 +37,7 @@ from .images import load_image
 from .preprocess import crop_box, pixel_values
 from .prompt import Prompt, PromptBuilder
 from .providers import resolve_providers
-from .sessions import BundleSessions, KVCache
+from .sessions import BundleSessions
 from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, describe, scale_tensor
 
 _DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
@@ -51,17 +51,18 @@ PROMPT_TOKENS = 32
 
 class VLM:
     def __init__(self, bundle: str | Path, providers=("cpu",), fallback: bool = False,
-                 verify_checksums: bool = True, threads: int | None = None, decoder: str = "auto"):
+                 verify_checksums: bool = True, threads: int | None = None, decoder: str = "auto",
+                 cuda_graph: bool = False):
         self.folder = Path(bundle).expanduser()
         self.manifest: Manifest = open_bundle(self.folder, verify_checksums)
         self.providers = resolve_providers(providers, fallback)
-        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads, decoder)
+        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads, decoder, cuda_graph)
         self.prompts = PromptBuilder(Tokenizer.from_file(str(self.folder / self.manifest.tokenizer_file)), self.manifest)
         self.default_steering = load_calibration(self.folder)
         d = self.manifest.decoder
         self._ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)     # [1, L, H]
         self._lock = threading.Lock()
-        self._images: OrderedDict[str, tuple[np.ndarray, KVCache]] = OrderedDict()
+        self._images: OrderedDict[str, tuple] = OrderedDict()      # key -> (features, prefix snapshot)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -171,7 +172,21 @@ class VLM:
 
         t = time.perf_counter
         t0 = t()
-        features, prefix, vision_s, prefix_s = self._image_prefix(pixels, prompt)
+        # the answer's own cache, holding the image prefix: room for the prompt and every new token
+        features, prefix, vision_s, prefix_s = self._image_prefix(pixels, prompt, n + max_new_tokens)
+        try:
+            answer = yield from self._answer(prompt, steering, max_new_tokens, measure_image_influence, blank, maps,
+                                             box, features, prefix, t0, vision_s)
+        finally:
+            self.sessions.release(prefix)
+        return answer
+
+    def _answer(self, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool, blank, maps,
+                box, features, prefix, t0: float, vision_s: float):
+        """The schedule after the image prefix (``_run``'s sketch), in the cache ``prefix`` starts."""
+        t = time.perf_counter
+        d = self.manifest.decoder
+        n = len(prompt.ids)
         image_mask = np.zeros((1, n + max_new_tokens), dtype=bool)               # [1, n + new]
         image_mask[0, prompt.image_start: prompt.image_end] = True
         embeds = self.sessions.embeddings(prompt.ids)                            # [1, n, C]
@@ -205,8 +220,7 @@ class VLM:
             yield token
             if len(ids) >= max_new_tokens:
                 break
-            logits, cache = self.sessions.step(self.sessions.embeddings(np.array([token], dtype=np.int64)),
-                                               cache, self._ones, image_mask)
+            logits, cache = self.sessions.decode(token, cache, self._ones, image_mask)
             token = int(np.argmax(_finite(logits, f"the step for generated token {len(ids) + 1}")))
         t5 = t()
         influence = None
@@ -221,7 +235,7 @@ class VLM:
                             confidence_step=t3 - t2, rescaled_step=t4 - t3, decode=t5 - t4),
             prompt_tokens=n, image_influence=influence, first_token_probs=first_probs, attention=maps)
 
-    def _prompt_end(self, tail, cache: KVCache, scale, image_mask, maps, which: str, prompt: Prompt, box):
+    def _prompt_end(self, tail, cache, scale, image_mask, maps, which: str, prompt: Prompt, box):
         """The confidence or the rescaled pass over the prompt's last token(s); with ``maps``
         (return_attention), also the last row's attention on the grid, as ``maps[which]``."""
         if maps is None:
@@ -230,15 +244,17 @@ class VLM:
         maps[which] = attention_maps(rows, prompt.image_start, self.manifest, box)
         return logits, after
 
-    def _image_prefix(self, pixels: np.ndarray, prompt: Prompt):
-        """Image features and the KV cache of the prompt up to the end of the image, cached per image."""
+    def _image_prefix(self, pixels: np.ndarray, prompt: Prompt, capacity: int):
+        """Image features and a new cache (room for ``capacity`` tokens) holding the prompt up to the end of
+        the image; the prefix is computed once per image and kept (a snapshot: copied in per question)."""
         end = min(prompt.image_end, len(prompt.ids) - 1)
         key = hashlib.sha1(pixels.tobytes() + prompt.ids[:end].tobytes()).hexdigest()
         with self._lock:
             hit = self._images.get(key)
             if hit is not None:
                 self._images.move_to_end(key)
-                return hit[0], hit[1], 0.0, 0.0
+        if hit is not None:
+            return hit[0], self.sessions.restore(hit[1], capacity), 0.0, 0.0
         t0 = time.perf_counter()
         features = self.sessions.image_features(pixels)                     # [1, T, C]
         t1 = time.perf_counter()
@@ -246,13 +262,19 @@ class VLM:
         embeds[0, prompt.image_start: end] = features[0, : end - prompt.image_start]
         mask = np.zeros((1, end), dtype=bool)
         mask[0, prompt.image_start: end] = True
-        _, prefix = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, mask)
+        cache = self.sessions.new_cache(capacity)
+        try:
+            _, cache = self.sessions.step(embeds, cache, self._ones, mask)
+            snapshot = self.sessions.snapshot(cache)
+        except BaseException:
+            self.sessions.release(cache)
+            raise
         t2 = time.perf_counter()
         with self._lock:
-            self._images[key] = (features, prefix)
+            self._images[key] = (features, snapshot)
             while len(self._images) > _CACHED_IMAGES:
                 self._images.popitem(last=False)
-        return features, prefix, t1 - t0, t2 - t1
+        return features, cache, t1 - t0, t2 - t1
 
     def _blank_pixels(self, blank_image) -> np.ndarray:
         spec = self.manifest.preprocessing
@@ -266,7 +288,11 @@ class VLM:
         features = self.sessions.image_features(blank_pixels)
         embeds = self.sessions.embeddings(prompt.ids)
         embeds[0, prompt.image_start: prompt.image_end] = features[0]
-        logits, _ = self.sessions.step(embeds, self.sessions.empty_cache(), self._ones, image_mask)
+        cache = self.sessions.new_cache(len(prompt.ids))
+        try:
+            logits, _ = self.sessions.step(embeds, cache, self._ones, image_mask)
+        finally:
+            self.sessions.release(cache)
         _finite(logits, "the blank-image pass (alpha = 1)")
         p, q = _softmax(logits_with_image), _softmax(logits)
         return ImageInfluence(tv_distance=float(0.5 * np.abs(p - q).sum()),

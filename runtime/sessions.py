@@ -1,79 +1,66 @@
-"""The three ONNX Runtime sessions of a bundle, and one decoder step with IO binding.
+"""The ONNX Runtime sessions of a bundle: vision, embedding, and the decoder that answers.
 
-The KV cache never leaves ONNX Runtime between steps:
+    vision.onnx, embed.onnx                     one session each
+    decoder: the standard decoder.onnx          runtime/standard_decoder.py (immutable caches; TensorRT too)
+             or the fused pair                  runtime/fused_decoder.py (plain + steered graphs, shared
+                                                KV buffers, the decode step replayed on fixed bindings)
+    (``runtime/decoders.py`` chooses)
 
-    step t:  past OrtValues (device) --bind--> decoder --> present OrtValues (device)
-    step t+1: those present OrtValues are bound as past, as they are
-
-Only the logits ([1, vocab]) come back to host memory.  A cache is a tuple of
-OrtValues that no step writes into (each step makes new, longer tensors), so
-one cached prefix can start any number of continuations, from any thread.
-
-The decoder graph has attention outputs (the last query row's attention, a [1, L, total]
-tensor: negligible next to the step); ``step`` leaves them unbound, so they are never
-copied anywhere, and ``step_with_attention`` binds them to host memory as well.
+Both decoders answer the same calls: ``new_cache(capacity)``, ``step`` (the prompt's rows, steered or
+not, with the attention read-outs when asked), ``decode`` (one generated token), ``snapshot`` /
+``restore`` (the image prefix kept across answers), ``release``.
 
 With TensorRT first among the providers and prebuilt engines in the bundle for this TensorRT
 and GPU (``just engines``; ``runtime/engine_layout.py``), each session is opened on the one-node EPContext
 model beside its engine instead of the graph: ONNX Runtime's TensorRT provider deserializes the
 engine and builds nothing; IO binding and the KV cache on the GPU work as above.  Those engines'
 limits (max prompt, max context) become the sessions' ``max_prompt`` / ``max_context``.
-
-The decoder session opens the bundle's standard ``decoder.onnx`` or a fused one
-(``decoder_fused_<dtype>.onnx``: ONNX Runtime contrib ops, CPU and CUDA; ``runtime/decoders.py``
-chooses); both have the same inputs and outputs, and the cache above works the same with either.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import ATTENTION_OUTPUTS, IMAGE_ATTENTION_SHARE, LAST_ROW_ATTENTION, STEERING_INPUTS, \
-    bundle_contracts
+from graphs.contracts import (ATTENTION_OUTPUTS, STEERING_INPUTS, GraphContract, bundle_contracts,
+                              plain_decoder_contract, steered_decoder_contract)
 from graphs.manifest import MANIFEST_FILE, Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
 from .decoders import choose_decoder
 from .errors import BundleError
+from .fused_decoder import FusedDecoder
 from .providers import device_of, tensorrt_engines
+from .standard_decoder import KVCache, StandardDecoder, StepAttention
+
+__all__ = ["BundleSessions", "KVCache", "StepAttention"]
 
 _NP_FLOAT = {"fp32": np.float32, "fp16": np.float16}
 
 
-def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str, engines=None) -> list:
+def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph: str, engines=None,
+                  cuda_graph: bool = False) -> list:
     """TensorRT builds an engine per graph on first use (minutes on a Jetson): cache it beside the bundle,
     and give it one explicit profile that covers every call (else it rebuilds as the KV cache grows).
-    With prebuilt ``engines`` it only needs the folder its EPContext model and engine are in."""
-    if "TensorrtExecutionProvider" not in providers:
-        return list(providers)
-    if engines is not None:
-        trt = {"trt_ep_context_file_path": str(engines.folder)}
-    else:
-        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
-               **tensorrt_profile(manifest, graph)}
-    return [(p, trt) if p == "TensorrtExecutionProvider" else p for p in providers]
-
-
-@dataclass(frozen=True)
-class KVCache:
-    values: tuple            # 2L OrtValues [1, KV, length, D], ordered like manifest.past_names()
-    length: int
-
-
-@dataclass(frozen=True, eq=False)
-class StepAttention:
-    """The decoder's attention outputs for the last query row of one step (see ``decoder_contract``)."""
-
-    last_row: np.ndarray     # float32 [L, total]: softmax over every key (after the steering scale), mean over heads
-    image_share: np.ndarray  # float32 [L]: last_row summed over the image-token keys
+    With prebuilt ``engines`` it only needs the folder its EPContext model and engine are in.  ``cuda_graph``:
+    the CUDA provider captures and replays (the fused pair's plain graph, on its fixed decode bindings)."""
+    out = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            out.append((p, {"trt_ep_context_file_path": str(engines.folder)} if engines is not None else
+                        {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(Path(folder) / "trt_engines"),
+                         **tensorrt_profile(manifest, graph)}))
+        elif p == "CUDAExecutionProvider" and cuda_graph:
+            out.append((p, {"enable_cuda_graph": "1"}))
+        else:
+            out.append(p)
+    return out
 
 
 class BundleSessions:
     def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None,
-                 decoder: str = "auto"):
+                 decoder: str = "auto", cuda_graph: bool = False):
         self.folder = Path(folder)
         self.manifest = manifest
         self.providers = providers
@@ -92,12 +79,31 @@ class BundleSessions:
             options.intra_op_num_threads = threads
         self.vision = self._session(folder, "vision", options)
         self.embed = self._session(folder, "embed", options)
-        self.decoder = self._session(folder, "decoder", options, self.decoder_choice.file)
-        self._check_contracts()
+        self.decoder = self._session(folder, "decoder", options, self.decoder_choice.file,
+                                     cuda_graph=cuda_graph and self.decoder_choice.flavour == "fused")
         self.past_names = manifest.past_names()
         self.present_names = manifest.present_names()
+        d = manifest.decoder
+        if self.decoder_choice.flavour == "fused":
+            self.steered = self._session(folder, "decoder", options, self.decoder_choice.steered_file)
+            self._check_contracts({"vision": self.vision, "embed": self.embed},
+                                  [(plain_decoder_contract(d.num_layers), self.decoder),
+                                   (steered_decoder_contract(d.num_layers), self.steered)])
+            shape = {"layers": d.num_layers, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
+                     "hidden": d.hidden_size, "vocab": d.vocab_size}
+            self.runner = FusedDecoder(self.decoder, self.steered, self.embed, self.past_names, self.present_names,
+                                       self.decoder_float, self.device, shape, self.max_context,
+                                       cuda_graph=cuda_graph and self.device == "cuda")
+        else:
+            self.steered = None
+            contracts = bundle_contracts(d.num_layers, manifest.has_attention_outputs)
+            self._check_contracts({"vision": self.vision, "embed": self.embed},
+                                  [(contracts["decoder"], self.decoder)])
+            self.runner = StandardDecoder(self.decoder, self.embeddings, self.past_names, self.present_names,
+                                          self.decoder_float, self.device, d.num_key_value_heads, d.head_dim)
 
-    def _session(self, folder: Path, graph: str, options, file: str | None = None) -> ort.InferenceSession:
+    def _session(self, folder: Path, graph: str, options, file: str | None = None,
+                 cuda_graph: bool = False) -> ort.InferenceSession:
         path = Path(folder) / (file or self.manifest.graphs[graph])
         if self.engines is not None:            # one EPContext node: nothing for ONNX Runtime to optimise
             path = self.engines.context_model(graph)
@@ -105,17 +111,17 @@ class BundleSessions:
         try:
             session = ort.InferenceSession(str(path), options,
                                            providers=_with_options(self.providers, folder, self.manifest, graph,
-                                                                   self.engines))
+                                                                   self.engines, cuda_graph))
         except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
         if session.get_providers()[0] != self.providers[0]:
             raise BundleError(f"{path} was loaded on {session.get_providers()[0]}, not the requested {self.providers[0]}")
         return session
 
-    def _check_contracts(self) -> None:
+    def _check_contracts(self, named: dict, decoders: list[tuple[GraphContract, ort.InferenceSession]]) -> None:
         contracts = bundle_contracts(self.manifest.decoder.num_layers, self.manifest.has_attention_outputs)
-        for name, contract in contracts.items():
-            session = getattr(self, name)
+        pairs = [(contracts[name], session) for name, session in named.items()] + decoders
+        for contract, session in pairs:
             have = {i.name for i in session.get_inputs()}
             missing = [n for n in contract.input_names if n not in have]
             if missing:
@@ -137,29 +143,43 @@ class BundleSessions:
         # ids [n] int64 -> [1, n, C]
         return self.embed.run(["inputs_embeds"], {"input_ids": ids[None]})[0]
 
-    def empty_cache(self) -> KVCache:
-        d = self.manifest.decoder
-        empty = np.zeros((1, d.num_key_value_heads, 0, d.head_dim), dtype=self.decoder_float)
-        return KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0)
+    # -- the decoder's calls (runtime/standard_decoder.py, runtime/fused_decoder.py) ----------
 
-    def step(self, embeds: np.ndarray, cache: KVCache, scale: np.ndarray, image_mask: np.ndarray
-             ) -> tuple[np.ndarray, KVCache]:
+    def new_cache(self, capacity: int):
+        """An empty cache with room for ``capacity`` tokens (the fused pair: KV buffers from its pool)."""
+        return self.runner.new_cache(capacity)
+
+    def release(self, cache) -> None:
+        self.runner.release(cache)
+
+    def snapshot(self, cache):
+        """What a cache holds, kept apart from it (the image prefix across answers)."""
+        return self.runner.snapshot(cache)
+
+    def restore(self, snapshot, capacity: int):
+        """A cache with room for ``capacity`` tokens that starts with ``snapshot``."""
+        return self.runner.restore(snapshot, capacity)
+
+    def step(self, embeds: np.ndarray, cache, scale: np.ndarray, image_mask: np.ndarray):
         """Run the decoder on ``embeds`` [1, S, C] after ``cache``; returns (logits [V] float32, new cache).
 
         ``scale`` [1, L, H] multiplies the image-key logits of these S query rows;
         ``image_mask`` [1, cache.length + S] marks image-token keys.
         """
-        logits, new_cache, _ = self._step(embeds, cache, scale, image_mask, attention=False)
+        logits, new_cache, _ = self.runner.step(embeds, cache, scale, image_mask, False)
         return logits, new_cache
 
-    def step_with_attention(self, embeds: np.ndarray, cache: KVCache, scale: np.ndarray, image_mask: np.ndarray
-                            ) -> tuple[np.ndarray, KVCache, StepAttention]:
+    def step_with_attention(self, embeds: np.ndarray, cache, scale: np.ndarray, image_mask: np.ndarray):
         """``step``, also returning the attention of its last query row (the last of ``embeds``).
 
         Raises ``BundleError`` for a bundle exported before the decoder had attention outputs.
         """
         self.require_attention_outputs()
-        return self._step(embeds, cache, scale, image_mask, attention=True)
+        return self.runner.step(embeds, cache, scale, image_mask, True)
+
+    def decode(self, token: int, cache, ones: np.ndarray, image_mask: np.ndarray):
+        """One generated token (alpha 1): (logits [V] float32, the cache one longer)."""
+        return self.runner.decode(token, cache, ones, image_mask)
 
     def require_attention_outputs(self) -> None:
         if not self.manifest.has_attention_outputs:
@@ -167,31 +187,3 @@ class BundleSessions:
                               f"({', '.join(ATTENTION_OUTPUTS)}), so it cannot report attention maps; it answers "
                               f"as before without return_attention. Re-export it with this version of the exporter "
                               f"(just export <model> --out {self.folder} --force) to get them")
-
-    def _step(self, embeds, cache: KVCache, scale, image_mask, attention: bool):
-        seq = embeds.shape[1]
-        total = cache.length + seq
-        binding = self.decoder.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.decoder_float))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(cache.length, total, dtype=np.int64)[None])
-        binding.bind_cpu_input("image_attention_scale", scale)
-        binding.bind_cpu_input("image_token_mask", np.ascontiguousarray(image_mask[:, :total]))
-        for name, value in zip(self.past_names, cache.values):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in self.present_names:
-            binding.bind_output(name, self.device, 0)
-        if attention:                       # else left unbound: never copied out
-            binding.bind_output(LAST_ROW_ATTENTION, "cpu")
-            binding.bind_output(IMAGE_ATTENTION_SHARE, "cpu")
-        self.decoder.run_with_iobinding(binding)
-        outputs = binding.get_outputs()     # in binding order
-        logits = outputs[0].numpy()[0].astype(np.float32, copy=False)          # [V]
-        n_kv = len(self.present_names)
-        new_cache = KVCache(tuple(outputs[1: 1 + n_kv]), total)
-        if not attention:
-            return logits, new_cache, None
-        rows = StepAttention(outputs[1 + n_kv].numpy()[0].astype(np.float32, copy=False),       # [L, total]
-                             outputs[2 + n_kv].numpy()[0].astype(np.float32, copy=False))       # [L]
-        return logits, new_cache, rows

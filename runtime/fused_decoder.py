@@ -1,0 +1,144 @@
+"""The fused decoder pair (plain + steered graphs, one shared KV buffer per layer) and its hot loop.
+
+    answer:  pool.acquire(prompt + new tokens) --> KVBuffers (or a set an earlier answer gave back)
+             image prefix: computed into the set, or copied in from its snapshot (once per question)
+             prompt rows:  plain graph when alpha is 1 everywhere and no attention is asked for,
+                           else the steered graph                          (a new IO binding per call)
+             decode step:  embedding graph --writes--> set.embeds; set.mask gets one more 1;
+                           plain graph on the set's replayed binding --> set.logits  (nothing allocated,
+                           nothing copied but the logits; a CUDA graph per set when enabled)
+             pool.release(set)
+
+A cache is (the set, the tokens in it).  A call from a cache of length P writes positions
+[P, P + S) and reads [0, P + S), so two continuations of one cache run one after the other (the
+confidence pass and the rescaled pass) give what two independent ones would: the second
+overwrites the first's rows.  A prefix kept across answers is a snapshot (a copy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from graphs.contracts import IMAGE_ATTENTION_SCALE, IMAGE_ATTENTION_SHARE, IMAGE_TOKEN_MASK, LAST_ROW_ATTENTION
+
+from .errors import PromptError
+from .kv_buffers import KVBuffers, KVPool, make_buffers
+from .standard_decoder import attention_rows
+
+
+@dataclass(frozen=True)
+class FusedCache:
+    buffers: KVBuffers
+    length: int
+
+
+@dataclass(frozen=True)
+class PrefixSnapshot:
+    values: tuple            # 2L numpy arrays [1, KV, length, D]
+    length: int
+
+
+class FusedDecoder:
+    def __init__(self, plain: ort.InferenceSession, steered: ort.InferenceSession, embed: ort.InferenceSession,
+                 past_names, present_names, dtype, device: str, shape: dict, max_capacity: int,
+                 cuda_graph: bool = False):
+        self.plain, self.steered, self.embed = plain, steered, embed
+        self.past_names, self.present_names = past_names, present_names
+        self.dtype, self.device = np.dtype(dtype), device
+        self.cuda_graph = cuda_graph
+        # the embedding graph writes straight into the step's input when their float types agree
+        self._embed_direct = embed.get_outputs()[0].type == plain.get_inputs()[0].type
+        self.pool = KVPool(lambda capacity, graph_id: make_buffers(capacity, graph_id, dtype=self.dtype,
+                                                                   device=device, **shape), max_capacity)
+        self._prefill_options = ort.RunOptions()
+        if cuda_graph:
+            self._prefill_options.add_run_config_entry("gpu_graph_id", "-1")      # prompts are never captured
+
+    # -- caches ----------------------------------------------------------------------------
+
+    def new_cache(self, capacity: int) -> FusedCache:
+        return FusedCache(self.pool.acquire(capacity), 0)
+
+    def release(self, cache: FusedCache) -> None:
+        self.pool.release(cache.buffers)
+
+    def snapshot(self, cache: FusedCache) -> PrefixSnapshot:
+        return PrefixSnapshot(cache.buffers.read_prefix(cache.length), cache.length)
+
+    def restore(self, snapshot: PrefixSnapshot, capacity: int) -> FusedCache:
+        buffers = self.pool.acquire(max(capacity, snapshot.length))
+        buffers.write_prefix(snapshot.values)
+        return FusedCache(buffers, snapshot.length)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def step(self, embeds: np.ndarray, cache: FusedCache, scale: np.ndarray, image_mask: np.ndarray, attention: bool):
+        """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, the cache S longer, StepAttention or None).
+
+        The steered graph runs when ``scale`` [1, L, H] is not all ones or ``attention`` is asked for."""
+        steered = attention or not np.all(scale == 1.0)
+        session = self.steered if steered else self.plain
+        total = cache.length + embeds.shape[1]
+        self._check_room(cache, total)
+        binding = session.io_binding()
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.dtype))
+        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        binding.bind_output("logits", "cpu")                  # outputs come back in binding order: logits first
+        self._bind_buffers(binding, cache.buffers)
+        if steered:
+            binding.bind_cpu_input(IMAGE_ATTENTION_SCALE, np.ascontiguousarray(scale, dtype=np.float32))
+            binding.bind_cpu_input(IMAGE_TOKEN_MASK, np.ascontiguousarray(image_mask[:, :total]))
+            binding.bind_output(LAST_ROW_ATTENTION, "cpu")
+            binding.bind_output(IMAGE_ATTENTION_SHARE, "cpu")
+        session.run_with_iobinding(binding, self._prefill_options)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy()[0].astype(np.float32, copy=False)                     # [V]
+        n_kv = len(self.present_names)
+        rows = attention_rows(outputs[1 + n_kv], outputs[2 + n_kv]) if attention else None
+        return logits, FusedCache(cache.buffers, total), rows
+
+    def decode(self, token: int, cache: FusedCache, ones=None, image_mask=None):
+        """One generated token through the plain graph on the set's fixed binding: (logits [V] float32, cache + 1)."""
+        buffers = cache.buffers
+        total = cache.length + 1
+        self._check_room(cache, total)
+        bindings = buffers.bindings or self._decode_bindings(buffers)
+        buffers.token.update_inplace(np.array([[token]], dtype=np.int64))
+        if self._embed_direct:
+            self.embed.run_with_iobinding(bindings["embed"])
+        else:       # an fp16 decoder in an fp32 bundle: the embedding crosses the host once, cast
+            row = self.embed.run(None, {"input_ids": np.array([[token]], dtype=np.int64)})[0]
+            buffers.embeds.update_inplace(row.astype(self.dtype))
+        buffers.set_mask_length(total)
+        self.plain.run_with_iobinding(bindings["decode"], bindings["options"])
+        return buffers.logits.numpy()[0], FusedCache(buffers, total)
+
+    # -- bindings --------------------------------------------------------------------------
+
+    def _bind_buffers(self, binding, buffers: KVBuffers) -> None:
+        for past, present, value in zip(self.past_names, self.present_names, buffers.values):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+
+    def _decode_bindings(self, buffers: KVBuffers) -> dict:
+        embed = self.embed.io_binding()
+        embed.bind_ortvalue_input("input_ids", buffers.token)
+        embed.bind_ortvalue_output("inputs_embeds", buffers.embeds)
+        decode = self.plain.io_binding()
+        decode.bind_ortvalue_input("inputs_embeds", buffers.embeds)
+        decode.bind_ortvalue_input("attention_mask", buffers.mask)
+        self._bind_buffers(decode, buffers)
+        decode.bind_ortvalue_output("logits", buffers.logits)
+        options = ort.RunOptions()
+        if self.cuda_graph:
+            options.add_run_config_entry("gpu_graph_id", str(buffers.graph_id))
+        buffers.bindings.update(embed=embed, decode=decode, options=options)
+        return buffers.bindings
+
+    @staticmethod
+    def _check_room(cache: FusedCache, total: int) -> None:
+        if total > cache.buffers.capacity:
+            raise PromptError(f"{total} tokens do not fit the KV buffer of {cache.buffers.capacity} positions "
+                              f"this answer was given")
