@@ -53,7 +53,7 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
         raise ProviderError("the fused decoder uses ONNX Runtime's com.microsoft ops, which TensorRT's parser does "
                             "not read; load it with providers=['cuda'] or ['cpu'], or use decoder='standard'")
     if wanted in ("auto", "fused"):
-        dtype = manifest.dtype if manifest.dtype in fused else next(iter(sorted(fused, key=_fp32_first)), None)
+        dtype = manifest.dtype if manifest.dtype in fused else next(iter(sorted(fused or legacy, key=_fp32_first)), None)
     else:
         dtype = wanted.split("-")[1]
     if dtype not in fused:

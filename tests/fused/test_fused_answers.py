@@ -154,12 +154,11 @@ def test_which_decoder_is_chosen(fused_bundle):
 
     manifest = Manifest.read(fused_bundle("tiny"))
     cpu, trt = ["CPUExecutionProvider"], ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
-    assert choose_decoder(manifest, cpu).file == "decoder_fused_fp32.onnx"
+    chosen = choose_decoder(manifest, cpu)
+    assert (chosen.file, chosen.steered_file) == ("decoder_plain_fp32.onnx", "decoder_steered_fp32.onnx")
     # no fp32 GroupQueryAttention kernel on CUDA: auto keeps the standard decoder there; asked for, it runs
     assert choose_decoder(manifest, ["CUDAExecutionProvider"]).flavour == "standard"
-    assert choose_decoder(manifest, ["CUDAExecutionProvider"], "fused").file == "decoder_fused_fp32.onnx"
-    mha = Manifest.read(fused_bundle("tiny-mha"))          # MultiHeadAttention has fp32 CUDA kernels
-    assert choose_decoder(mha, ["CUDAExecutionProvider"]).flavour == "fused"
+    assert choose_decoder(manifest, ["CUDAExecutionProvider"], "fused").file == "decoder_plain_fp32.onnx"
     assert choose_decoder(manifest, trt).file == manifest.graphs["decoder"]          # TensorRT: standard ops only
     assert choose_decoder(manifest, cpu, "standard").flavour == "standard"
     with pytest.raises(ProviderError, match="TensorRT's parser"):
