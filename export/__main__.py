@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                              "in one session; fp16, as many layers as keep a range's weights, in fp32, within a quarter of "
                              "the model's size: ONNX Runtime casts an fp16 decoder to fp32 on an x86 CPU); 0: the whole "
                              "decoder in one session")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="write only the standard decoder (default: also the fused plain + steered pair for "
+                             "ONNX Runtime's CPU and CUDA providers, checked against it)")
     parser.add_argument("--memory-log", type=Path, metavar="FILE",
                         help="write each export phase's peak resident memory (load, trace/weights/reference per "
                              "graph, parity per graph, manifest) to FILE as JSON, and log it; resets the process's "
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
                      revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
                      attention_form=args.attention_form, memory_log=args.memory_log,
-                     parity_layers=args.parity_layers,
+                     parity_layers=args.parity_layers, fused=not args.no_fused,
                      bound_weights=not args.exporter_writes_weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

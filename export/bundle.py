@@ -26,6 +26,8 @@ from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
 from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
 from runtime.bundle import sha256_file
 
+from fused import FuseError, UnsupportedDecoderError, fuse_bundle
+
 from .errors import BundleExistsError, ExportError
 from .memory_log import NO_MEMORY_LOG, MemoryLog, checkpoint_bytes
 from .release import drop_unused_pages, trim_heap
@@ -57,6 +59,9 @@ def export_llava(model: str, out: Path, settings: ExportSettings | None = None, 
     partial.mkdir(parents=True)
     try:
         manifest = _export_into(source, partial, settings, log, memory)
+        if settings.fused:
+            with memory.phase("fused decoder pair"):
+                manifest = _add_fused_pair(partial, source.folder, settings, log)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -65,6 +70,17 @@ def export_llava(model: str, out: Path, settings: ExportSettings | None = None, 
         memory.write()          # the phases so far, also when the export failed
     log(f"bundle ready: {out}")
     return manifest
+
+
+def _add_fused_pair(folder: Path, checkpoint: Path, settings: ExportSettings, log) -> Manifest:
+    """The fused pair beside decoder.onnx (``fused.fuse_bundle``: built, checked, recorded), or a line saying why not."""
+    try:
+        fuse_bundle(folder, settings.dtype, checkpoint=checkpoint, atol=settings.atol, log=log)
+    except UnsupportedDecoderError as e:
+        log(f"no fused decoder pair (the standard decoder serves every provider): {e}")
+    except FuseError as e:
+        raise ExportError(f"the fused decoder pair failed: {e} (--no-fused exports without it)") from None
+    return Manifest.read(folder)
 
 
 def _check_target(out: Path, force: bool) -> None:

@@ -24,6 +24,9 @@ class ExportSettings:
     the loaded model one tensor at a time (``export/bound_weights.py``): the exporter never holds a
     second copy of them.  False: the TorchScript exporter folds and writes the weights itself.
     ``memory_log``: a JSON file to write each phase's peak resident memory into (``export/memory_log.py``).
+    ``fused`` (the default): also write the fused decoder pair for ONNX Runtime's CPU and CUDA providers
+    (``fused/``: the plain and the steered graph), checked against ``decoder.onnx``; a decoder the builder
+    does not take (``UnsupportedDecoderError``) gets none, and the log says why.
     ``parity_layers``: the parity check runs the decoder in ONNX Runtime layer range by layer range
     (``export/range_parity.py``); None (default): an fp32 decoder whole, in one session, and an fp16
     one in ranges whose fp32 weights stay within ``PARITY_RANGE_FRACTION`` of the model's weight bytes;
@@ -40,6 +43,7 @@ class ExportSettings:
     attention_form: str = DEFAULT_ATTENTION_FORM
     memory_log: Path | None = None
     parity_layers: int | None = None
+    fused: bool = True                     # also write the fused decoder pair (fused/), checked against decoder.onnx
 
     def with_options(self, **options) -> "ExportSettings":
         """A copy with ``options`` replaced, checked; an unknown option is an ExportError naming the known ones."""

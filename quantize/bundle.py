@@ -25,11 +25,13 @@ from pathlib import Path
 
 from graphs.bundle_folder import occupied, replace_folder
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
+from graphs.manifest_fields import fused_record_files
 from runtime.bundle import open_bundle, sha256_file
 from runtime.errors import BundleError
 
 from . import weights as W
 from .errors import AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError
+from .fused_pair import quantize_pair
 
 REPORT_FILE = "quantization.md"
 
@@ -182,15 +184,34 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
         W.save(converted.model, folder / file)
         graphs[name] = converted.stats
         log(f"{name}: {_summary(converted.stats)} ({time.perf_counter() - t:.1f}s)")
-    # the source's fused decoders stay behind: unquantized, they would be what the runtime opens by default
-    fused = {f for r in (manifest.fused_decoders or {}).values() for f in (r["file"], r["file"] + "_data")}
+    fused, fused_files = _fused_pairs(source, manifest, folder, settings, graphs, log)
     for f in manifest.sha256:       # the tokenizer, and whatever else the source lists
-        if f not in done and f not in fused and not (folder / f).exists():
+        if f not in done and f not in fused_files and not (folder / f).exists():
             shutil.copy2(source / f, folder / f)
-    new = dataclasses.replace(manifest, sha256=_digests(folder), fused_decoders=None,
+    new = dataclasses.replace(manifest, sha256=_digests(folder), fused_decoders=fused or None,
                               quantization=_record(source, manifest, settings, graphs))
     new.write(folder)
     return new
+
+
+def _fused_pairs(source: Path, manifest: Manifest, folder: Path, settings: Settings, graphs: dict, log):
+    """Quantize every fused pair of the source (int8, int4), or say why the quantized bundle has none:
+    ({dtype: record}, the source's fused file names, written or not)."""
+    records = manifest.fused_decoders or {}
+    files = {f for r in records.values() for f in fused_record_files(r)}
+    fused = {}
+    for dtype, record in sorted(records.items()):
+        if "plain" not in record:
+            why = "built by an earlier version (one graph); rebuild it in the source with just fuse"
+        elif settings.to not in W.NBITS:
+            why = (f"--to {settings.to} does not convert the fused pair (int8 and int4 do); "
+                   f"just fuse {source} --dtype fp16 builds a native fp16 pair")
+        else:
+            fused[dtype], graphs[f"fused_{dtype}"] = quantize_pair(source, record, folder, settings, log)
+            continue
+        graphs[f"fused_{dtype}"] = {"not_converted": why}
+        log(f"fused {dtype} decoder pair left out of the quantized bundle: {why}")
+    return fused, files
 
 
 def finish_manifest(folder: Path, manifest: Manifest, accuracy: dict) -> Manifest:
