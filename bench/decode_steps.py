@@ -1,11 +1,14 @@
-"""python -m bench.decode_steps BUNDLE [--provider cuda] [--prompt 591] [--steps 32] [--out FILE.json]
+"""python -m bench.decode_steps BUNDLE [BUNDLE ...] [--provider cuda] [--prompt 600] [--steps 64] [--repeat 3]
+                               [--rss-steps 512] [--cuda-graph] [--out FILE.json]
 
-The decoder graphs alone, step by step (no vision, no embedding graph, no Python schedule): a
-prefill of ``--prompt`` tokens (image keys in it), then ``--steps`` single-token steps with the KV
-cache bound on the device, as the runtime binds it; the median seconds a step per graph.  Beside
-each fused decoder, the same graph without its steering and attention-row nodes (the bias input
-of the attention op removed, the attention outputs dropped, dead nodes pruned): what those nodes
-cost a decode step.
+The decoder alone, through the runtime's own decoders (no vision, no Python schedule around them):
+for each bundle and each decoder it has (the standard ``decoder.onnx``; the fused pair), a prefill
+of ``--prompt`` tokens with image keys in it, the steered last-token step (alpha 2) from the same
+cache, then ``--steps`` decode steps (the hot loop), ``--repeat`` times; medians.  Ratios are
+against the first bundle's standard decoder, measured in the same run.  ``--rss-steps``: one more
+run of that many decode steps per decoder, the resident memory read after every step (flat after
+the first step: nothing allocated per token).  ``--cuda-graph`` (CUDA, fused pair): the decode step
+captured and replayed; the same decoder without it is measured beside it.
 
 Never imports torch.
 """
@@ -18,106 +21,124 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
-from graphs.contracts import ATTENTION_OUTPUTS, IMAGE_ATTENTION_SCALE, IMAGE_TOKEN_MASK
+import runtime
 from graphs.manifest import Manifest
 
-from .variants import prune_outputs
-
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+from .machine import describe
 
 
-def unsteered_copy(folder: Path, file: str) -> tuple[Path, int]:
-    """``file`` without the steering bias and attention outputs, saved beside it (its weights shared)."""
-    model = onnx.load(str(folder / file), load_external_data=False)
-    for node in model.graph.node:
-        if node.op_type == "GroupQueryAttention" and len(node.input) > 10:
-            node.input[10] = ""
-        elif node.op_type == "MultiHeadAttention" and len(node.input) > 5:
-            node.input[5] = ""
-    prune_outputs(model, ATTENTION_OUTPUTS)
-    path = folder / f".{Path(file).stem}_unsteered.onnx"
-    onnx.save(model, str(path))
-    return path, len(model.graph.node)
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
-def time_steps(path: Path, manifest: Manifest, dtype: str, provider: str, prompt: int, steps: int) -> dict:
-    d = manifest.decoder
-    float_ = np.float16 if dtype == "fp16" else np.float32
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=[_PROVIDERS[provider]])
-    inputs = {i.name for i in session.get_inputs()}
-    device = "cuda" if provider == "cuda" else "cpu"
-    rng = np.random.default_rng(0)
-    mask = np.zeros((1, prompt + steps), dtype=bool)
-    mask[0, 5: 5 + min(manifest.image_tokens_per_image, prompt - 6)] = True
-    scale = np.ones((1, d.num_layers, d.num_attention_heads), np.float32)
-    empty = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, d.num_key_value_heads, 0, d.head_dim), float_), device, 0)
-    cache = [empty] * (2 * d.num_layers)
-    times, length = [], 0
-    for seq in [prompt] + [1] * steps:
-        total = length + seq
-        binding = session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", (rng.standard_normal((1, seq, d.hidden_size)) * 0.02).astype(float_))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(length, total, dtype=np.int64)[None])
-        if IMAGE_ATTENTION_SCALE in inputs:
-            binding.bind_cpu_input(IMAGE_ATTENTION_SCALE, scale)
-            binding.bind_cpu_input(IMAGE_TOKEN_MASK, np.ascontiguousarray(mask[:, :total]))
-        for name, value in zip(manifest.past_names(), cache):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in manifest.present_names():
-            binding.bind_output(name, device, 0)
-        t0 = time.perf_counter()
-        session.run_with_iobinding(binding)
-        out = binding.get_outputs()
-        out[0].numpy()
-        times.append(time.perf_counter() - t0)
-        cache, length = out[1: 1 + len(cache)], total
-    decode = times[2:]              # the first single-token step pays for lazy allocations
-    return {"prefill_s": times[0], "decode_s_per_step_median": statistics.median(decode),
-            "decode_s_per_step_min": min(decode), "steps": len(decode)}
+def _nodes_per_layer(folder: Path, file: str, layers: int) -> float:
+    import onnx
+
+    return len(onnx.load(str(folder / file), load_external_data=False).graph.node) / layers
+
+
+def time_decoder(vlm, prompt: int, steps: int, repeat: int, rss_steps: int, seed: int = 0) -> dict:
+    """Medians over ``repeat`` runs: prefill s, steered step s, decode s a step; RSS after each of ``rss_steps``."""
+    s, d = vlm.sessions, vlm.manifest.decoder
+    runner = s.runner
+    rng = np.random.default_rng(seed)
+    embeds = (rng.standard_normal((1, prompt, d.hidden_size)) * 0.02).astype(np.float32)
+    image_mask = np.zeros((1, prompt + max(steps, rss_steps) + 1), bool)
+    image_mask[0, 5: 5 + min(vlm.manifest.image_tokens_per_image, prompt - 6)] = True
+    ones = np.ones((1, d.num_layers, d.num_attention_heads), np.float32)
+    twos = ones * 2
+    tokens = rng.integers(3, min(d.vocab_size, 300), size=max(steps, rss_steps))
+    prefill, steered, decode = [], [], []
+    for _ in range(repeat):
+        cache = runner.new_cache(prompt + steps + 1)
+        try:
+            t0 = time.perf_counter()
+            _, cache, _ = runner.step(embeds[:, :-1], cache, ones, image_mask, False)
+            t1 = time.perf_counter()
+            _, cache, _ = runner.step(embeds[:, -1:], cache, twos, image_mask, False)
+            t2 = time.perf_counter()
+            prefill.append(t1 - t0)
+            steered.append(t2 - t1)
+            times = []
+            for token in tokens[:steps]:
+                t = time.perf_counter()
+                logits, cache = runner.decode(int(token), cache, ones, image_mask)
+                times.append(time.perf_counter() - t)
+            decode.append(statistics.median(times[1:]))          # the first step pays for its bindings
+        finally:
+            runner.release(cache)
+    out = {"prefill_s": statistics.median(prefill), "steered_step_s": statistics.median(steered),
+           "decode_s_per_step": statistics.median(decode), "decode_s_per_step_runs": decode}
+    if rss_steps:
+        cache = runner.new_cache(prompt + rss_steps + 1)
+        try:
+            _, cache, _ = runner.step(embeds, cache, ones, image_mask, False)
+            rss = []
+            for token in tokens[:rss_steps]:
+                _, cache = runner.decode(int(token), cache, ones, image_mask)
+                rss.append(_rss())
+        finally:
+            runner.release(cache)
+        out["rss_after_first_step_mb"] = rss[0] / 2**20
+        out["rss_growth_after_first_step_mb"] = (max(rss) - rss[0]) / 2**20
+        out["rss_steps"] = rss_steps
+    return out
+
+
+def decoders_of(manifest: Manifest) -> list[str]:
+    fused = [f"fused-{d}" for d, r in sorted((manifest.fused_decoders or {}).items()) if "plain" in r]
+    return ["standard", *fused]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode_steps")
-    p.add_argument("bundle", type=Path)
-    p.add_argument("--provider", choices=sorted(_PROVIDERS), default="cpu")
-    p.add_argument("--prompt", type=int, default=591)
-    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("bundles", type=Path, nargs="+")
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--prompt", type=int, default=600)
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rss-steps", type=int, default=0)
+    p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    folder = args.bundle
-    manifest = Manifest.read(folder)
-    graphs = [("standard", manifest.graphs["decoder"], manifest.dtype, None)]
-    made = []
-    for dtype, record in sorted((manifest.fused_decoders or {}).items()):
-        graphs.append((f"fused-{dtype}", record["file"], dtype, None))
-        path, nodes = unsteered_copy(folder, record["file"])
-        made.append(path)
-        graphs.append((f"fused-{dtype}-unsteered", path.name, dtype, nodes))
-    result = {"bundle": str(folder), "provider": args.provider, "prompt": args.prompt, "graphs": {}}
-    try:
-        for name, file, dtype, nodes in graphs:
-            if args.provider == "cpu" and dtype == "fp16":
-                continue
-            try:
-                got = time_steps(folder / file, manifest, dtype, args.provider, args.prompt, args.steps)
-            except Exception as e:      # recorded and printed: a measurement, not the runtime
-                got = {"error": f"{type(e).__name__}: {e}"}
-            got["nodes"] = nodes or len(onnx.load(str(folder / file), load_external_data=False).graph.node)
-            got["nodes_per_layer"] = got["nodes"] / manifest.decoder.num_layers
-            result["graphs"][name] = got
-            print(f"{name:26s} " + ("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                              for k, v in got.items())), flush=True)
-    finally:
-        for path in made:
-            path.unlink(missing_ok=True)
+    result = {"machine": describe(), "provider": args.provider, "prompt": args.prompt, "steps": args.steps,
+              "repeat": args.repeat, "rows": []}
+    base = None
+    print(f"{'bundle':28s} {'decoder':16s} {'nodes/layer':>12s} {'prefill s':>10s} {'steered ms':>11s} "
+          f"{'decode ms':>10s} {'prefill x':>10s} {'decode x':>9s} {'RSS growth MB':>14s}", flush=True)
+    for folder in args.bundles:
+        manifest = Manifest.read(folder)
+        variants = [(d, False) for d in decoders_of(manifest)]
+        if args.cuda_graph:
+            variants += [(d, True) for d in decoders_of(manifest) if d.startswith("fused")]
+        for decoder, graph in variants:
+            if args.provider == "cpu" and decoder == "fused-fp16":
+                continue                # x86 CPUs have no fast fp16 MatMul
+            vlm = runtime.load(folder, providers=[args.provider], decoder=decoder, cuda_graph=graph)
+            choice = vlm.sessions.decoder_choice
+            L = manifest.decoder.num_layers
+            nodes = {"plain" if choice.steered_file else "decoder": _nodes_per_layer(folder, choice.file, L)}
+            if choice.steered_file:
+                nodes["steered"] = _nodes_per_layer(folder, choice.steered_file, L)
+            got = time_decoder(vlm, args.prompt, args.steps, args.repeat, args.rss_steps)
+            row = {"bundle": str(folder), "quantization": (manifest.quantization or {}).get("precision"),
+                   "decoder": decoder + (" +cuda graph" if graph else ""), "nodes_per_layer": nodes, **got}
+            base = base or row
+            row["prefill_vs_first_standard"] = row["prefill_s"] / base["prefill_s"]
+            row["decode_vs_first_standard"] = row["decode_s_per_step"] / base["decode_s_per_step"]
+            result["rows"].append(row)
+            print(f"{folder.name:28s} {row['decoder']:16s} {'/'.join(f'{v:.1f}' for v in nodes.values()):>12s} "
+                  f"{row['prefill_s']:10.3f} {1e3 * row['steered_step_s']:11.1f} {1e3 * row['decode_s_per_step']:10.2f} "
+                  f"{row['prefill_vs_first_standard']:10.2f} {row['decode_vs_first_standard']:9.2f} "
+                  f"{row.get('rss_growth_after_first_step_mb', float('nan')):14.1f}", flush=True)
+            del vlm
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 

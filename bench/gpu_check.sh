@@ -1,9 +1,10 @@
 #!/bin/bash
 # The fused decoder on the lent GPU, in two steps (../shared/device/README.md has the call sequence):
 #
-#   bash bench/gpu_check.sh build     # background, CPU onnxruntime: fixture, export, fused fp32 decoder
-#   bash bench/gpu_check.sh measure   # onnxruntime-gpu: fused fp16 decoder (checked on CUDA), tokens on
-#                                     # cpu/cuda x standard/fused/fused-fp16, then just bench --provider cuda
+#   bash bench/gpu_check.sh build     # background, CPU onnxruntime: fixture, export (writes the fused fp32 pair)
+#   bash bench/gpu_check.sh measure   # onnxruntime-gpu: fused fp16 pair (checked on CUDA), tokens on
+#                                     # cpu/cuda x standard/fused/fused-fp16, the decoder steps with and
+#                                     # without the CUDA graph, then just bench --provider cuda
 #
 # SIZE=tiny runs the same steps on the tiny fixture (to try the script on a CPU: PROVIDERS=cpu).
 # Results go under $OUT (default build/gpu-check/out).
@@ -22,7 +23,6 @@ build)
   trap '[ -f build/gpu-check/BUILD_DONE ] || touch build/gpu-check/BUILD_FAILED' EXIT
   stamp "fixture $SIZE"; [ -f $DIR/checkpoint/config.json ] || $PY -m fixtures $DIR/checkpoint --size $SIZE
   stamp "export";        [ -f $DIR/bundle/manifest.json ] || $PY -m export $DIR/checkpoint --out $DIR/bundle --force
-  stamp "fused fp32 (parity on the CPU)"; $PY -m fused $DIR/bundle --dtype fp32 || stamp "fused fp32 failed here; measure retries it"
   touch build/gpu-check/BUILD_DONE; stamp "build done";;
 measure)
   $PY -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" | tee $OUT/providers.txt
@@ -35,7 +35,8 @@ measure)
   stamp "tokens: $PROVIDERS x decoders"
   $PY -m bench.decoders_check $DIR/bundle --providers $PROVIDERS --tokens 16 --out $OUT/tokens-$SIZE.json
   stamp "decoder steps alone"
-  $PY -m bench.decode_steps $DIR/bundle --provider $PROVIDER --out $OUT/decode-steps-$SIZE.json || stamp "decode_steps failed"
+  $PY -m bench.decode_steps $DIR/bundle --provider $PROVIDER --prompt 591 --steps 32 --cuda-graph \
+      --out $OUT/decode-steps-$SIZE.json || stamp "decode_steps failed"
   stamp "bench"
   $PY -m bench --size $SIZE --provider $PROVIDER --repeat ${REPEAT:-3} --new-tokens 32 --no-warm --no-memory \
       --variants $VARIANTS --out $OUT/bench-$SIZE-$PROVIDER.json > $OUT/bench-$SIZE-$PROVIDER.txt 2>&1 \

@@ -207,7 +207,8 @@ def _fused_pairs(source: Path, manifest: Manifest, folder: Path, settings: Setti
             why = (f"--to {settings.to} does not convert the fused pair (int8 and int4 do); "
                    f"just fuse {source} --dtype fp16 builds a native fp16 pair")
         else:
-            fused[dtype], graphs[f"fused_{dtype}"] = quantize_pair(source, record, folder, settings, log)
+            fused[dtype], stats = quantize_pair(source, record, folder, settings, log)
+            graphs.update({f"fused_{dtype}_{which}": s for which, s in stats.items()})
             continue
         graphs[f"fused_{dtype}"] = {"not_converted": why}
         log(f"fused {dtype} decoder pair left out of the quantized bundle: {why}")

@@ -60,9 +60,13 @@ def first_token_logits(vlm, image, question: str, alphas: dict[str, object]) -> 
     embeds[0, prompt.image_start: prompt.image_end] = features[0]
     mask = prompt.image_mask[None]                                                             # [1, n]
     ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)
-    _, cache = s.step(embeds[:, : n - 1], s.empty_cache(), ones, mask)
-    return {k: s.step(embeds[:, n - 1:], cache, scale_tensor(a, d.num_layers, d.num_attention_heads), mask)[0]
-            for k, a in alphas.items()}
+    cache = s.new_cache(n)
+    try:
+        _, cache = s.step(embeds[:, : n - 1], cache, ones, mask)
+        return {k: s.step(embeds[:, n - 1:], cache, scale_tensor(a, d.num_layers, d.num_attention_heads), mask)[0]
+                for k, a in alphas.items()}
+    finally:
+        s.release(cache)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -218,6 +222,8 @@ def markdown(manifest, accuracy: dict) -> str:
     for name, stats in q["graphs"].items():
         if stats.get("copied"):
             lines.append(f"- {name}: copied unchanged")
+        elif stats.get("not_converted"):
+            lines.append(f"- {name}: not in this bundle: {stats['not_converted']}")
         elif "matmulnbits" in stats:
             skipped = "; ".join(f"`{k}`: {v}" for k, v in stats["skipped"].items()) or "none"
             lines.append(f"- {name}: {stats['matmulnbits']} of {stats['weight_matmuls']} weight MatMuls -> MatMulNBits "

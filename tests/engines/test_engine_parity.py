@@ -101,7 +101,7 @@ def _steps(vlm, image, question):
     mask[0, prompt.image_start: prompt.image_end] = True
     ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)
     out = [("vision", features[0].astype(np.float32))]
-    logits, prefix = s.step(embeds[:, : prompt.image_end], s.empty_cache(), ones, mask)
+    logits, prefix = s.step(embeds[:, : prompt.image_end], s.new_cache(len(prompt.ids)), ones, mask)
     out.append(("prefix", logits))
     logits, cache = s.step(embeds[:, prompt.image_end: n - 1], prefix, ones, mask)
     out.append(("question", logits))

@@ -47,21 +47,22 @@ def test_profiles_name_every_input_with_the_graphs_static_dims(bundle_dir, size,
 
 
 def test_every_shape_the_runtime_feeds_lies_inside_the_profiles(bundle_dir, size):
-    vlm = runtime.load(bundle_dir(size))
+    vlm = runtime.load(bundle_dir(size), decoder="standard")      # what TensorRT runs
     manifest = vlm.manifest
     decoder, embed = _profile(manifest, "decoder"), _profile(manifest, "embed")
     seen = []
-    step, embeddings = vlm.sessions.step, vlm.sessions.embeddings
+    runner = vlm.sessions.runner
+    step, embeddings = runner.step, vlm.sessions.embeddings
 
-    def recording_step(embeds, cache, scale, image_mask):
+    def recording_step(embeds, cache, scale, image_mask, attention):
         seen.append(("decoder", embeds.shape[1], cache.length))       # (sequence, past_sequence)
-        return step(embeds, cache, scale, image_mask)
+        return step(embeds, cache, scale, image_mask, attention)
 
     def recording_embeddings(ids):
         seen.append(("embed", len(ids), 0))
         return embeddings(ids)
 
-    vlm.sessions.step, vlm.sessions.embeddings = recording_step, recording_embeddings
+    runner.step, runner.embed, vlm.sessions.embeddings = recording_step, recording_embeddings, recording_embeddings
     vlm.clear_cache()
     vlm.answer(random_image(0), "Where is the mug?", steering=runtime.AdaptVis(0.5, 2.0, 0.5),
                max_new_tokens=6, measure_image_influence=True)

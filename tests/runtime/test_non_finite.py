@@ -36,16 +36,26 @@ def _still_usable(vlm, baseline):
 
 
 def _plant(monkeypatch, vlm, when, value=np.nan):
-    """Make the decoder's logits non-finite on the steps where ``when(embeds, cache_length, scale)`` holds."""
-    real = vlm.sessions.step
+    """Make the decoder's logits non-finite on the calls where ``when(embeds, cache_length, scale)`` holds
+    (a decode step: one row of embeddings)."""
+    runner = vlm.sessions.runner
+    real_step, real_decode = runner.step, runner.decode
 
-    def step(embeds, cache, scale, image_mask):
-        logits, after = real(embeds, cache, scale, image_mask)
-        if when(embeds, cache.length, scale):
+    def planted(logits, embeds, length, scale):
+        if when(embeds, length, scale):
             logits = logits.copy()
             logits[::7] = value                 # some of them: argmax would still pick a finite one
-        return logits, after
-    monkeypatch.setattr(vlm.sessions, "step", step)
+        return logits
+
+    def step(embeds, cache, scale, image_mask, attention):
+        logits, after, rows = real_step(embeds, cache, scale, image_mask, attention)
+        return planted(logits, embeds, cache.length, scale), after, rows
+
+    def decode(token, cache, ones, image_mask):
+        logits, after = real_decode(token, cache, ones, image_mask)
+        return planted(logits, np.zeros((1, 1, 0), np.float32), cache.length, ones), after
+    monkeypatch.setattr(runner, "step", step)
+    monkeypatch.setattr(runner, "decode", decode)
 
 
 def test_the_tiny_bundle_answers_more_than_one_token(baseline):

@@ -23,12 +23,12 @@ def _body(**changes) -> dict:
 
 
 def _nan_when_steered(monkeypatch, vlm):
-    real = vlm.sessions.step
+    real = vlm.sessions.runner.step
 
-    def step(embeds, cache, scale, image_mask):
-        logits, after = real(embeds, cache, scale, image_mask)
-        return (np.full_like(logits, np.nan) if not np.all(scale == 1) else logits), after
-    monkeypatch.setattr(vlm.sessions, "step", step)
+    def step(embeds, cache, scale, image_mask, attention):
+        logits, after, rows = real(embeds, cache, scale, image_mask, attention)
+        return (np.full_like(logits, np.nan) if not np.all(scale == 1) else logits), after, rows
+    monkeypatch.setattr(vlm.sessions.runner, "step", step)
 
 
 @pytest.mark.parametrize("stream", [False, True])
