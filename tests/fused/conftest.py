@@ -24,3 +24,9 @@ def fused_bundle(tmp_path_factory, bundle_dir, checkpoint_dir):
             made[key] = out
         return made[key]
     return get
+
+
+@pytest.fixture(params=("tiny", "tiny-mha16"))
+def size(request):
+    """Grouped-query heads (tiny: 4 / 2) and multi-head (4 / 4); tiny-mha's head size 12 gets no fused pair."""
+    return request.param

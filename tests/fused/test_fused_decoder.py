@@ -208,3 +208,10 @@ def test_an_earlier_one_graph_record_is_left_for_the_standard_decoder(fused_bund
     assert runtime.load(folder).sessions.decoder_choice.flavour == "standard"
     with pytest.raises(BundleError, match="earlier version.*just fuse"):
         runtime.load(folder, decoder="fused")
+
+
+def test_the_export_writes_no_pair_for_a_head_size_it_refuses_and_says_so(bundle_dir):
+    manifest = Manifest.read(bundle_dir("tiny-mha"))            # head size 12
+    assert manifest.fused_decoders is None
+    import runtime
+    assert runtime.load(bundle_dir("tiny-mha")).sessions.decoder_choice.flavour == "standard"

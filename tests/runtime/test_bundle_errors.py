@@ -76,7 +76,7 @@ def test_decoder_without_steering_inputs(copy):
         graph.initializer.append(onnx.helper.make_tensor(f"{name}_const", kind, dims, [1] * math.prod(dims)))
     onnx.save(model, str(copy / "decoder.onnx"))
     with pytest.raises(BundleError, match="steering inputs"):
-        runtime.load(copy, verify_checksums=False)
+        runtime.load(copy, verify_checksums=False, decoder="standard")
 
 
 def test_unavailable_provider_is_an_error_listing_the_available_ones(bundle_dir):
