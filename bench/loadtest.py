@@ -12,7 +12,7 @@ process on a free port of 127.0.0.1) and always stops it, on errors and Ctrl-C t
               never another error; every 200 still equals its serial answer
     after     the server has drained (/health: nothing running or waiting) and answers correctly
 
-The requests: 8 drawn scenes (calibration.synthetic, 336 px PNG data URLs) x 2 questions x 3
+The requests: 8 drawn scenes (scenes.synthetic, 336 px PNG data URLs) x 2 questions x 3
 steerings (the bundle's default AdaptVis, none, ScalingVis alpha 1.5), taken round-robin by all
 clients.  Decoding is greedy, so "equal" is exact: text, finish reason, token counts, steering, alpha.
 
@@ -124,7 +124,7 @@ class Request:
 
 def workload(model: str, max_tokens: int) -> list[Request]:
     """8 scenes x 2 questions x 3 steerings, the scene changing fastest (consecutive requests differ)."""
-    from calibration import synthetic
+    from scenes import synthetic
 
     specs = synthetic.plan(IMAGES, seed=0, size=IMAGE_SIZE)
     urls = []

@@ -8,7 +8,7 @@
    ``spatial/MODEL_CARD.md``) into ``checkpoints/spatial`` -- or builds a random fixture with ``--size``,
 2. exports it into ``bundles/spatial`` (export.export_llava, parity-checked against PyTorch);
    a rerun reuses the bundle,
-3. draws a two-object scene procedurally (calibration.synthetic, a held-out seed),
+3. draws a two-object scene procedurally (scenes.synthetic, a held-out seed),
 4. answers a spatial question with the runtime: unsteered, then AdaptVis, printing
    answer, confidence, alpha, timings and the image's influence,
 5. asks the same question about a blank image (the blind test): what the language
@@ -89,7 +89,7 @@ def _older_than_weights(config: Path) -> bool:
 def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:
     """Draw a scene, answer it unsteered and with AdaptVis, then the blind test; returns (image, question)."""
     import runtime
-    from calibration.synthetic import generate
+    from scenes.synthetic import generate
     from fixtures import SPATIAL
     from runtime.__main__ import format_answer
 

@@ -10,7 +10,7 @@ writes one PNG (default ``build/explain/<image stem>_explain.png``) and prints i
 * left, the image with the last prompt token's attention over it at alpha = 1 (the
   confidence pass); right, the same at the alpha AdaptVis chose.  The maps are the mean
   over ``--layers`` (Python slice ``A:B`` of the decoder layers, 0-based, B exclusive;
-  one number for one layer; default: the middle half, :func:`calibration.alignment.middle_layers`),
+  one number for one layer; default: the middle half, :func:`evaluation.alignment.middle_layers`),
   drawn on the rectangle of the image the model's picture covers (``AttentionMaps.box``;
   dashed where it differs from the image), one colour scale for both panels: the
   fraction of the row's attention on each patch;
@@ -39,7 +39,7 @@ from typing import Mapping, Optional, Sequence, TextIO
 
 import numpy as np
 
-from calibration.alignment import middle_layers, parse_box, share_inside, box_coverage
+from evaluation.alignment import middle_layers, parse_box, share_inside, box_coverage
 
 MIN_SIDE = 300          # px; the figure is well above it
 DEFAULT_DIR = Path("build/explain")
@@ -188,7 +188,7 @@ def describe(e: Explanation) -> str:
 
 def render(e: Explanation, path: str | Path, dpi: int = 100) -> Path:
     """Write the PNG (needs matplotlib)."""
-    from calibration.plots import pyplot
+    from evaluation.plots import pyplot
 
     plt = pyplot()
     from matplotlib import patheffects
@@ -298,7 +298,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     import runtime
-    from calibration.plots import MISSING_MATPLOTLIB, have_matplotlib
+    from evaluation.plots import MISSING_MATPLOTLIB, have_matplotlib
     from runtime.errors import RuntimeInputError
 
     if args.max_new_tokens < 1:

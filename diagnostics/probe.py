@@ -215,8 +215,8 @@ def run_probe(vlm, runner, ws, train_fraction: float = 0.5, seed: int = 0, pool:
               err: TextIO = sys.stderr) -> dict:
     """Features, split, probe, and the VLM's answers on the test items: probe.json's content."""
     from calibration.grid import dev_test_split
-    from calibration.runner import adaptvis, baseline, blank
-    from calibration.scoring import score_item
+    from evaluation.runner import adaptvis, baseline, blank
+    from evaluation.scoring import score_item
     from runtime.errors import RuntimeInputError
 
     feats, items = [], []
@@ -358,7 +358,7 @@ def probe_markdown(doc: dict) -> str:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("bundle", type=Path, help="bundle folder")
-    ap.add_argument("dataset", help="anything calibration.datasets.load_dataset reads (file or folder)")
+    ap.add_argument("dataset", help="anything readers.datasets.load_dataset reads (file or folder)")
     ap.add_argument("--subset", help="which subset, when DATASET is a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
     ap.add_argument("--out", type=Path, help="output folder (default runs/<bundle name>/<subset>)")
@@ -383,10 +383,10 @@ def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO
         ap.error("--max-new-tokens and --max-grid must be positive, --C > 0")
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be positive")
-    from calibration.cache import ResultCache
-    from calibration.calibrate import CACHE_FILE, open_one_dataset
-    from calibration.evaluate import resolve_settings
-    from calibration.runner import Runner, bundle_digest
+    from evaluation.cache import ResultCache
+    from evaluation.runs import CACHE_FILE, open_one_dataset
+    from evaluation.evaluate import resolve_settings
+    from evaluation.runner import Runner, bundle_digest
 
     t0 = time.perf_counter()
     opened = open_one_dataset(args, err)

@@ -3,7 +3,7 @@
 The staged recipe (end to end from random init did not move in 7 minutes here, see
 the field notes), on scenes that can only be answered by reading the names (either
 object the subject, alike sizes, a distractor, pairs differing only in colour or only in
-shape; four question forms: ``calibration.reading_scenes.training_item``):
+shape; four question forms: ``scenes.reading_scenes.training_item``):
 
     stage "eyes"    CLIP tower and projector, no language model run:
                     each patch token -> Linear -> the covering object's colour, shape, and its
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.reading_scenes import ANSWER_WORDS
+from scenes.reading_scenes import ANSWER_WORDS
 
 from .architecture import EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, shapes_metadata
 from .train_settings import RESIZABLE, Progress, Settings, sincos_positions

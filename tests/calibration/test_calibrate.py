@@ -11,15 +11,15 @@ import pytest
 import runtime
 import runtime.model
 from calibration import calibrate as cal
-from calibration.cache import ResultCache
-from calibration.datasets import load_dataset
+from evaluation.cache import ResultCache
+from readers.datasets import load_dataset
 from calibration.grid import choose_alpha, default_thresholds
-from calibration.runner import Runner
-from calibration.scoring import score_item
-from calibration.synthetic import generate
-from calibration.workset import load_worksets
+from evaluation.runner import Runner
+from evaluation.scoring import score_item
+from scenes.synthetic import generate
+from readers.workset import load_worksets
 
-from .fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
+from tests.evaluation.fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
 
 TOKENS = "3"
 

@@ -1,9 +1,9 @@
 """Does the model read the question?  The reading benchmark, per kind: ``just reading BUNDLE``.
 
-    python -m calibration.reading BUNDLE [--n 100] [--seed 12] [--dev-seed 11] [--dev-n 40]
+    python -m evaluation.reading BUNDLE [--n 100] [--seed 12] [--dev-seed 11] [--dev-n 40]
         [--kinds standard,reversed,...] [--adaptvis LOW,HIGH,T --scalingvis-alpha A] [--jobs 2] [--out DIR]
 
-Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 1000):
+Kinds (``scenes.synthetic.READING_KINDS``), drawn with held-out seeds (< 1000):
 
 * ``standard``: the benchmark's scenes and question ("Where is the <smaller> in relation to the
   <bigger>? Answer with left, right, on or under."); ``reversed``: the same scenes, names swapped
@@ -13,7 +13,7 @@ Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 10
 * ``free``: the WhatsUp question without "Answer with ..."; ``yes_no``: "Is the red ball on the
   blue box? Answer yes or no." (half true); ``what``: "What is under the blue box?".
 
-Scoring is strict (:func:`calibration.reading_scenes.score_reading`): exactly one option word (or
+Scoring is strict (:func:`scenes.reading_scenes.score_reading`): exactly one option word (or
 object name), the right one.  ``free`` also reports how many answers are a relation word (at
 most three words, one of left/right/on/under) rather than an echo.
 
@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .reading_scenes import reading_set, relation_word_only, score_reading
-from .synthetic import READING_KINDS, mean_colour_image
+from scenes.reading_scenes import READING_KINDS, reading_set, relation_word_only, score_reading
+from scenes.synthetic import mean_colour_image
 
 ALPHAS = (0.5, 0.8, 1.2, 1.5, 2.0)
 LOWS, HIGHS = (0.5, 0.8), (1.2, 1.5, 2.0)
@@ -169,7 +169,7 @@ def _adaptvis_arg(text: str) -> tuple[float, float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.reading", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m evaluation.reading", description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--n", type=int, default=100, help="items per kind (default 100)")
     ap.add_argument("--seed", type=int, default=12, help="held-out test seed (< 1000)")
