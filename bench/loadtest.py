@@ -41,6 +41,9 @@ import httpx
 import numpy as np
 from rich.console import Console
 
+from fixtures import build_checkpoint
+from graphs.manifest import MANIFEST_FILE
+from scenes import synthetic
 from serve.settings import ServeSettings
 
 from . import machine, quiet
@@ -102,13 +105,10 @@ class LoadTest:
 
 def tiny_bundle(log=print) -> Path:
     """build/loadtest/tiny/bundle: a random tiny LLaVA checkpoint, exported once, then reused."""
-    from graphs.manifest import MANIFEST_FILE
-
     checkpoint, bundle = TINY / "checkpoint", TINY / "bundle"
     if (bundle / MANIFEST_FILE).is_file():
         return bundle
-    from export import export_llava
-    from fixtures import build_checkpoint
+    from export import export_llava   # optional: it imports onnx (the export extra); a built bundle needs neither
 
     log(f"building the tiny random bundle in {bundle} (once)")
     build_checkpoint(checkpoint, size="tiny", seed=0)
@@ -124,8 +124,6 @@ class Request:
 
 def workload(model: str, max_tokens: int) -> list[Request]:
     """8 scenes x 2 questions x 3 steerings, the scene changing fastest (consecutive requests differ)."""
-    from scenes import synthetic
-
     specs = synthetic.plan(IMAGES, seed=0, size=IMAGE_SIZE)
     urls = []
     for s in specs:

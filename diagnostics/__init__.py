@@ -8,5 +8,5 @@
 * :mod:`diagnostics.probe` -- a linear probe on the vision graph's image features beside the
   VLM's own and blind accuracy (``python -m diagnostics probe BUNDLE DATASET``).
 
-numpy only at import; plots need matplotlib (the ``calibration`` extra).
+Plots need matplotlib (the ``calibration`` extra), imported when one is drawn.
 """

@@ -17,7 +17,7 @@ MISSING_MATPLOTLIB = "plots skipped: pip install 'adaptvis-edge[calibration]' fo
 def have_matplotlib() -> bool:
     """Whether matplotlib can be imported (the plotting functions need it)."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401       # optional: matplotlib (the calibration extra), and heavy
     except ImportError:
         return False
     return True
@@ -25,7 +25,7 @@ def have_matplotlib() -> bool:
 
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend; ImportError without matplotlib."""
-    import matplotlib
+    import matplotlib                  # optional and heavy: imported when a plot is drawn
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

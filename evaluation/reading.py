@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
+import runtime
+from runtime import ScalingVis
 from scenes.reading_scenes import READING_KINDS, reading_set, relation_word_only, score_reading
 from scenes.synthetic import mean_colour_image
 
@@ -49,8 +52,6 @@ _VLM = None
 
 def _load(bundle: str) -> None:
     global _VLM
-    import runtime
-
     _VLM = runtime.load(bundle)
 
 
@@ -61,8 +62,6 @@ def _answer_chunk(args) -> list[dict]:
 
 def _answer_one(vlm, scene, q, alphas: Sequence[float], blind: bool) -> dict:
     """The answer unsteered (with its confidence), at each alpha (the image prefix is cached), blind."""
-    from runtime import ScalingVis
-
     image = scene.render(RENDER_SIZE)
     base = vlm.answer(image, q.text, steering=None, max_new_tokens=6)
     rec = {"kind": scene.kind, "form": q.form, "question": q.text, "gold": q.answer,
@@ -79,7 +78,7 @@ def _answer_one(vlm, scene, q, alphas: Sequence[float], blind: bool) -> dict:
 
 def answer_all(pool, items, alphas: Sequence[float], blind: bool, label: str) -> list[dict]:
     """Per item (in order), :func:`_answer_one`, spread over the pool's worker processes."""
-    from tqdm import tqdm
+    from tqdm import tqdm          # optional: tqdm comes with the export extra, not the runtime
 
     chunks = [(items[i: i + 4], tuple(alphas), blind) for i in range(0, len(items), 4)]
     out = []
@@ -189,8 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--kinds: choose from {', '.join(READING_KINDS)}")
     if args.seed >= 1000 or args.dev_seed >= 1000 or args.seed == args.dev_seed:
         ap.error("--seed and --dev-seed must differ and be below 1000 (the held-out seeds)")
-    import multiprocessing
-
     out = args.out or Path("runs") / args.bundle.name / "reading"
     out.mkdir(parents=True, exist_ok=True)
     pool = multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_load, initargs=(str(args.bundle),))

@@ -238,7 +238,7 @@ class _Progress:
         self._bar = None
         if not enabled:
             return
-        try:
+        try:                           # optional: rich (the calibration extra); no bar without it
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)

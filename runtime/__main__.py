@@ -6,6 +6,8 @@ import json
 import re
 import sys
 
+import runtime
+
 from .decoders import DECODERS
 from .errors import RuntimeInputError
 
@@ -34,8 +36,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import runtime
-
     try:
         vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"], decoder=args.decoder)
         steering = _steering(args, vlm, runtime)

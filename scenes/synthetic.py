@@ -338,7 +338,7 @@ def _progress(total: int) -> Iterator[None]:
         for _ in range(total):
             yield
         return
-    try:
+    try:                               # optional: rich (the calibration extra); plain counts without it
         from rich.progress import Progress
     except ImportError:  # pragma: no cover - rich is optional
         for i in range(total):

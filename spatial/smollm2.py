@@ -68,7 +68,7 @@ def resolve(name: str | None) -> DecoderSource:
 
 def load(source: DecoderSource):
     """(LlamaForCausalLM in fp32, eval mode; the fast tokenizer) from ``source``."""
-    import torch
+    import torch                       # heavy, optional: torch and transformers (the export extra)
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
