@@ -64,7 +64,7 @@ answer *ARGS:
 
 # Serve a bundle over OpenAI's chat-completions API: `just serve BUNDLE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--provider cpu] [--header-timeout 10] [--body-timeout 60] [--max-connections 128]`.
 serve BUNDLE *ARGS:
-    {{python}} -m serve "$@"
+    exec {{python}} -m serve "$@"
 
 # Load-test the server on 127.0.0.1: `just loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64]`.
 loadtest *ARGS:
