@@ -8,16 +8,16 @@ import shutil
 
 import pytest
 
-import runtime
-import runtime.model
 from calibration import calibrate as cal
-from evaluation.cache import ResultCache
-from readers.datasets import load_dataset
 from calibration.grid import choose_alpha, default_thresholds
+from evaluation.cache import ResultCache
 from evaluation.runner import Runner
 from evaluation.scoring import score_item
-from scenes.synthetic import generate
+from readers.datasets import load_dataset
 from readers.workset import load_worksets
+import runtime
+import runtime.model
+from scenes.synthetic import generate
 
 from tests.evaluation.fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
 

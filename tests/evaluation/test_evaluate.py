@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import runtime
 from evaluation import evaluate as ev
 from evaluation.cache import ResultCache
-from runtime.calibration_file import write_calibration
 from evaluation.runner import Runner
-from scenes.synthetic import generate
 from readers.workset import load_worksets
+import runtime
+from runtime.calibration_file import write_calibration
+from scenes.synthetic import generate
 
 from .fakes import GOLD, HIGH_ALPHA, LOW_ALPHA, SPLIT, AttentionFakeVLM, FakeVLM, confidence_of
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from evaluation.cache import ResultCache, make_key
-from readers.datasets import load_dataset
 from evaluation.runner import BLANK, NONE, Runner, alpha_name, baseline, blank, scaling
-from scenes.synthetic import generate
+from readers.datasets import load_dataset
 from readers.workset import limit_items, load_worksets
+from scenes.synthetic import generate
 
 from .fakes import FakeVLM
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from readers.datasets import load_dataset
 from evaluation.scoring import controlled_metrics, reference_correct, score_all
+from readers.datasets import load_dataset
 from scenes.synthetic import RELATIONS, generate, mean_colour_image, plan, round_n
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-import runtime
-from readers.datasets import load_dataset
 from evaluation.scoring import strict_correct
+from readers.datasets import load_dataset
+import runtime
 from scenes.synthetic import generate
 from spatial.architecture import PROMPT_TEMPLATE
 from tests.runtime.reference import Reference
