@@ -64,7 +64,7 @@ answer *ARGS:
 
 # Serve a bundle over OpenAI's chat-completions API: `just serve BUNDLE [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--provider cpu] [--header-timeout 10] [--body-timeout 60] [--max-connections 128]`.
 serve BUNDLE *ARGS:
-    {{python}} -m serve "$@"
+    exec {{python}} -m serve "$@"
 
 # Load-test the server on 127.0.0.1: `just loadtest [--bundle DIR] [--clients 16] [--seconds 60] [--overload-clients 64]`.
 loadtest *ARGS:
@@ -72,7 +72,7 @@ loadtest *ARGS:
 
 # Draw the procedural spatial benchmark: `just synthetic OUT --n 200`.
 synthetic OUT *ARGS:
-    {{python}} -m calibration.synthetic "$@"
+    {{python}} -m scenes "$@"
 
 # Benchmark our runtime against the PyTorch reference: `just bench [--size small|1b] [--repeat N] [--new-tokens 16,64]`.
 bench *ARGS:
@@ -84,8 +84,8 @@ calibrate BUNDLE DATASET *ARGS:
 
 # Baseline vs ScalingVis vs AdaptVis, and the image's influence: `just evaluate BUNDLE DATASET [--adaptvis LOW,HIGH,T]`.
 evaluate BUNDLE DATASET *ARGS:
-    {{python}} -m calibration.evaluate "$@"
+    {{python}} -m evaluation.evaluate "$@"
 
 # Does the model read the question? Accuracy per kind (reversed names, distractors, yes/no, ...) with AdaptVis calibrated: `just reading BUNDLE [--n 100] [--seed 12]`.
 reading BUNDLE *ARGS:
-    {{python}} -m calibration.reading "$@"
+    {{python}} -m evaluation.reading "$@"

@@ -10,6 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+import runtime
+from graphs.manifest import Manifest
+
 from . import artifacts, machine, memory, ours, quiet, report, roofline, variants
 from .stats import paired_ratio, summary
 
@@ -71,8 +74,6 @@ def main(argv=None) -> int:
     except artifacts.ArtifactsNotReady as e:
         console.print(f"[red]{e}[/]")
         return 2
-    from graphs.manifest import Manifest
-
     manifest = Manifest.read(art.bundle)
     try:
         extra = variants.prepare(art.bundle, args.variant_names, log=lambda m: console.print(f"  {m}"))
@@ -97,8 +98,6 @@ def main(argv=None) -> int:
                 if not v.shares_runtime:
                     v.peak = memory.measure(v.bundle, max(args.tokens), decoder=v.decoder)
 
-    import runtime
-
     with console.status("loading our runtime"):
         t0 = time.perf_counter()
         vlm = runtime.load(art.bundle, providers=[args.provider], decoder="standard")
@@ -111,7 +110,7 @@ def main(argv=None) -> int:
     ref = ref_load = None
     if not args.no_reference:
         with console.status("loading the PyTorch reference"):
-            from .reference import Reference
+            from .reference import Reference          # heavy, optional: torch and transformers (the export extra)
 
             t0 = time.perf_counter()
             ref = Reference(art.checkpoint, device="cuda" if args.provider == "cuda" else "cpu")
@@ -333,8 +332,6 @@ def variants_ratios(samples, extra, n: int, with_reference: bool) -> dict:
 
 
 def variant_record(v, fp32_weights: dict) -> dict:
-    from graphs.manifest import Manifest
-
     q = Manifest.read(v.bundle).quantization
     decoder = v.weights["per_graph"]["decoder"]
     return {"name": v.name, "bundle": str(v.bundle), "built_now": v.built, "answer_kwargs": v.answer_kwargs,
@@ -366,7 +363,7 @@ def _layer_nodes(v) -> float | None:
 
 def nodes_per_layer(path: Path, layers: int) -> float:
     """All the decoder graph's nodes (the once-a-call ones included) over its layers."""
-    import onnx
+    import onnx                        # optional: onnx (the export extra), loaded only to count nodes
 
     return len(onnx.load(str(path), load_external_data=False).graph.node) / layers
 

@@ -2,7 +2,7 @@
 
     python -m bench.answer_speed bundles/spatial bundles/spatial-int8 [--items 24] [--rounds 3] [--out FILE.json]
 
-Every bundle answers the same synthetic scenes (``calibration.synthetic``, ``--seed``), each in the
+Every bundle answers the same synthetic scenes (``scenes.synthetic``, ``--seed``), each in the
 benchmark's own question form, with AdaptVis (the bundle's default steering), cold (image cache
 cleared first, as a new camera frame would be). The bundles take turns item by item, so a slow
 spell of a shared machine falls on all of them. Per bundle: the answer time (median, min-max over
@@ -21,14 +21,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import runtime
+from evaluation.scoring import score_item
+from readers.datasets import load_dataset
+from scenes.synthetic import generate
+
 from . import machine, quiet
 
 
 def measure(bundles: Sequence[Path], items: list, rounds: int) -> list[dict]:
     """Answer every item ``rounds`` times with every bundle, interleaved; one record per bundle."""
-    import runtime
-    from calibration.scoring import score_item
-
     vlms = [runtime.load(b) for b in bundles]
     for vlm in vlms:                                    # warm-up: the first call allocates the sessions' buffers
         vlm.answer(items[0].image_path, items[0].question)
@@ -76,9 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.items < 1 or args.rounds < 1:
         p.error("--items and --rounds must be positive")
-    from calibration.datasets import load_dataset
-    from calibration.synthetic import generate
-
     items = load_dataset(generate(args.workdir, n=args.items, seed=args.seed)).items
     started = dt.datetime.now(dt.timezone.utc)
     with quiet.CpuWatch() as watch:

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from fixtures import build_checkpoint
 from graphs.manifest import MANIFEST_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +57,11 @@ def prepare(size: str, log=print) -> Artifacts:
                                     f"`python -m export {checkpoint} --out {bundle}`")
         return Artifacts(size, checkpoint, bundle, built)
     if not (checkpoint / "config.json").is_file():
-        from fixtures import build_checkpoint
-
         log(f"building the {size} checkpoint in {checkpoint}")
         build_checkpoint(checkpoint, size)
         built.append("checkpoint")
     if not (bundle / MANIFEST_FILE).is_file() or "checkpoint" in built:
-        from export import export_llava
+        from export import export_llava   # optional: it imports onnx (the export extra); a built bundle needs neither
 
         log(f"exporting {checkpoint} to {bundle}")
         export_llava(str(checkpoint), bundle, force=True, log=log)

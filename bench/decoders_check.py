@@ -15,6 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
+import runtime
+from graphs.manifest import Manifest
+
 from . import ours
 
 METHODS = {"plain": {"kind": "plain"},
@@ -23,9 +26,6 @@ METHODS = {"plain": {"kind": "plain"},
 
 
 def check(bundle: Path, providers: list[str], tokens: int) -> dict:
-    import runtime
-    from graphs.manifest import Manifest
-
     manifest = Manifest.read(bundle)
     decoders = ["standard", *(f"fused-{d}" for d in sorted(manifest.fused_decoders or {}))]
     image = ours.scene(0)

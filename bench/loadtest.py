@@ -12,7 +12,7 @@ process on a free port of 127.0.0.1) and always stops it, on errors and Ctrl-C t
               never another error; every 200 still equals its serial answer
     after     the server has drained (/health: nothing running or waiting) and answers correctly
 
-The requests: 8 drawn scenes (calibration.synthetic, 336 px PNG data URLs) x 2 questions x 3
+The requests: 8 drawn scenes (scenes.synthetic, 336 px PNG data URLs) x 2 questions x 3
 steerings (the bundle's default AdaptVis, none, ScalingVis alpha 1.5), taken round-robin by all
 clients.  Decoding is greedy, so "equal" is exact: text, finish reason, token counts, steering, alpha.
 
@@ -41,6 +41,9 @@ import httpx
 import numpy as np
 from rich.console import Console
 
+from fixtures import build_checkpoint
+from graphs.manifest import MANIFEST_FILE
+from scenes import synthetic
 from serve.settings import ServeSettings
 
 from . import machine, quiet
@@ -102,13 +105,10 @@ class LoadTest:
 
 def tiny_bundle(log=print) -> Path:
     """build/loadtest/tiny/bundle: a random tiny LLaVA checkpoint, exported once, then reused."""
-    from graphs.manifest import MANIFEST_FILE
-
     checkpoint, bundle = TINY / "checkpoint", TINY / "bundle"
     if (bundle / MANIFEST_FILE).is_file():
         return bundle
-    from export import export_llava
-    from fixtures import build_checkpoint
+    from export import export_llava   # optional: it imports onnx (the export extra); a built bundle needs neither
 
     log(f"building the tiny random bundle in {bundle} (once)")
     build_checkpoint(checkpoint, size="tiny", seed=0)
@@ -124,8 +124,6 @@ class Request:
 
 def workload(model: str, max_tokens: int) -> list[Request]:
     """8 scenes x 2 questions x 3 steerings, the scene changing fastest (consecutive requests differ)."""
-    from calibration import synthetic
-
     specs = synthetic.plan(IMAGES, seed=0, size=IMAGE_SIZE)
     urls = []
     for s in specs:

@@ -2,6 +2,7 @@
 always stopped on the way out (errors and Ctrl-C too; SIGTERM when the parent dies, on Linux)."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -32,8 +33,6 @@ def _free_port() -> int:
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when this process dies, even by SIGKILL (Linux)."""
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)          # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

@@ -12,7 +12,10 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from . import ours
 
 
 def _status() -> dict[str, int]:
@@ -26,12 +29,8 @@ def _status() -> dict[str, int]:
 
 
 def worker(bundle: str, tokens: int, decoder: str = "standard") -> dict:
-    import time
-
-    from . import ours
-
     base = _status()
-    import runtime
+    import runtime                     # measured: the baseline RSS is read before the runtime is imported
 
     t0 = time.perf_counter()
     vlm = runtime.load(bundle, decoder=decoder)

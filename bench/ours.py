@@ -25,7 +25,7 @@ def scene(seed: int = 0, height: int = 480, width: int = 640) -> np.ndarray:
 
 def steering(method: dict):
     """A method dict -> the runtime's steering object (None for plain)."""
-    import runtime
+    import runtime                     # bench.memory reads its baseline RSS after importing this module, before the runtime
 
     if method["kind"] == "plain":
         return None

@@ -15,7 +15,7 @@ import contextlib
 import time
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import AutoProcessor, LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList
 from transformers.models.llama import modeling_llama
 
 
@@ -52,8 +52,6 @@ class _Stopwatch:
 
 class Reference:
     def __init__(self, checkpoint, device: str = "cpu"):
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
-
         self.device = device
         self.processor = AutoProcessor.from_pretrained(checkpoint, use_fast=False)
         self.model = LlavaForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()

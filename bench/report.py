@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from rich.console import Console
 from rich.table import Table
 
@@ -137,13 +139,8 @@ def write_json(result: dict, path: Path) -> None:
 
 
 def _plain(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
     return str(o)
 
 

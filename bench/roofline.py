@@ -77,7 +77,7 @@ def read_bandwidth(size_bytes: int = GiB, tries: int = 5, threads: int = 1) -> d
 
 def weight_bytes(onnx_path: str | Path) -> dict:
     """Sum of the initializer sizes of a graph, external data included (read from the shapes, not loaded)."""
-    import onnx
+    import onnx                        # optional: onnx (the export extra)
     from onnx import helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)

@@ -18,10 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
+from runtime.bundle import sha256_file
 
 # How the bench quantizes: ONNX Runtime's MatMulNBits with int8 arithmetic (accuracy level 4), the
 # lever for the compute-bound prefill; int4 also quantizes the LM head (fp32 it is 6% of a
@@ -88,11 +90,9 @@ def prepare(source: Path, names: list[str], log=print) -> list[Variant]:
 
 
 def _ensure_fused(source: Path, dtype: str, log) -> bool:
-    from graphs.manifest import Manifest
-
     if dtype in (Manifest.read(source).fused_decoders or {}):
         return False
-    from fused import fuse_bundle
+    from fused import fuse_bundle      # optional: it imports onnx (the export extra)
 
     log(f"building the fused {dtype} decoder into {source}")
     fuse_bundle(source, dtype, log=lambda m: log(f"  {m}"))
@@ -109,7 +109,7 @@ def _ensure_quantized(source: Path, folder: Path, settings: dict, log) -> bool:
         q = json.loads(manifest.read_text()).get("quantization") or {}
         if q.get("source_sha256") == _source_digest(source) and _same_settings(q, settings):
             return False
-    from quantize import quantize_bundle
+    from quantize import quantize_bundle   # optional: it imports onnx (the export extra)
 
     log(f"quantizing {source} -> {folder} ({settings})")
     quantize_bundle(source, folder, force=True, log=lambda m: log(f"  {m}"), **settings)
@@ -133,9 +133,7 @@ def _ensure_pruned(source: Path, folder: Path, log) -> bool:
     stamp = folder / ".source_sha256"
     if (folder / MANIFEST_FILE).is_file() and stamp.is_file() and stamp.read_text() == _source_digest(source):
         return False
-    import onnx
-
-    from runtime.bundle import sha256_file
+    import onnx                        # optional: onnx (the export extra)
 
     log(f"pruning the attention outputs: {source} -> {folder}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,8 +157,6 @@ def _ensure_pruned(source: Path, folder: Path, log) -> bool:
 def _link(source: Path, target: Path) -> None:
     """A copy: ONNX Runtime refuses external data behind a symlink that leaves the folder, and onnx
     refuses to load external data from a file with several hard links (it would break quantizing the source)."""
-    import shutil
-
     shutil.copy2(source, target)
 
 

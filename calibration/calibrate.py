@@ -18,7 +18,7 @@ Procedure:
    score the dev-chosen settings on test.
 
 Every model result is cached (``DIR/cache.jsonl``), so a rerun resumes where the last one
-stopped and ``calibration.evaluate`` reuses what it can.  Writes ``calibration.json``
+stopped and ``evaluation.evaluate`` reuses what it can.  Writes ``calibration.json``
 into the bundle folder (atomically; ``runtime.load`` then uses it as the default
 steering) and, in ``DIR`` (default ``runs/<bundle name>/<subset>``): a copy of it,
 ``calibration.md`` and ``calibration_heatmap.png`` (skipped, with one line saying which
@@ -35,24 +35,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+from evaluation.cache import ResultCache
+from evaluation.paper_settings import PAPER_ALIASES
+from evaluation.plots import MISSING_MATPLOTLIB, have_matplotlib
+from evaluation.runner import NONE, Runner, alpha_name, baseline, bundle_digest, scaling
+from evaluation.runs import CACHE_FILE, open_one_dataset
+from evaluation.scoring import score_item, summarize
+from readers.items import Item
+from readers.workset import WorkSet
 from runtime.calibration_file import write_calibration
+from runtime.errors import SteeringError
+from runtime.steering import check_alpha
 
-from .cache import ResultCache
-from .errors import DatasetError
 from .grid import (ALPHA_HIGH_GRID, ALPHA_LOW_GRID, Cell, GridResult, choose_alpha, constant_alpha_accuracy,
                    dev_test_split, evaluate_cell, grid_search)
-from .items import Item
-from .runner import NONE, Runner, alpha_name, baseline, bundle_digest, scaling
-from .scoring import score_item, summarize
-from .workset import WorkSet, load_worksets
+from .heatmap import calibration_heatmap
+from .report import calibration_markdown
 
 SCHEMA_VERSION = 1
 REPORT_FILE = "calibration.md"
 HEATMAP_FILE = "calibration_heatmap.png"
-CACHE_FILE = "cache.jsonl"
-#: Subsets without a paper setting of their own, and the subset whose setting they borrow
-#: (for the grid's tie-break threshold here, for the default settings in evaluate).
-PAPER_ALIASES = {"Controlled_Synthetic": "Controlled_Images_A"}
 
 
 class CalibrationError(ValueError):
@@ -174,10 +176,6 @@ def calibrate_items(runner: Runner, ws: WorkSet, settings: Settings = Settings()
     return Outcome(g, test_cell, dev, test, scaling_alpha, document)
 
 
-def default_out(bundle: str | Path, subset: str) -> Path:
-    return Path("runs") / Path(bundle).expanduser().resolve().name / subset
-
-
 # ------------------------------------------------------------------------------------- CLI
 
 def _floats(text: str, what: str, lo: float | None = None, hi: float | None = None) -> tuple[float, ...]:
@@ -195,8 +193,6 @@ def _floats(text: str, what: str, lo: float | None = None, hi: float | None = No
 
 def _alphas(text: str, what: str) -> tuple[float, ...]:
     """Candidate alphas, each in the runtime's range (checked here, not hours into a run)."""
-    from runtime.errors import SteeringError
-    from runtime.steering import check_alpha
     vals = _floats(text, what)
     for v in vals:
         try:
@@ -210,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m calibration.calibrate", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path, help="bundle folder (calibration.json is written into it)")
-    ap.add_argument("dataset", help="anything calibration.datasets.load_dataset reads (file or folder)")
+    ap.add_argument("dataset", help="anything readers.datasets.load_dataset reads (file or folder)")
     ap.add_argument("--subset", help="which subset, when DATASET is a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
     ap.add_argument("--grid-low", type=lambda t: _alphas(t, "--grid-low"), default=ALPHA_LOW_GRID,
@@ -224,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per answer (default 16)")
     ap.add_argument("--limit", type=int, help="use at most N items (whole groups for the Controlled sets)")
     ap.add_argument("--scoring", choices=["reference", "reference-strict", "strict"], default="reference",
-                    help="answer scoring rule (calibration.scoring; default reference)")
+                    help="answer scoring rule (evaluation.scoring; default reference)")
     ap.add_argument("--round-confidence", action="store_true",
                     help="round confidences to 2 decimals before comparing, as the reference code does")
     ap.add_argument("--out", type=Path, help="output folder (default runs/<bundle name>/<subset>)")
@@ -233,36 +229,6 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--provider", action="append", help="cpu (default), cuda or tensorrt; repeatable")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
-
-
-def open_one_dataset(args, err: TextIO):
-    """(work set, VLM, output folder) for a command over one dataset and one bundle (``args.dataset``,
-    ``subset``, ``image_root``, ``limit``, ``bundle``, ``provider``, ``out``); None after printing
-    the error when the dataset is unusable or holds several subsets, or the bundle does not load."""
-    import runtime
-    from runtime.errors import RuntimeInputError
-
-    try:
-        worksets = load_worksets([args.dataset], args.subset, args.image_root, args.limit, err)
-    except DatasetError as e:
-        print(f"error: {e}", file=err)
-        return None
-    if len(worksets) != 1:
-        print(f"error: {args.dataset} holds several datasets ({', '.join(w.subset for w in worksets)}); "
-              f"pick one with --subset", file=err)
-        return None
-    ws = worksets[0]
-    if not ws.items:
-        print(f"error: no usable items in {args.dataset}", file=err)
-        return None
-    try:
-        vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"])
-    except RuntimeInputError as e:
-        print(f"error: {type(e).__name__}: {e}", file=err)
-        return None
-    out_dir = args.out or default_out(args.bundle, ws.subset)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return ws, vlm, out_dir
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -297,9 +263,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     if not args.no_write:
         written = write_calibration(args.bundle, doc)
     write_calibration(out_dir, doc)
-
-    from .plots import MISSING_MATPLOTLIB, calibration_heatmap, have_matplotlib
-    from .report import calibration_markdown
 
     heatmap = None
     if have_matplotlib():

@@ -14,7 +14,7 @@ Tie-breaking among cells of equal accuracy (deterministic), in this order:
 
 1. the smallest intervention: smallest ``(1 - alpha_low) + (alpha_high - 1)``;
 2. threshold closest to a reference threshold (the paper's value for the subset when
-   ``subset`` is given and in :data:`PAPER_SETTINGS`, else ``reference_threshold``,
+   ``subset`` is given and in :data:`~evaluation.paper_settings.PAPER_SETTINGS`, else ``reference_threshold``,
    default 0.5) -- within a plateau of equal accuracy this picks the point nearest the
    paper default;
 3. the smaller threshold;
@@ -30,21 +30,11 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from evaluation.paper_settings import PAPER_SETTINGS
+
 ALPHA_GRID: tuple[float, ...] = (0.5, 0.8, 1.2, 1.5, 2.0)
 ALPHA_LOW_GRID: tuple[float, ...] = (0.5, 0.8)
 ALPHA_HIGH_GRID: tuple[float, ...] = (1.2, 1.5, 2.0)
-
-#: LLaVA-1.5-7B settings from the AdaptVis authors:
-#: subset -> (alpha_low, alpha_high, threshold, ScalingVis alpha).
-PAPER_SETTINGS: dict[str, tuple[float, float, float, float]] = {
-    "Controlled_Images_A": (0.5, 1.5, 0.40, 0.8),
-    "Controlled_Images_B": (0.5, 1.5, 0.35, 0.8),
-    "COCO_QA_one_obj": (0.5, 1.2, 0.30, 1.2),
-    "COCO_QA_two_obj": (0.5, 1.2, 0.30, 1.2),
-    "VG_QA_one_obj": (0.5, 2.0, 0.20, 2.0),
-    "VG_QA_two_obj": (0.5, 2.0, 0.20, 2.0),
-    "VSR": (0.5, 1.2, 0.64, 0.5),
-}
 
 
 def choose_alpha(confidence: float, alpha_low: float, alpha_high: float, threshold: float) -> float:
@@ -107,7 +97,7 @@ class GridResult:
         return list(dict.fromkeys(c.threshold for c in self.cells))
 
 
-def _tie_key(c: Cell, ref: float) -> tuple:
+def tie_key(c: Cell, ref: float) -> tuple:
     change = round((1.0 - c.alpha_low) + (c.alpha_high - 1.0), 9)
     return (-c.n_correct, change, round(abs(c.threshold - ref), 12), c.threshold, -c.alpha_low, c.alpha_high)
 
@@ -188,7 +178,7 @@ def grid_search(
             for t, nc, nl in zip(ths, n_correct.tolist(), n_low.tolist()):
                 cells.append(Cell(lo, hi, float(t), int(nc), len(ids), int(nl)))
     ref = PAPER_SETTINGS[subset][2] if subset in PAPER_SETTINGS else reference_threshold
-    best = min(cells, key=lambda c: _tie_key(c, ref))
+    best = min(cells, key=lambda c: tie_key(c, ref))
     return GridResult(tuple(cells), best, ids, ref)
 
 

@@ -8,7 +8,7 @@
    ``spatial/MODEL_CARD.md``) into ``checkpoints/spatial`` -- or builds a random fixture with ``--size``,
 2. exports it into ``bundles/spatial`` (export.export_llava, parity-checked against PyTorch);
    a rerun reuses the bundle,
-3. draws a two-object scene procedurally (calibration.synthetic, a held-out seed),
+3. draws a two-object scene procedurally (scenes.synthetic, a held-out seed),
 4. answers a spatial question with the runtime: unsteered, then AdaptVis, printing
    answer, confidence, alpha, timings and the image's influence,
 5. asks the same question about a blank image (the blind test): what the language
@@ -24,6 +24,14 @@ import json
 import shlex
 import shutil
 from pathlib import Path
+
+import runtime
+from fixtures import SPATIAL, build_checkpoint
+from runtime.__main__ import format_answer
+from runtime.bundle import open_bundle
+from runtime.errors import BundleError
+from scenes.synthetic import generate
+from spatial.assemble import WEIGHTS
 
 DEMO_SEED = 0          # benchmark seeds below 1000 were never trained on
 # The one question form the spatial model was trained on; other questions are echoed back.
@@ -52,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
     """Assemble (or reuse) the checkpoint, then export (or reuse) the bundle."""
-    from export import export_llava
-    from fixtures import SPATIAL, build_checkpoint
-    from runtime.bundle import open_bundle
-    from runtime.errors import BundleError
+    from export import export_llava    # optional: it imports onnx (the export extra); a reused bundle needs neither
 
     force = False
     if size == SPATIAL and _older_than_weights(checkpoint / "config.json"):
@@ -81,18 +86,11 @@ def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
 
 
 def _older_than_weights(config: Path) -> bool:
-    from spatial.assemble import WEIGHTS
-
     return config.exists() and WEIGHTS.exists() and config.stat().st_mtime < WEIGHTS.stat().st_mtime
 
 
 def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:
     """Draw a scene, answer it unsteered and with AdaptVis, then the blind test; returns (image, question)."""
-    import runtime
-    from calibration.synthetic import generate
-    from fixtures import SPATIAL
-    from runtime.__main__ import format_answer
-
     scenes = generate(workdir / "scenes", n=8, seed=DEMO_SEED, size=336)
     items = json.loads(scenes.read_text())
     # A scene with a language prior, arranged against it: the picture must win over the prior.
@@ -102,11 +100,11 @@ def answer_scene(size: str, bundle: Path, workdir: Path) -> tuple[Path, str]:
     question = QUESTION.format(a=item["objects"]["A"], b=item["objects"]["B"])
 
     vlm = runtime.load(bundle)
-    print("(the second answer reuses the first one's image features and image prefix: vision 0.0)")
     print(f"\nimage:    {image}  (truth: {item['caption_options'][0]!r})\nquestion: {question}\n")
     for label, steering in (("plain", None), ("AdaptVis", vlm.default_steering)):
         ans = vlm.answer(image, question, steering=steering, measure_image_influence=True, blank_image=blank)
         print(f"-- {label}\n{format_answer(ans)}\n")
+    print("(the AdaptVis answer reused the plain one's image features and image prefix: vision 0.0)\n")
     blind = vlm.answer(blank, question, steering=None)
     print(f"-- blind test: the same question about a blank image ({blank})\n{format_answer(blind)}\n")
     if size == SPATIAL:

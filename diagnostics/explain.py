@@ -10,7 +10,7 @@ writes one PNG (default ``build/explain/<image stem>_explain.png``) and prints i
 * left, the image with the last prompt token's attention over it at alpha = 1 (the
   confidence pass); right, the same at the alpha AdaptVis chose.  The maps are the mean
   over ``--layers`` (Python slice ``A:B`` of the decoder layers, 0-based, B exclusive;
-  one number for one layer; default: the middle half, :func:`calibration.alignment.middle_layers`),
+  one number for one layer; default: the middle half, :func:`evaluation.alignment.middle_layers`),
   drawn on the rectangle of the image the model's picture covers (``AttentionMaps.box``;
   dashed where it differs from the image), one colour scale for both panels: the
   fraction of the row's attention on each patch;
@@ -38,8 +38,14 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, TextIO
 
 import numpy as np
+from PIL import Image
 
-from calibration.alignment import middle_layers, parse_box, share_inside, box_coverage
+import runtime
+from evaluation.alignment import box_coverage, middle_layers, parse_box, share_inside
+from evaluation.plots import MISSING_MATPLOTLIB, have_matplotlib, pyplot
+from runtime.errors import RuntimeInputError
+from runtime.images import load_image
+from runtime.steering import AdaptVis
 
 MIN_SIDE = 300          # px; the figure is well above it
 DEFAULT_DIR = Path("build/explain")
@@ -96,9 +102,6 @@ def parse_layers(text: Optional[str], num_layers: int) -> tuple[int, int]:
 def explain(vlm, image, question: str, steering=None, layers: Optional[str] = None,
             boxes: Optional[Mapping[str, Sequence[float]]] = None, max_new_tokens: int = 16) -> Explanation:
     """Answer with AdaptVis (``steering``, default the bundle's) and collect what the PNG shows."""
-    from runtime.images import load_image
-    from runtime.steering import AdaptVis
-
     steering = vlm.default_steering if steering is None else steering
     if not isinstance(steering, AdaptVis):
         raise TypeError("explain compares alpha = 1 with the alpha AdaptVis chooses: steering must be AdaptVis")
@@ -126,8 +129,6 @@ def explain(vlm, image, question: str, steering=None, layers: Optional[str] = No
 
 
 def _blank_copy(picture):
-    from PIL import Image
-
     mean = np.asarray(picture.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
     return Image.new("RGB", picture.size, tuple(int(round(v)) for v in mean))
 
@@ -188,10 +189,8 @@ def describe(e: Explanation) -> str:
 
 def render(e: Explanation, path: str | Path, dpi: int = 100) -> Path:
     """Write the PNG (needs matplotlib)."""
-    from calibration.plots import pyplot
-
     plt = pyplot()
-    from matplotlib import patheffects
+    from matplotlib import patheffects             # optional: matplotlib (the calibration extra)
     from matplotlib.patches import Rectangle
 
     W, H = e.picture.size
@@ -297,10 +296,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    import runtime
-    from calibration.plots import MISSING_MATPLOTLIB, have_matplotlib
-    from runtime.errors import RuntimeInputError
-
     if args.max_new_tokens < 1:
         ap.error("--max-new-tokens must be positive")
     try:

@@ -55,6 +55,17 @@ from typing import Optional, Sequence, TextIO
 
 import numpy as np
 
+from calibration.grid import dev_test_split
+from evaluation.cache import ResultCache
+from evaluation.evaluate import resolve_settings
+from evaluation.runner import Runner, adaptvis, baseline, blank, bundle_digest
+from evaluation.runs import CACHE_FILE, open_one_dataset
+from evaluation.scoring import score_item
+from runtime.attention import image_grid
+from runtime.errors import RuntimeInputError
+from runtime.images import load_image
+from runtime.preprocess import pixel_values
+
 POOLS = ("flatten", "mean")
 PROBE_MD = "probe.md"
 PROBE_JSON = "probe.json"
@@ -198,10 +209,6 @@ def pool_tokens(tokens: np.ndarray, grid: tuple[int, int], cls: bool, pool: str 
 
 def image_features(vlm, image, pool: str = "flatten", max_grid: int = 6) -> np.ndarray:
     """The pooled projected image tokens of one image (``vlm.sessions.image_features``)."""
-    from runtime.attention import image_grid
-    from runtime.images import load_image
-    from runtime.preprocess import pixel_values
-
     pixels = pixel_values(load_image(image), vlm.manifest.preprocessing)     # [1, 3, H, W]
     tokens = vlm.sessions.image_features(pixels)[0]                           # [T, C]
     rows, cols, cls = image_grid(vlm.manifest)
@@ -214,11 +221,6 @@ def run_probe(vlm, runner, ws, train_fraction: float = 0.5, seed: int = 0, pool:
               max_grid: int = 6, C: float = 1.0, scoring: str = "reference", steering=None,
               err: TextIO = sys.stderr) -> dict:
     """Features, split, probe, and the VLM's answers on the test items: probe.json's content."""
-    from calibration.grid import dev_test_split
-    from calibration.runner import adaptvis, baseline, blank
-    from calibration.scoring import score_item
-    from runtime.errors import RuntimeInputError
-
     feats, items = [], []
     for it in ws.items:
         try:
@@ -294,8 +296,6 @@ def _stderr(pct: float, n: int) -> float:
 
 
 def _grid(vlm):
-    from runtime.attention import image_grid
-
     return image_grid(vlm.manifest)
 
 
@@ -358,7 +358,7 @@ def probe_markdown(doc: dict) -> str:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("bundle", type=Path, help="bundle folder")
-    ap.add_argument("dataset", help="anything calibration.datasets.load_dataset reads (file or folder)")
+    ap.add_argument("dataset", help="anything readers.datasets.load_dataset reads (file or folder)")
     ap.add_argument("--subset", help="which subset, when DATASET is a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
     ap.add_argument("--out", type=Path, help="output folder (default runs/<bundle name>/<subset>)")
@@ -383,11 +383,6 @@ def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO
         ap.error("--max-new-tokens and --max-grid must be positive, --C > 0")
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be positive")
-    from calibration.cache import ResultCache
-    from calibration.calibrate import CACHE_FILE, open_one_dataset
-    from calibration.evaluate import resolve_settings
-    from calibration.runner import Runner, bundle_digest
-
     t0 = time.perf_counter()
     opened = open_one_dataset(args, err)
     if opened is None:

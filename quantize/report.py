@@ -5,7 +5,7 @@
                     alpha 0.5, 1, 2 and one seeded per-layer-per-head alpha: max and mean |dlogits|
                     (also relative to the source's largest |logit|), KL(p_source || p_quantized) of the
                     first-token distribution, and whether the top token is the same
-    benchmark       ``calibration.synthetic`` (``n_items`` drawn with ``seed``), each item answered
+    benchmark       ``scenes.synthetic`` (``n_items`` drawn with ``seed``), each item answered
                     unsteered and with AdaptVis (the source's calibration.json, else the paper's
                     default) by both bundles: greedy-token agreement, accuracy and its change, and how
                     often AdaptVis chose a different alpha (the confidence crossed the threshold)
@@ -121,7 +121,7 @@ def compare_logits(source, quantized, prompts: list[tuple], alphas: dict[str, ob
 
 def compare_answers(source, quantized, items, steering: AdaptVis, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """Unsteered and AdaptVis answers of both bundles on benchmark items."""
-    from calibration.scoring import accuracy, score_item
+    from evaluation.scoring import accuracy, score_item
 
     rows = {"none": [], "adaptvis": []}
     for item in items:
@@ -151,8 +151,8 @@ def compare_answers(source, quantized, items, steering: AdaptVis, max_new_tokens
 
 
 def synthetic_items(folder: Path, n_items: int, seed: int, size: int = 336) -> list:
-    from calibration.datasets import load_dataset
-    from calibration.synthetic import generate
+    from readers.datasets import load_dataset
+    from scenes.synthetic import generate
 
     return list(load_dataset(generate(folder, n=n_items, seed=seed, size=size)).items)
 
@@ -180,7 +180,7 @@ def measure(source: str | Path, quantized: str | Path, n_items: int = 40, seed: 
                                              logits.get("min_steering_cosine", 1.0))
     return {
         "fixed_prompts": logits,
-        "benchmark": {"dataset": "calibration.synthetic", "n_items": len(items), "seed": seed,
+        "benchmark": {"dataset": "scenes.synthetic", "n_items": len(items), "seed": seed,
                       "max_new_tokens": max_new_tokens,
                       "steering": {"low": describe(steering.low), "high": describe(steering.high),
                                    "threshold": steering.threshold, "apply_to": steering.apply_to,

@@ -1,10 +1,17 @@
-"""python -m runtime answer --bundle DIR --image FILE "question" [--steering adaptvis|scalingvis|none] [--json]"""
+"""python -m runtime answer --bundle DIR --image FILE "question" [--steering adaptvis|scalingvis|none] [--json]
+
+Prints the answer, the steering, per-phase timings in milliseconds and the decoder graph that ran (``--json``:
+the Answer's fields, with ``timings_ms`` and ``decoder``).  Warns on stderr when the answer repeats the
+question, or is none of the options the question lists ("Answer with left, right, on or under.").
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import re
 import sys
+
+import runtime
 
 from .decoders import DECODERS
 from .errors import RuntimeInputError
@@ -34,8 +41,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import runtime
-
     try:
         vlm = runtime.load(args.bundle, providers=args.provider or ["cpu"], decoder=args.decoder)
         steering = _steering(args, vlm, runtime)
@@ -44,19 +49,56 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeInputError as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    if echoes_question(args.question, ans.text):
-        print(ECHO_WARNING, file=sys.stderr)
+    warning = answer_warning(args.question, ans.text)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    decoder = vlm.sessions.decoder_choice
     if args.json:
-        print(json.dumps(ans.to_dict(), indent=2))
+        print(json.dumps(answer_json(ans, decoder), indent=2))
     else:
         print(format_answer(ans))
+        print(f"decoder:    {decoder.file} ({decoder.flavour}, {decoder.dtype})")
     return 0
 
 
+def answer_json(ans, decoder) -> dict:
+    """The Answer's fields, its timings in milliseconds (``timings_ms``, as the text output gives them) and
+    the decoder graph that ran."""
+    d = ans.to_dict()
+    d["timings_ms"] = {k: v * 1e3 for k, v in d.pop("timings").items()}
+    d["decoder"] = {"file": decoder.file, "flavour": decoder.flavour, "dtype": decoder.dtype}
+    return d
+
+
 ECHO_RUN = 5            # words in a row shared with the question: an echo, not an answer ("left of the plate" is 4)
-ECHO_WARNING = ("warning: the answer repeats the question: the model did not take it as a question it knows. "
+ECHO_WARNING = ("the answer repeats the question: the model did not take it as a question it knows. "
                 "A model trained on one question form (the spatial model: 'Where is the A in relation to the B? "
                 "Answer with left, right, on or under.') echoes others back.")
+OFF_LIST_WARNING = ("the answer {answer!r} is none of the options the question lists ({options}): the model did not "
+                    "answer in the form it was trained on (the spatial model's card: one of the four relation words, "
+                    "for 'Where is the A in relation to the B? Answer with left, right, on or under.')")
+# "Answer with left, right, on or under." / "Answer yes or no.": the options, at the end of the question.
+_LISTED = re.compile(r"\banswer\s+(?:with\s+)?([a-z][a-z -]*(?:\s*,\s*[a-z][a-z -]*)*)\s*[.!?]?\s*$", re.IGNORECASE)
+
+
+def answer_warning(question: str, answer: str) -> str | None:
+    """Why ``answer`` is not an answer the model was trained to give, or None: it repeats the question, or
+    it is not one of the options the question lists."""
+    if echoes_question(question, answer):
+        return ECHO_WARNING
+    options = listed_options(question)
+    if options and answer.strip().strip(".!").strip().lower() not in options:
+        return OFF_LIST_WARNING.format(answer=answer, options=", ".join(options))
+    return None
+
+
+def listed_options(question: str) -> tuple[str, ...]:
+    """The options an "Answer with a, b or c." ending lists (lower case), or () when it lists none."""
+    m = _LISTED.search(question.strip())
+    if not m:
+        return ()
+    options = tuple(o.strip().lower() for o in re.split(r"\s*,\s*(?:or\s+)?|\s+or\s+", m.group(1)) if o.strip())
+    return options if len(options) >= 2 and all(len(o.split()) <= 3 for o in options) else ()
 
 
 def echoes_question(question: str, answer: str) -> bool:

@@ -10,7 +10,7 @@ from .settings import ServeSettings, SettingsError
 
 
 def create_app(settings: ServeSettings, vlm=None):
-    from .app import create_app as build
+    from .app import create_app as build          # heavy, optional: FastAPI (the serve extra)
     return build(settings, vlm)
 
 

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from runtime.errors import RuntimeInputError
+
 from .settings import ServeSettings, SettingsError, is_localhost
 
 API_KEY_ENV = "ADAPTVIS_API_KEY"
@@ -64,20 +66,19 @@ def settings_from(args) -> ServeSettings:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from runtime.errors import RuntimeInputError
     try:
         settings = settings_from(args)
         if not is_localhost(settings.host) and settings.api_key is None:
             print(f"warning: listening on {settings.host} without --api-key: anyone who can reach this port "
                   "can use the model", file=sys.stderr)
-        from .app import create_app
+        from .app import create_app              # heavy, optional: FastAPI (the serve extra)
         app = create_app(settings)
     except (SettingsError, RuntimeInputError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    import uvicorn
+    import uvicorn                               # heavy, optional: uvicorn (the serve extra)
 
-    from .protocol import uvicorn_options
+    from .protocol import uvicorn_options        # it subclasses uvicorn's protocol
     print(f"serving {settings.served_name!r} from {settings.bundle} on http://{settings.host}:{settings.port}/v1 "
           f"({settings.max_concurrent} at once, {settings.max_queue} queued, {settings.max_connections} "
           f"connections)", file=sys.stderr)

@@ -149,7 +149,7 @@ def create_app(settings: ServeSettings, vlm: runtime.VLM | None = None):
                         yield _sse(chat.chunk(ident, created_at, name, {"content": item}))
                     else:                              # the Answer: last
                         yield _sse(chat.chunk(ident, created_at, name, {}, chat.finish_reason(item, call),
-                                              **{chat.EXTENSION: chat.extension(item)}))
+                                              **{chat.EXTENSION: chat.extension(item, call.question)}))
                         if call.include_usage:
                             yield _sse({**chat.chunk(ident, created_at, name, {}), "choices": [],
                                         "usage": chat.usage(item)})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import runtime
+from runtime.__main__ import answer_warning
 
 from .errors import APIError
 from .images import image_source
@@ -144,10 +145,13 @@ def finish_reason(answer: runtime.Answer, call: Call) -> str:
     return "length" if len(answer.token_ids) >= call.max_tokens else "stop"
 
 
-def extension(answer: runtime.Answer) -> dict:
+def extension(answer: runtime.Answer, question: str) -> dict:
+    """``warning``: why the answer is not one the model was trained to give (it repeats the question, or is
+    none of the options the question lists), else None."""
     d = answer.to_dict()
     return {"steering": answer.steering, "confidence": answer.confidence, "alpha": d["alpha"],
-            "image_influence": d["image_influence"], "timings": d["timings"], "attention": d["attention"]}
+            "image_influence": d["image_influence"], "timings": d["timings"], "attention": d["attention"],
+            "warning": answer_warning(question, answer.text)}
 
 
 def usage(answer: runtime.Answer) -> dict:
@@ -159,7 +163,7 @@ def completion(answer: runtime.Answer, call: Call, model: str) -> dict:
     return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                          "logprobs": None, "finish_reason": finish_reason(answer, call)}],
-            "usage": usage(answer), EXTENSION: extension(answer)}
+            "usage": usage(answer), EXTENSION: extension(answer, call.question)}
 
 
 def chunk(ident: str, created: int, model: str, delta: dict, finish: str | None = None, **more) -> dict:

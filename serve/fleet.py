@@ -28,7 +28,10 @@ max_queue, max_body_bytes, max_image_pixels, max_messages, max_text_chars, max_t
 default_max_tokens, image_folder, threads) plus how Ray places the replicas (num_replicas,
 num_cpus, num_gpus per replica) and routes to them (max_ongoing_requests, max_queued_requests).
 ServeSettings' host and port are refused here: Ray's HTTP proxy listens where the config's
-``http_options`` (or ``serve.start(http_options=...)``) say, not where a replica would.
+``http_options`` (or ``serve.start(http_options=...)``) say, not where a replica would.  So are the
+connection deadlines and cap of ``just serve`` (header_timeout_s, body_timeout_s, keep_alive_s,
+max_connections): the proxy reads the requests and holds the sockets, with its own
+``http_options`` (request_timeout_s, keep_alive_timeout_s).
 Without ``api_key``, $ADAPTVIS_API_KEY of the process that builds the app is used (Ray logs the
 args in plain text: prefer the variable to writing the key into the config).
 
@@ -47,12 +50,17 @@ import dataclasses
 import numbers
 import os
 
+from . import create_app
 from .settings import ServeSettings, SettingsError
 
 DEPLOYMENT = "VLMReplica"
 API_KEY_ENV = "ADAPTVIS_API_KEY"        # as for `python -m serve`: the key without writing it into a config file
 
-SETTINGS_ARGS = tuple(f.name for f in dataclasses.fields(ServeSettings) if f.name not in ("host", "port"))
+# Where and how clients connect: Ray's HTTP proxy holds the sockets, so these ServeSettings are refused.
+PROXY_ARGS = ("host", "port")
+CONNECTION_ARGS = ("header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections")
+SETTINGS_ARGS = tuple(f.name for f in dataclasses.fields(ServeSettings)
+                      if f.name not in PROXY_ARGS + CONNECTION_ARGS)
 RAY_ARGS = ("num_replicas", "num_cpus", "num_gpus", "max_ongoing_requests", "max_queued_requests")
 KNOWN_ARGS = SETTINGS_ARGS + RAY_ARGS
 # Ray's own proxy queue: past it (per proxy), Ray answers 503 with this Retry-After.
@@ -74,10 +82,15 @@ def deployment_options(args: dict) -> tuple[ServeSettings, dict]:
     if not isinstance(args, dict):
         raise SettingsError(f"the application's args must be a mapping, got {type(args).__name__}")
     args = dict(args)
-    for key in ("host", "port"):
+    for key in PROXY_ARGS:
         if key in args:
             raise SettingsError(f"{key!r} is not an arg of the Ray Serve app: Ray's HTTP proxy listens where the "
                                 "config's http_options (host, port) say, for every application")
+    for key in CONNECTION_ARGS:
+        if key in args:
+            raise SettingsError(f"{key!r} cannot be honoured by the Ray Serve app: Ray's HTTP proxy, not a replica, "
+                                "reads the requests and holds the connections; its limits are the config's "
+                                "http_options (request_timeout_s, keep_alive_timeout_s)")
     unknown = sorted(str(k) for k in args if k not in KNOWN_ARGS)
     if unknown:
         raise SettingsError(f"unknown arg{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
@@ -146,7 +159,6 @@ class Replica:
         # Ray (2.60+) calls this on the replica's event loop after __init__, because ingress() got no
         # app.  Loading a bundle takes seconds to minutes, so it runs on a thread.  A bad bundle raises
         # here: Ray marks the replica failed, with the runtime's reason in its log, and retries it.
-        from . import create_app
         return await asyncio.to_thread(create_app, self.settings)
 
 
@@ -157,7 +169,7 @@ def deployment():
     """The Ray Serve Deployment ``VLMReplica`` (made, and Ray imported, on first use)."""
     global _DEPLOYMENT
     if _DEPLOYMENT is None:
-        from ray import serve
+        from ray import serve               # heavy, optional: Ray (the fleet extra)
         _DEPLOYMENT = serve.deployment(name=DEPLOYMENT)(serve.ingress()(Replica))
     return _DEPLOYMENT
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tokenizers import AddedToken, Tokenizer, processors
+
 IMAGE_TOKEN = "<image>"
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
@@ -28,13 +30,6 @@ CHAT_TEMPLATE = (
     "{{ '<|im_end|>\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-#: The export's parity tolerance on logits for this model (the default is 1e-4).  Measured on the
-#: parity cases (alpha 0.5/1/2 and per-layer-head; prefill and 3 cached steps): PyTorch fp32 itself
-#: is up to 1.7e-4 off the exact (fp64) logits at alpha 2 (logits reach |28|: a relative 6e-6), ONNX
-#: Runtime up to 1.4e-4 off them, and the two differ by up to 1.65e-4: 30 real layers' fp32 rounding.
-#: On an AVX-512 CPU (2026-12-03) PyTorch is 1.1e-4 off the exact logits, ONNX Runtime 1.4e-4, in
-#: opposite directions: they differ by 2.1e-4, over the 2e-4 this was first set to.
-EXPORT_ATOL = 3e-4
 #: The answer the model is trained to give, per relation: one word, so the first token's
 #: probability is the confidence AdaptVis thresholds.
 ANSWERS = {"on": "On", "under": "Under", "left_of": "Left", "right_of": "Right"}
@@ -66,7 +61,7 @@ class LoraShape:
 
 
 def vision_config(shape: VisionShape):
-    from transformers import CLIPVisionConfig
+    from transformers import CLIPVisionConfig   # heavy, optional: transformers (the export extra)
 
     return CLIPVisionConfig(hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
                             num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
@@ -76,7 +71,7 @@ def vision_config(shape: VisionShape):
 
 def llava_config(shape: VisionShape, text_config, image_token_id: int):
     """A LlavaConfig around SmolLM2's LlamaConfig (vocabulary grown by the image token, untied head)."""
-    from transformers import LlamaConfig, LlavaConfig
+    from transformers import LlamaConfig, LlavaConfig   # heavy, optional: transformers (the export extra)
 
     text = LlamaConfig(**{k: v for k, v in text_config.to_dict().items()
                           if k not in ("architectures", "_name_or_path", "_model_name_or_path", "transformers_version",
@@ -92,8 +87,6 @@ def llava_config(shape: VisionShape, text_config, image_token_id: int):
 
 def tokenizer_with_image_token(smol_tokenizer):
     """(tokenizers.Tokenizer, image token id): SmolLM2's BPE plus ``<image>``, no BOS added."""
-    from tokenizers import AddedToken, Tokenizer, processors
-
     raw = Tokenizer.from_str(smol_tokenizer.backend_tokenizer.to_str())
     raw.add_special_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)])
     raw.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
@@ -105,7 +98,7 @@ def tokenizer_with_image_token(smol_tokenizer):
 
 
 def hf_tokenizer(raw):
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast   # heavy, optional: transformers (the export extra)
 
     return PreTrainedTokenizerFast(
         tokenizer_object=raw, bos_token=None, eos_token=EOS_TOKEN, unk_token=PAD_TOKEN, pad_token=PAD_TOKEN,
@@ -114,7 +107,7 @@ def hf_tokenizer(raw):
 
 
 def processor(tokenizer, shape: VisionShape):
-    from transformers import CLIPImageProcessor, LlavaProcessor
+    from transformers import CLIPImageProcessor, LlavaProcessor   # heavy, optional: transformers (the export extra)
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": shape.image_size}, crop_size={"height": shape.image_size, "width": shape.image_size},

@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from .architecture import LoraShape, VisionShape
+from . import smollm2
+from .architecture import LoraShape, VisionShape, hf_tokenizer, llava_config, processor, tokenizer_with_image_token
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "spatial-smollm2-135m.safetensors"
 
@@ -24,7 +25,7 @@ class AssemblyError(RuntimeError):
 
 def read_trained(path: Path = WEIGHTS):
     """(tensors, VisionShape, LoraShape) from the trained-parameters file."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # optional: safetensors, with transformers (the export extra)
 
     path = Path(path)
     if not path.is_file():
@@ -41,11 +42,10 @@ def read_trained(path: Path = WEIGHTS):
 
 def build_spatial_checkpoint(out: Path, weights: Path = WEIGHTS, decoder: str | None = None, log=None) -> Path:
     """Write the Hugging Face checkpoint of the spatial model to ``out``; returns ``out``."""
-    import torch
+    import torch                       # heavy, optional: torch and transformers (the export extra)
     from transformers import LlavaForConditionalGeneration
 
-    from . import lora, smollm2
-    from .architecture import hf_tokenizer, llava_config, processor, tokenizer_with_image_token
+    from . import lora                 # it imports torch
 
     log = log or (lambda m: print(f"[spatial] {m}", file=sys.stderr, flush=True))
     tensors, vision, lora_shape = read_trained(weights)

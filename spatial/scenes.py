@@ -2,7 +2,7 @@
 
 Seeds: the benchmark's evaluation uses seeds 0..999; training draws with seeds from
 :data:`TRAIN_SEED_BASE` and its in-training validation from :data:`VAL_SEED_BASE`, so
-no scene that ``python -m calibration.synthetic OUT --seed S`` (S < 1000) draws was
+no scene that ``python -m scenes OUT --seed S`` (S < 1000) draws was
 trained on.  Each seed gives one chunk of :data:`CHUNK` items (pairs of both kinds,
 all four relations), rendered at a side drawn per chunk from :data:`RENDER_SIZES`
 (the benchmark's default is 336) and resized to the model's input as the runtime does
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from calibration.prompts import CONTROLLED_SYNTHETIC, SUBSETS, two_object_question
-from calibration.reading_scenes import INVERSE, training_item
-from calibration.synthetic import COLOURS, RELATIONS, SHAPES, plan, record, render
-from calibration.things import THINGS
+from readers.prompts import CONTROLLED_SYNTHETIC, SUBSETS, two_object_question
+from scenes.reading_scenes import INVERSE, training_item
+from scenes.synthetic import COLOURS, RELATIONS, SHAPES, plan, record, render
+from scenes.things import THINGS
 
 TRAIN_SEED_BASE = 1000
 VAL_SEED_BASE = 500_000
@@ -106,7 +106,7 @@ class ReadingScenes:
 
 
 def draw_reading(n: int, seed_base: int, image_size: int, patch_size: int, progress=None) -> ReadingScenes:
-    """``n`` reading items (:func:`calibration.reading_scenes.training_item`), seeds ``seed_base + i``."""
+    """``n`` reading items (:func:`scenes.reading_scenes.training_item`), seeds ``seed_base + i``."""
     if seed_base < 1000:
         raise ValueError(f"seeds below 1000 are the benchmark's evaluation seeds; got seed_base={seed_base}")
     t = (image_size // patch_size) ** 2

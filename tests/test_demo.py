@@ -13,6 +13,8 @@ def test_demo_ends_with_the_next_commands_and_reuses_its_bundle(tmp_path, capsys
     assert demo.main(argv) == 0
     first = capsys.readouterr().out
     assert f"exported the bundle to {bundle}" in first and "reusing" not in first
+    note = first.index("(the AdaptVis answer reused the plain one's image features")
+    assert first.index("-- plain") < first.index("-- AdaptVis") < note < first.index("-- blind test")
     tail = first.rstrip().splitlines()[-5:]
     assert tail[0] == f"The bundle: {bundle}. Next:"
     commands = [shlex.split(line) for line in tail[1:]]

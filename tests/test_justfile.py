@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -49,3 +51,41 @@ def test_list_shows_one_line_for_setup_and_the_readme_names_what_it_installs():
     readme = (ROOT / "README.md").read_text()
     claim = readme[readme.index("`just setup` makes `.venv`"):][:400]
     assert all(f"`{e}`" in claim for e in extras), (extras, claim)
+
+
+def test_stopping_just_serve_by_its_pid_stops_the_server(tmp_path):
+    """The recipe execs the server: the process `just` waits on is the server, and the signal reaches it."""
+    pid_file = tmp_path / "server.pid"
+    fake = tmp_path / "python"                 # stands in for the interpreter: it only stays up, as a server does
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    just = subprocess.Popen([_just(), "--justfile", str(ROOT / "justfile"), "--working-directory", str(ROOT),
+                             "serve", "bundles/none"], env={**os.environ, "PYTHON": str(fake)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            time.sleep(0.05)
+        server = int(pid_file.read_text())
+        just.terminate()
+        just.wait(timeout=10)
+        for _ in range(100):
+            if not _alive(server):
+                break
+            time.sleep(0.05)
+        assert not _alive(server), "the server outlived `just serve`"
+    finally:
+        if just.poll() is None:
+            just.kill()
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:                      # a zombie has exited
+        return f.read().split(")")[-1].split()[0] != "Z"

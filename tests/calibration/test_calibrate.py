@@ -8,18 +8,18 @@ import shutil
 
 import pytest
 
+from calibration import calibrate as cal
+from calibration.grid import choose_alpha, default_thresholds
+from evaluation.cache import ResultCache
+from evaluation.runner import Runner
+from evaluation.scoring import score_item
+from readers.datasets import load_dataset
+from readers.workset import load_worksets
 import runtime
 import runtime.model
-from calibration import calibrate as cal
-from calibration.cache import ResultCache
-from calibration.datasets import load_dataset
-from calibration.grid import choose_alpha, default_thresholds
-from calibration.runner import Runner
-from calibration.scoring import score_item
-from calibration.synthetic import generate
-from calibration.workset import load_worksets
+from scenes.synthetic import generate
 
-from .fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
+from tests.evaluation.fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
 
 TOKENS = "3"
 

@@ -9,6 +9,7 @@ import openai
 import pytest
 
 import runtime
+from runtime.__main__ import answer_warning
 from serve import ServeSettings
 from tests.serve.conftest import MODEL, QUESTION, data_url, png_bytes, running_server, user_message
 
@@ -29,11 +30,21 @@ def _ask(client, image: bytes, question: str = QUESTION, **kwargs):
 
 def _same(ext: dict, expected: runtime.Answer):
     assert ext["steering"] == expected.steering
+    assert ext["warning"] == answer_warning(QUESTION, expected.text)
     assert ext["alpha"] == expected.to_dict()["alpha"]
     if expected.confidence is None:
         assert ext["confidence"] is None
     else:
         assert math.isclose(ext["confidence"], expected.confidence, rel_tol=1e-6)
+
+
+def test_the_reply_warns_when_the_answer_is_none_of_the_listed_options(client, tiny_vlm):
+    question = QUESTION + " Answer with left, right, on or under."
+    reply = _ask(client, IMAGES[0], question=question, max_tokens=4)
+    expected = tiny_vlm.answer(IMAGES[0], question, max_new_tokens=4)
+    assert reply.choices[0].message.content == expected.text               # random weights: no relation word
+    assert "is none of the options the question lists (left, right, on, under)" in \
+        reply.model_extra["adaptvis_edge"]["warning"]
 
 
 @pytest.mark.parametrize("which", [0, 1])

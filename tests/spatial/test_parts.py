@@ -1,11 +1,13 @@
 """The spatial model's parts that need no SmolLM2: scenes, patch cover, LoRA merge, the trained file."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
-from spatial import lora
+from spatial import lora, smollm2
 from spatial.architecture import ANSWERS, LoraShape, VisionShape
 from spatial.scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, draw, draw_reading, patch_cover
 from spatial.train import sincos_positions
@@ -113,3 +115,14 @@ def test_missing_parameters_say_how_to_make_them(tmp_path):
 
     with pytest.raises(AssemblyError, match="just train-spatial"):
         read_trained(tmp_path / "none.safetensors")
+
+
+def test_the_gguf_conversion_bar_stays_out_of_a_log_file():
+    gguf_reader = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    log, after = io.StringIO(), io.StringIO()               # not terminals
+    with smollm2.progress_on_terminals_only():
+        for _ in gguf_reader.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...", file=log):
+            pass
+    for _ in gguf_reader.tqdm(range(3), desc="after", file=after):
+        pass
+    assert log.getvalue() == "" and "after" in after.getvalue()      # off inside, transformers' own bar after

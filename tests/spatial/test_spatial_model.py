@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from evaluation.scoring import strict_correct
+from readers.datasets import load_dataset
 import runtime
-from calibration.datasets import load_dataset
-from calibration.scoring import strict_correct
-from calibration.synthetic import generate
+from scenes.synthetic import generate
 from spatial.architecture import PROMPT_TEMPLATE
 from tests.runtime.reference import Reference
 
@@ -155,7 +155,7 @@ def test_reads_the_names_reversed_questions_and_distractors(spatial_bundle):
     reading scenes reached reversed 6/12, distractor 3/12, yes/no 4/8, free 2/4 on these items; it
     was not shipped: spatial/MODEL_CARD.md).  The shipped parameters do not read the names: this
     fails for them, as marked, and the mark goes when parameters that read are shipped."""
-    from calibration.reading_scenes import reading_set, relation_word_only, score_reading
+    from scenes.reading_scenes import reading_set, relation_word_only, score_reading
 
     vlm = runtime.load(spatial_bundle)
     right, words = {}, {}

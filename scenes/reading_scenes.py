@@ -2,8 +2,8 @@
 
 Either object can be the subject, sizes can be alike, a third object can stand by, a pair can differ
 only in colour or only in shape, and the question takes four forms (WhatsUp, free, yes/no, "what").
-Drawn with :mod:`calibration.synthetic`'s objects and layout; ``python -m calibration.synthetic OUT
---reading KIND`` writes one kind (:func:`generate_reading`); :mod:`calibration.reading` evaluates a
+Drawn with :mod:`scenes.synthetic`'s objects and layout; ``python -m scenes OUT
+--reading KIND`` writes one kind (:func:`generate_reading`); :mod:`evaluation.reading` evaluates a
 bundle on all of them.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .synthetic import (BACKGROUNDS, COLOURS, PNG_COMPRESS, READING_KINDS, RELATIONS, SHAPES, SUPERSAMPLING, Box, Obj,
+from .synthetic import (BACKGROUNDS, COLOURS, PNG_COMPRESS, RELATIONS, SHAPES, SUPERSAMPLING, Box, Obj,
                         draw_object, layout, mean_colour_image, plan)
 from .things import THINGS
 
@@ -32,6 +32,8 @@ RELATION_OPTIONS = ("left", "right", "on", "under")
 SCENE_KINDS = ("standard", "similar", "colour_only", "shape_only", "distractor")
 FORMS = ("whatsup", "free", "yes_no", "what")
 #: Evaluation kinds: scene kind x question form (``reversed``: the standard scene, names swapped).
+READING_KINDS = ("standard", "reversed", "similar", "colour_only", "shape_only", "distractor", "free", "yes_no",
+                 "what")
 _SIMILAR = ((0.2, 0.27), (0.2, 0.27))
 
 
@@ -144,7 +146,7 @@ def ask(scene: Scene, form: str, rng: random.Random, subject: int | None = None,
 
 
 def two_object_question_text(obj: str, ref: str) -> str:
-    """The benchmark's WhatsUp question (``calibration.prompts.two_object_question``)."""
+    """The benchmark's WhatsUp question (``readers.prompts.two_object_question``)."""
     return f"Where is the {obj} in relation to the {ref}? Answer with left, right, on or under."
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from calibration.items import Item
-from calibration.scoring import (
+from readers.items import Item
+from evaluation.scoring import (
     accuracy, controlled_metrics, options_found, per_relation_accuracy, reference_correct,
     reference_vsr_correct, score_all, score_item, strict_correct, summarize, vsr_metrics,
 )

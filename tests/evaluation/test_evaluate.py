@@ -1,4 +1,4 @@
-"""calibration.evaluate: three methods side by side, and the image's influence."""
+"""evaluation.evaluate: three methods side by side, and the image's influence."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from evaluation import evaluate as ev
+from evaluation.cache import ResultCache
+from evaluation.runner import Runner
+from readers.workset import load_worksets
 import runtime
-from calibration import evaluate as ev
-from calibration.cache import ResultCache
-from calibration.calibrate import write_calibration
-from calibration.runner import Runner
-from calibration.synthetic import generate
-from calibration.workset import load_worksets
+from runtime.calibration_file import write_calibration
+from scenes.synthetic import generate
 
 from .fakes import GOLD, HIGH_ALPHA, LOW_ALPHA, SPLIT, AttentionFakeVLM, FakeVLM, confidence_of
 
@@ -251,7 +251,7 @@ def test_alignment_with_known_maps(tmp_path):
     assert g["all"]["chosen_alpha"]["A"] == pytest.approx((100 * n_high + area(low_names, "A") * len(low_names)) / 16,
                                                           abs=1e-3)
 
-    from calibration.report import _alignment
+    from evaluation.report import _alignment
     md = "\n".join(_alignment(al))
     assert "### Attention on the objects" in md and "| alpha_high applied |" in md
     assert "| items | n | chance | alpha = 1 | chosen alpha | change |" in md
@@ -269,7 +269,7 @@ def test_alignment_with_known_maps(tmp_path):
 
 
 def _area(boxes, key):
-    from calibration.alignment import area_fractions
+    from evaluation.alignment import area_fractions
 
     return area_fractions({k: boxes[k] for k in ("A", "B")}, (0, 0, 64, 64), (32, 32))[key]
 
@@ -285,7 +285,7 @@ def test_alignment_is_na_without_attention_outputs(tmp_path):
     assert part["alignment"] == {"n_with_boxes": 8, "n": 0,
                                  "note": "n/a: the bundle's decoder has no attention outputs (exported before "
                                          "them); re-export it"}
-    from calibration.report import _alignment
+    from evaluation.report import _alignment
     assert "re-export it" in "\n".join(_alignment(part["alignment"]))
     ws.items = [dataclasses.replace(it, boxes=None) for it in ws.items]        # no boxes: no section at all
     with ResultCache(None) as cache:

@@ -1,10 +1,8 @@
-"""Shared helpers for the calibration tests."""
+"""Shared helpers for the dataset readers' tests."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pytest
 
 
 def touch(path: Path) -> Path:
@@ -15,14 +13,6 @@ def touch(path: Path) -> Path:
 
 def problems_by_line(report) -> dict[int, str]:
     return {p.line: p.message for p in report.problems}
-
-
-@pytest.fixture(scope="session")
-def synthetic_small(tmp_path_factory) -> Path:
-    """A 48-item synthetic Controlled set (12 object pairs x 4 relations)."""
-    from calibration.synthetic import generate
-
-    return generate(tmp_path_factory.mktemp("syn"), n=48, seed=3, size=96)
 
 
 def dumps_lines(records) -> str:

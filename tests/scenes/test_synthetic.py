@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.datasets import load_dataset
-from calibration.scoring import controlled_metrics, reference_correct, score_all
-from calibration.synthetic import RELATIONS, generate, mean_colour_image, plan, round_n
+from evaluation.scoring import controlled_metrics, reference_correct, score_all
+from readers.datasets import load_dataset
+from scenes.synthetic import RELATIONS, generate, mean_colour_image, plan, round_n
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,12 +176,12 @@ def test_oracle_and_constant_answerers(synthetic_small):
 
 def test_cli(tmp_path):
     out = tmp_path / "cli"
-    res = subprocess.run([sys.executable, "-m", "calibration.synthetic", str(out), "--n", "9", "--seed", "1",
+    res = subprocess.run([sys.executable, "-m", "scenes", str(out), "--n", "9", "--seed", "1",
                           "--size", "64"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert Path(res.stdout.strip()) == out / "controlled_synthetic.json"
     assert len(_records(out / "controlled_synthetic.json")) == 8
-    bad = subprocess.run([sys.executable, "-m", "calibration.synthetic", str(out), "--n", "0"], cwd=REPO,
+    bad = subprocess.run([sys.executable, "-m", "scenes", str(out), "--n", "0"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "positive" in bad.stderr
 

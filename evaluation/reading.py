@@ -1,9 +1,9 @@
 """Does the model read the question?  The reading benchmark, per kind: ``just reading BUNDLE``.
 
-    python -m calibration.reading BUNDLE [--n 100] [--seed 12] [--dev-seed 11] [--dev-n 40]
+    python -m evaluation.reading BUNDLE [--n 100] [--seed 12] [--dev-seed 11] [--dev-n 40]
         [--kinds standard,reversed,...] [--adaptvis LOW,HIGH,T --scalingvis-alpha A] [--jobs 2] [--out DIR]
 
-Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 1000):
+Kinds (``scenes.synthetic.READING_KINDS``), drawn with held-out seeds (< 1000):
 
 * ``standard``: the benchmark's scenes and question ("Where is the <smaller> in relation to the
   <bigger>? Answer with left, right, on or under."); ``reversed``: the same scenes, names swapped
@@ -13,7 +13,7 @@ Kinds (``calibration.synthetic.READING_KINDS``), drawn with held-out seeds (< 10
 * ``free``: the WhatsUp question without "Answer with ..."; ``yes_no``: "Is the red ball on the
   blue box? Answer yes or no." (half true); ``what``: "What is under the blue box?".
 
-Scoring is strict (:func:`calibration.reading_scenes.score_reading`): exactly one option word (or
+Scoring is strict (:func:`scenes.reading_scenes.score_reading`): exactly one option word (or
 object name), the right one.  ``free`` also reports how many answers are a relation word (at
 most three words, one of left/right/on/under) rather than an echo.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .reading_scenes import reading_set, relation_word_only, score_reading
-from .synthetic import READING_KINDS, mean_colour_image
+import runtime
+from runtime import ScalingVis
+from scenes.reading_scenes import READING_KINDS, reading_set, relation_word_only, score_reading
+from scenes.synthetic import mean_colour_image
 
 ALPHAS = (0.5, 0.8, 1.2, 1.5, 2.0)
 LOWS, HIGHS = (0.5, 0.8), (1.2, 1.5, 2.0)
@@ -49,8 +52,6 @@ _VLM = None
 
 def _load(bundle: str) -> None:
     global _VLM
-    import runtime
-
     _VLM = runtime.load(bundle)
 
 
@@ -61,8 +62,6 @@ def _answer_chunk(args) -> list[dict]:
 
 def _answer_one(vlm, scene, q, alphas: Sequence[float], blind: bool) -> dict:
     """The answer unsteered (with its confidence), at each alpha (the image prefix is cached), blind."""
-    from runtime import ScalingVis
-
     image = scene.render(RENDER_SIZE)
     base = vlm.answer(image, q.text, steering=None, max_new_tokens=6)
     rec = {"kind": scene.kind, "form": q.form, "question": q.text, "gold": q.answer,
@@ -79,7 +78,7 @@ def _answer_one(vlm, scene, q, alphas: Sequence[float], blind: bool) -> dict:
 
 def answer_all(pool, items, alphas: Sequence[float], blind: bool, label: str) -> list[dict]:
     """Per item (in order), :func:`_answer_one`, spread over the pool's worker processes."""
-    from tqdm import tqdm
+    from tqdm import tqdm          # optional: tqdm comes with the export extra, not the runtime
 
     chunks = [(items[i: i + 4], tuple(alphas), blind) for i in range(0, len(items), 4)]
     out = []
@@ -169,7 +168,7 @@ def _adaptvis_arg(text: str) -> tuple[float, float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.reading", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m evaluation.reading", description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--n", type=int, default=100, help="items per kind (default 100)")
     ap.add_argument("--seed", type=int, default=12, help="held-out test seed (< 1000)")
@@ -189,8 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--kinds: choose from {', '.join(READING_KINDS)}")
     if args.seed >= 1000 or args.dev_seed >= 1000 or args.seed == args.dev_seed:
         ap.error("--seed and --dev-seed must differ and be below 1000 (the held-out seeds)")
-    import multiprocessing
-
     out = args.out or Path("runs") / args.bundle.name / "reading"
     out.mkdir(parents=True, exist_ok=True)
     pool = multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_load, initargs=(str(args.bundle),))

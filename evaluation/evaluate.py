@@ -1,6 +1,6 @@
 """Evaluate a bundle: baseline, ScalingVis and AdaptVis side by side, and the image's influence.
 
-    python -m calibration.evaluate BUNDLE DATASET [DATASET ...] [--out DIR] [--limit N]
+    python -m evaluation.evaluate BUNDLE DATASET [DATASET ...] [--out DIR] [--limit N]
         [--max-new-tokens 16] [--scalingvis-alpha A] [--adaptvis LOW,HIGH,THRESHOLD]
         [--scoring reference] [--no-influence] [--cache FILE]
 
@@ -17,11 +17,11 @@ Per item, four model calls (each cached in ``DIR/cache.jsonl``, shared with
 
 Settings, per subset: ``--adaptvis`` if given, else the bundle's ``calibration.json``
 (``vlm.default_steering``), else the paper's LLaVA-1.5 setting for the subset
-(:data:`calibration.grid.PAPER_SETTINGS`; the synthetic set takes Controlled_Images_A's).
+(:data:`evaluation.paper_settings.PAPER_SETTINGS`; the synthetic set takes Controlled_Images_A's).
 ScalingVis: ``--scalingvis-alpha``, else the constant alpha the calibration found best on
 dev (recorded in calibration.json), else the paper's.
 
-Metrics come from :func:`calibration.scoring.summarize`: accuracy, plus pair and set
+Metrics come from :func:`evaluation.scoring.summarize`: accuracy, plus pair and set
 accuracy for the Controlled sets and F1 for VSR.  Where the items have a ``kind`` or ``familiar``
 (the synthetic set), accuracy is also broken down by object kind (shapes / things) and
 by whether the relation is the one a language prior expects (familiar / unfamiliar),
@@ -34,7 +34,7 @@ saying which extra to install; everything else is written.
 Where items have ``boxes`` (the synthetic set; WhatsUp files that carry them), the AdaptVis
 pass also asks for the attention maps and the cache keeps, per item, the share of image
 attention inside each box (A, B and their union), per layer, for its alpha = 1 pass and
-its rescaled pass (:mod:`calibration.alignment`).  The report (``alignment`` in
+its rescaled pass (:mod:`evaluation.alignment`).  The report (``alignment`` in
 evaluation.json) gives the mean share inside the boxes over the middle layers (and per
 layer in the JSON) at alpha = 1 and at the alpha AdaptVis chose, for all items, split by
 whether the AdaptVis / the baseline answer was right, and by the alpha applied (low /
@@ -54,20 +54,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+import runtime
+from readers.errors import DatasetError
+from readers.items import Item
+from readers.workset import WorkSet, load_worksets
 from runtime.calibration_file import read_calibration
-from runtime.errors import BundleError, SteeringError
+from runtime.errors import BundleError, RuntimeInputError, SteeringError
 from runtime.steering import PAPER_DEFAULT, AdaptVis, check_alpha, describe
 
-from calibration.alignment import parse_boxes, summarize_alignment
-
+from .alignment import parse_boxes, summarize_alignment
 from .cache import ResultCache
-from .calibrate import CACHE_FILE, PAPER_ALIASES, default_out
-from .errors import DatasetError
-from .grid import PAPER_SETTINGS
-from .items import Item
+from .paper_settings import PAPER_SETTINGS, paper_setting
+from .plots import MISSING_MATPLOTLIB, answer_histograms, have_matplotlib
+from .report import evaluation_markdown
 from .runner import BLANK, NONE, Runner, adaptvis, baseline, blank, bundle_digest, scaling
+from .runs import CACHE_FILE, default_out
 from .scoring import score_item, summarize
-from .workset import WorkSet, load_worksets
 
 REPORT_FILE = "evaluation.md"
 JSON_FILE = "evaluation.json"
@@ -82,13 +84,6 @@ def answer_category(text: str, options: Sequence[str]) -> str:
         if m and (pos is None or m.start() < pos):
             best, pos = o, m.start()
     return best
-
-
-def paper_setting(subset: str) -> tuple[Optional[tuple], str]:
-    key = PAPER_ALIASES.get(subset, subset)
-    if key in PAPER_SETTINGS:
-        return PAPER_SETTINGS[key], f"paper, {key}"
-    return None, ""
 
 
 def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adaptvis_arg: Optional[tuple],
@@ -210,7 +205,7 @@ ALIGNMENT_GROUPS = ("all", "adaptvis_correct", "adaptvis_incorrect", "baseline_c
 def alignment_report(items: Sequence[Item], av_records: Sequence[dict], av_correct: Sequence[bool],
                      base_correct: Sequence[bool], alpha_low: Sequence[bool], attention_available: bool) -> dict:
     """evaluation.json's ``alignment``: the AdaptVis records' shares inside the boxes, by group
-    (:data:`ALIGNMENT_GROUPS`; :func:`calibration.alignment.summarize_alignment`)."""
+    (:data:`ALIGNMENT_GROUPS`; :func:`evaluation.alignment.summarize_alignment`)."""
     n_boxed = sum(bool(parse_boxes(it.boxes)) for it in items)
     idx = [i for i, r in enumerate(av_records) if r.get("alignment")]
     recs = [av_records[i]["alignment"] for i in idx]
@@ -241,11 +236,11 @@ def _adaptvis_arg(text: str) -> tuple[float, float, float]:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m calibration.evaluate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path, help="bundle folder")
     ap.add_argument("datasets", nargs="+", metavar="DATASET",
-                    help="what calibration.datasets.load_dataset reads; a folder with several subsets gives each")
+                    help="what readers.datasets.load_dataset reads; a folder with several subsets gives each")
     ap.add_argument("--subset", help="only this subset of a folder holding several")
     ap.add_argument("--image-root", type=Path, help="where the images are (default: next to the annotation file)")
     ap.add_argument("--out", type=Path, help="output folder (default runs/<bundle name>/<subset>)")
@@ -273,9 +268,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
             check_alpha("--scalingvis-alpha", args.scalingvis_alpha)
         except SteeringError as e:
             parser().error(str(e))
-    import runtime
-    from runtime.errors import RuntimeInputError
-
     t0 = time.perf_counter()
     try:
         worksets = load_worksets(args.datasets, args.subset, args.image_root, args.limit, err)
@@ -297,10 +289,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     out_dir.mkdir(parents=True, exist_ok=True)
     doc: dict = {"bundle": str(args.bundle), "bundle_sha256": bundle_digest(args.bundle),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "tool": "python -m calibration.evaluate", "max_new_tokens": args.max_new_tokens,
+                 "tool": "python -m evaluation.evaluate", "max_new_tokens": args.max_new_tokens,
                  "scoring": args.scoring, "subsets": {}}
-    from .plots import MISSING_MATPLOTLIB, answer_histograms, have_matplotlib
-
     plots = have_matplotlib()
     if not plots:
         print(MISSING_MATPLOTLIB, file=err)
@@ -332,8 +322,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                 part["histogram_png"] = png
             doc["subsets"][name] = part
     doc["run"] = {**runner.stats(), "wall_seconds": round(time.perf_counter() - t0, 3), "cache": str(cache.path)}
-    from .report import evaluation_markdown
-
     (out_dir / JSON_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / REPORT_FILE).write_text(evaluation_markdown(doc, problems, runner.failures))
     for name, part in doc["subsets"].items():

@@ -56,8 +56,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from .items import Item
-from .prompts import VSR
+from readers.items import Item
+from readers.prompts import VSR
 
 OPPOSITE_PAIRS: tuple[tuple[str, str], ...] = (("left", "right"), ("on", "under"), ("front", "behind"))
 

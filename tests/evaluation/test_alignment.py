@@ -1,10 +1,10 @@
-"""calibration.alignment: the share of a map inside boxes, on hand-made maps and boxes."""
+"""evaluation.alignment: the share of a map inside boxes, on hand-made maps and boxes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from calibration.alignment import (alignment, area_fractions, box_coverage, middle_layers, parse_boxes, share_inside,
+from evaluation.alignment import (alignment, area_fractions, box_coverage, middle_layers, parse_boxes, share_inside,
                                    summarize_alignment, to_grid, union_coverage)
 from runtime.answer import AttentionMaps
 

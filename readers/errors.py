@@ -1,6 +1,6 @@
-"""Exceptions of the calibration package.
+"""Exceptions of the dataset readers.
 
-Readers never raise for one bad record: they record a :class:`~calibration.items.Problem`
+Readers never raise for one bad record: they record a :class:`~readers.items.Problem`
 (file, line, message) and go on.  They raise only when there is nothing to read at all.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ Two objects drawn with Pillow, no third-party assets, in one of four relations: 
 
 * shapes: coloured shapes ("red circle", "blue square", ...), names without a prior;
 * things: everyday objects whose names carry a language prior ("red cup", "blue table";
-  see :mod:`calibration.things`), each ordered pair of :data:`things.PRIOR_PAIRS` in both
+  see :mod:`scenes.things`), each ordered pair of :data:`things.PRIOR_PAIRS` in both
   orders.  As in WhatsUp, every pair appears in all four relations, so "a cup on a
   table" (the familiar relation) stands beside "a cup under a table" and "a table on
   a cup" (unfamiliar ones).
@@ -47,27 +47,26 @@ Deterministic: the same ``(n, seed, size)`` gives byte-identical JSON and PNGs (
 ``random.Random(seed)``, no timestamps in the PNGs).  Shapes are drawn at 2x and
 downsampled for smooth edges.
 
-Run: ``python -m calibration.synthetic OUT --n 200 --seed 0 --size 336 [--objects mixed]``.
+Run: ``python -m scenes OUT --n 200 --seed 0 --size 336 [--objects mixed]`` (``just synthetic``).
 
-Reading kinds (:data:`READING_KINDS`, :func:`reading_set`): scenes and questions that need the
+Reading kinds (:mod:`scenes.reading_scenes`: ``READING_KINDS``, ``reading_set``): scenes and questions that need the
 object names read -- the standard question and the same scenes with the names swapped
 (``reversed``), objects of alike size, pairs differing only in colour or only in shape, a third
 object standing apart as a distractor, and the question forms ``free`` (no answer-format
-suffix), ``yes_no`` and ``what`` ("What is under the blue box?").  ``--reading KIND`` writes one
-of them (``reading.json``); :mod:`calibration.reading` evaluates a bundle on all of them.
+suffix), ``yes_no`` and ``what`` ("What is under the blue box?").  ``python -m scenes OUT --reading KIND`` writes one
+of them (``reading.json``); :mod:`evaluation.reading` evaluates a bundle on all of them.
 Seeds 0..999 are for evaluation; the ``spatial`` model was trained on scenes drawn
 with seeds 1000 and above (``train/``), so any seed below 1000 is held out.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from PIL import Image, ImageDraw
 
@@ -91,9 +90,6 @@ SUPERSAMPLING = 2  # the drawing's supersampling factor
 _SS = SUPERSAMPLING
 PROGRESS_FROM = 1000  # show progress for n >= this
 PNG_COMPRESS = 3  # zlib level: fast, still small
-# The reading kinds (calibration/reading_scenes.py), named here for the command line's --reading.
-READING_KINDS = ("standard", "reversed", "similar", "colour_only", "shape_only", "distractor", "free", "yes_no",
-                 "what")
 
 
 def round_n(n: int) -> int:
@@ -342,7 +338,7 @@ def _progress(total: int) -> Iterator[None]:
         for _ in range(total):
             yield
         return
-    try:
+    try:                               # optional: rich (the calibration extra); plain counts without it
         from rich.progress import Progress
     except ImportError:  # pragma: no cover - rich is optional
         for i in range(total):
@@ -376,29 +372,3 @@ def generate(out: str | Path, n: int = 200, seed: int = 0, size: int = 336, obje
     path.write_text("[\n" + body + "\n]\n", encoding="utf-8")
     return path
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m calibration.synthetic", description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="output folder")
-    ap.add_argument("--n", type=int, default=200, help="number of items, rounded to a multiple of 4 (default 200)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=336, help="image side in pixels (default 336)")
-    ap.add_argument("--objects", choices=OBJECT_KINDS, default="mixed",
-                    help="coloured shapes, everyday objects with a language prior, or half of each (default)")
-    ap.add_argument("--reading", choices=READING_KINDS, default=None,
-                    help="write a reading kind instead (reading.json: question, answer, objects, boxes)")
-    args = ap.parse_args(argv)
-    try:
-        if args.reading:
-            from .reading_scenes import generate_reading      # it draws with this module's objects
-            path = generate_reading(args.out, args.reading, args.n, args.seed, args.size)
-        else:
-            path = generate(args.out, args.n, args.seed, args.size, args.objects)
-    except ValueError as e:
-        ap.error(str(e))
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

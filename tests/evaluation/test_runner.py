@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from calibration.cache import ResultCache, make_key
-from calibration.datasets import load_dataset
-from calibration.runner import BLANK, NONE, Runner, alpha_name, baseline, blank, scaling
-from calibration.synthetic import generate
-from calibration.workset import limit_items, load_worksets
+from evaluation.cache import ResultCache, make_key
+from evaluation.runner import BLANK, NONE, Runner, alpha_name, baseline, blank, scaling
+from readers.datasets import load_dataset
+from readers.workset import limit_items, load_worksets
+from scenes.synthetic import generate
 
 from .fakes import FakeVLM
 

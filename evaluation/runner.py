@@ -22,12 +22,12 @@ A pass with ``alignment=True`` (evaluate's AdaptVis pass) also asks for the atte
 maps (``return_attention=True``) on items that have ``boxes``, when the bundle's decoder
 has attention outputs, and stores in the record only the shares of image attention
 inside each box, per layer and pass (``"alignment"``: see
-:func:`calibration.alignment.alignment`), never the maps.  A cached record without
+:func:`evaluation.alignment.alignment`), never the maps.  A cached record without
 ``"alignment"`` (written before it existed) does not satisfy such a pass on such an
 item: it is recomputed (once; the new record replaces it).  With a bundle that has no
 attention outputs the pass runs as before and the records carry no alignment.  The blank
 image is the item's ``blank_image_path`` when it has one, else a mean-colour image of the
-same size (:func:`calibration.synthetic.mean_colour_image`).
+same size (:func:`scenes.synthetic.mean_colour_image`).
 
 Jobs run item by item, so the runtime's per-image prefix cache is hit by every pass of
 an item after the first.  A model call that fails on bad input (a missing or corrupt
@@ -45,14 +45,13 @@ from typing import Iterable, Optional, Sequence, TextIO
 
 from PIL import Image
 
+from readers.items import Item
 from runtime.errors import RuntimeInputError
 from runtime.steering import AdaptVis, ScalingVis, describe
+from scenes.synthetic import mean_colour_image
 
-from calibration.alignment import alignment, parse_boxes
-
+from .alignment import alignment, parse_boxes
 from .cache import ResultCache, make_key
-from .items import Item
-from .synthetic import mean_colour_image
 
 NONE = "none"
 BLANK = "blank"
@@ -239,7 +238,7 @@ class _Progress:
         self._bar = None
         if not enabled:
             return
-        try:
+        try:                           # optional: rich (the calibration extra); no bar without it
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)

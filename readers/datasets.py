@@ -1,11 +1,11 @@
 """Readers for WhatsUp (Controlled_Images_A/B, COCO_QA, VG_QA), VSR and the synthetic
 Controlled set, from local files.
 
-No reader raises for one bad record: it adds a :class:`~calibration.items.Problem`
-(file, line, message) to the :class:`~calibration.items.LoadReport` and goes on.  A
-missing file or folder raises :class:`~calibration.errors.DatasetNotFoundError`; a
+No reader raises for one bad record: it adds a :class:`~readers.items.Problem`
+(file, line, message) to the :class:`~readers.items.LoadReport` and goes on.  A
+missing file or folder raises :class:`~readers.errors.DatasetNotFoundError`; a
 file or folder that is no known format raises
-:class:`~calibration.errors.UnknownFormatError`.  A record whose image file is missing
+:class:`~readers.errors.UnknownFormatError`.  A record whose image file is missing
 is a problem (the record is skipped), not a crash.
 
 Image paths.  ``image_root`` defaults to the annotation file's folder.  A path from a
@@ -208,7 +208,7 @@ def read_qa(path: str | Path, image_root: str | Path | None = None, subset: str 
     ``[image_id, correct_caption, foil_caption]``.
 
     Gold word and object names are parsed from the correct caption
-    (:mod:`calibration.captions`).  COCO images are ``val2017/<id:012d>.jpg``, VG images
+    (:mod:`readers.captions`).  COCO images are ``val2017/<id:012d>.jpg``, VG images
     ``vg_images/<id>.jpg`` (as in the reference), looked up under ``image_root``.
     """
     path = Path(path)
@@ -286,7 +286,7 @@ def read_vsr(path: str | Path, image_root: str | Path | None = None) -> LoadRepo
     """Read a VSR JSONL file (``image``, ``image_link``, ``caption``, ``label``,
     ``relation``).  Options ``("yes", "no")``; gold ``yes`` for label 1, ``no`` for 0.
 
-    Question: the reference VSR prompt (:data:`calibration.prompts.VSR_QUESTION`),
+    Question: the reference VSR prompt (:data:`readers.prompts.VSR_QUESTION`),
     ``"Determine whether the description about the spatial relationship is correct or
     not. Answer with yes or no: {caption}"``.  The image is looked up as the path after
     ``.org/`` in ``image_link`` (e.g. ``train2017/000000085637.jpg``, the reference's

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from calibration.datasets import (
+from readers.datasets import (
     find_datasets, load_dataset, parse_controlled_name, read_controlled, read_qa, read_vsr,
 )
-from calibration.errors import DatasetError, DatasetNotFoundError, UnknownFormatError
-from calibration.jsonscan import ScanError, ScanRecord, scan_json_list
-from tests.calibration.conftest import dumps_lines, problems_by_line, touch
+from readers.errors import DatasetError, DatasetNotFoundError, UnknownFormatError
+from readers.jsonscan import ScanError, ScanRecord, scan_json_list
+from tests.readers.fake_files import dumps_lines, problems_by_line, touch
 
 
 def _caps(a: str, b: str, first: str) -> list[str]:

@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from calibration.reading import adaptvis_correct, calibrate, summarize
-from calibration.reading_scenes import (INVERSE, _apart, reading_set, relation_word_only, score_reading,
-                                        training_item)
-from calibration.synthetic import READING_KINDS, RELATIONS
+from evaluation.reading import adaptvis_correct, calibrate, summarize
+from scenes.reading_scenes import (INVERSE, READING_KINDS, _apart, reading_set, relation_word_only, score_reading,
+                                   training_item)
+from scenes.synthetic import RELATIONS
 
 
 @pytest.mark.parametrize("kind", READING_KINDS)
@@ -96,7 +96,7 @@ def test_calibration_reads_adaptvis_off_the_alpha_answers():
 def test_cli_writes_a_reading_kind(tmp_path):
     import json
 
-    from calibration.synthetic import main
+    from scenes.__main__ import main
 
     assert main([str(tmp_path), "--reading", "distractor", "--n", "4", "--seed", "3", "--size", "128"]) == 0
     records = json.loads((tmp_path / "reading.json").read_text())

@@ -1,5 +1,5 @@
 """What every dataset reader shares: reading an annotation file, finding a record's image on disk
-(the lookup order is in ``calibration.datasets``'s docstring), and turning bad records into problems."""
+(the lookup order is in ``readers.datasets``'s docstring), and turning bad records into problems."""
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath

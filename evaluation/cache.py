@@ -9,15 +9,15 @@ One line per model call::
 
 ``alignment`` (evaluate's AdaptVis pass on items with boxes, bundles with attention
 outputs): the share of image attention inside each box per layer, for the alpha = 1 and
-the rescaled step, and the boxes' area fractions (:func:`calibration.alignment.alignment`);
+the rescaled step, and the boxes' area fractions (:func:`evaluation.alignment.alignment`);
 never the maps themselves.  Records written before it have no such key (see
-:mod:`calibration.runner` for what happens then).
+:mod:`evaluation.runner` for what happens then).
 
 The key names what was computed: the bundle (sha256 of its manifest, which holds the
 sha256 of every graph and the tokenizer), the item (its id and a digest of its question
 and image bytes, so a regenerated dataset with the same ids does not hit stale
 results), the pass (``none``, ``alpha=0.5``, ``adaptvis=...``, ``blank``; see
-:mod:`calibration.runner`) and ``max_new_tokens``.  Lines are appended and flushed one
+:mod:`evaluation.runner`) and ``max_new_tokens``.  Lines are appended and flushed one
 at a time; when a key appears twice the last line wins.  A line that does not parse (a
 run killed in the middle of a write) is skipped on load.
 """
