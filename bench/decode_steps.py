@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 import runtime
 from graphs.manifest import Manifest
@@ -37,8 +38,6 @@ def _rss() -> int:
 
 
 def _nodes_per_layer(folder: Path, file: str, layers: int) -> float:
-    import onnx
-
     return len(onnx.load(str(folder / file), load_external_data=False).graph.node) / layers
 
 

@@ -93,7 +93,6 @@ UNSORTED = {
     ("export/shape_inference.py", "torch"),
     ("export/source.py", "huggingface_hub"),
     ("export/source.py", "huggingface_hub.errors"),
-    ("fused/bundle.py", "onnx"),
     ("fused/weights.py", "torch"),
     ("fused/weights.py", "transformers"),
     ("fused/weights.py", "transformers.modeling_rope_utils"),
