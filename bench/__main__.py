@@ -47,7 +47,8 @@ def parse(argv=None):
                         "(fp16, int8, int4, int4-level1: int4 with fp32 arithmetic, int8-dynamic: int8 weights and activations, "
                         "int8-dynamic-vision: the vision tower too; built once beside the bundle), return-attention (answers with "
                         "return_attention=True), no-attention-outputs (the decoder without them), fused, fused-fp16 (the "
-                        "bundle's fused decoder, built into it once; ours runs the standard one); "
+                        "bundle's fused decoder, built into it once; ours runs the standard one), fused-int8, fused-int4 (the "
+                        "quantized copy's fused pair); "
                         f"comma-separated or none (default {variants.DEFAULT}; fp16 and no-attention-outputs are opt-in)")
     p.add_argument("--out", type=Path, default=None, help="result file (default bench/results/<size>-<machine>-<date>.json)")
     args = p.parse_args(argv)
@@ -349,12 +350,12 @@ def variant_graphs(manifest, decoder: str) -> dict[str, str]:
     """The bundle's graph files, with the decoder the variant runs."""
     graphs = dict(manifest.graphs)
     if decoder.startswith("fused-"):
-        graphs["decoder"] = manifest.fused_decoders[decoder.split("-", 1)[1]]["file"]
+        graphs["decoder"] = manifest.fused_decoders[decoder.split("-", 1)[1]]["plain"]     # it names every weight
     return graphs
 
 
 def _layer_nodes(v) -> float | None:
-    """A fused decoder's nodes inside each layer, as its manifest record says (None for the others)."""
+    """A fused pair's nodes inside each layer, {"plain", "steered"}, as its manifest record says (None for the others)."""
     choice = v.vlm.sessions.decoder_choice
     if choice.flavour != "fused":
         return None

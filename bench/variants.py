@@ -7,6 +7,7 @@
     no-attention-outputs      the fp32 bundle with the decoder's attention outputs pruned away
                               (what a bundle exported before them computes): the graph-side
                               cost of leaving them on
+    fused-int8 / fused-int4   the int8 / int4 copy answering with its quantized fused pair
     fused / fused-fp16        the same bundle with its fused decoder (``python -m fused``; fp32, or fp16
                               weights and activations), built into it once; "ours" is the standard decoder
 
@@ -40,7 +41,9 @@ QUANTIZE = {
     "int8-dynamic-vision": {"to": "int8-dynamic", "lm_head": True, "vision": True},
 }
 FUSED = {"fused": "fp32", "fused-fp16": "fp16"}          # variant -> the fused decoder's dtype
-NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs", *FUSED)
+# the quantized copies above, answering with their fused pair (quantized with the rest) instead of decoder.onnx
+FUSED_QUANTIZED = {"fused-int8": "int8", "fused-int4": "int4"}
+NAMES = (*QUANTIZE, "return-attention", "no-attention-outputs", *FUSED, *FUSED_QUANTIZED)
 # fp16 is opt-in: ONNX Runtime's CPU provider has no fast fp16 MatMul on x86 (a 2-token 1b answer ran
 # over 7 minutes); no-attention-outputs is another full copy of the fp32 bundle in memory (1b: 5.6 GB
 # more, which with the reference and the rest swapped a 24 GiB machine).
@@ -77,6 +80,10 @@ def prepare(source: Path, names: list[str], log=print) -> list[Variant]:
             folder = source.parent / f"{source.name}-{name}"
             built = _ensure_quantized(source, folder, QUANTIZE[name], log)
             out.append(Variant(name, side, folder, built=built))
+        elif name in FUSED_QUANTIZED:
+            folder = source.parent / f"{source.name}-{FUSED_QUANTIZED[name]}"
+            built = _ensure_quantized(source, folder, QUANTIZE[FUSED_QUANTIZED[name]], log)
+            out.append(Variant(name, side, folder, built=built, decoder="fused-fp32"))
         elif name in FUSED:
             built = _ensure_fused(source, FUSED[name], log)
             out.append(Variant(name, side, source, built=built, decoder=f"fused-{FUSED[name]}"))

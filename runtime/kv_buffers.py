@@ -100,7 +100,8 @@ def make_buffers(capacity: int, graph_id: int, *, layers: int, kv_heads: int, he
     host: list[np.ndarray | None] = []
     values = []
     for _ in range(2 * layers):
-        array = np.zeros(shape, dtype)
+        array = np.empty(shape, dtype)
+        array.fill(0)           # written now, so the pages are resident from the start, not as tokens arrive
         values.append(ort.OrtValue.ortvalue_from_numpy(array, device, 0))   # CPU: shares the array's memory
         host.append(array if device == "cpu" else None)
     fixed = {name: ort.OrtValue.ortvalue_from_numpy(np.zeros(s, t), device, 0)
