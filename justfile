@@ -34,7 +34,7 @@ fixture OUT *ARGS:
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
 
-# Add a fused decoder (ONNX Runtime contrib ops, CPU/CUDA) to a bundle: `just fuse BUNDLE [--dtype fp32|fp16] [--checkpoint DIR]`.
+# Add the fused decoder pair (plain + steered, ONNX Runtime contrib ops, CPU/CUDA) to a bundle exported without it: `just fuse BUNDLE [--dtype fp32|fp16] [--checkpoint DIR]`.
 fuse BUNDLE *ARGS:
     {{python}} -m fused "$@"
 

@@ -215,3 +215,49 @@ def test_the_export_writes_no_pair_for_a_head_size_it_refuses_and_says_so(bundle
     assert manifest.fused_decoders is None
     import runtime
     assert runtime.load(bundle_dir("tiny-mha")).sessions.decoder_choice.flavour == "standard"
+
+
+def _planted(folder, record, which, edit):
+    """A copy of the pair's ``which`` graph with ``edit`` applied to its nodes; returns the files to compare."""
+    model = _graph(folder, record, which)
+    edit(model.graph)
+    name = f"planted_{record[which]}"
+    onnx.save(model, str(folder / name))
+    return {**{k: record[k] for k in ("plain", "steered")}, which: name}
+
+
+@pytest.mark.parametrize("which, defect", [
+    ("steered", "alpha ignored"),           # the steering bias left off the attention op
+    ("steered", "alpha on every key"),      # the image mask ignored: text keys steered too
+    ("plain", "rotary positions off"),      # no rotary inside GroupQueryAttention
+])
+def test_planted_defects_in_the_pair_are_refused(fused_bundle, tmp_path, which, defect):
+    folder = tmp_path / "bundle"
+    shutil.copytree(fused_bundle("tiny"), folder)
+    manifest = Manifest.read(folder)
+    record = manifest.fused_decoders["fp32"]
+
+    def edit(graph):
+        for node in graph.node:
+            if defect == "alpha ignored" and node.op_type == "GroupQueryAttention":
+                node.input[10] = ""
+            if defect == "rotary positions off" and node.op_type == "GroupQueryAttention":
+                next(a for a in node.attribute if a.name == "do_rotary").i = 0
+        if defect == "alpha on every key":
+            cast = next(n for n in graph.node if n.op_type == "Cast" and n.input[0] == "image_token_mask")
+            graph.node.remove(cast)
+            graph.node.insert(0, onnx.helper.make_node("ConstantOfShape", [_shape_of_mask(graph)], [cast.output[0]],
+                                                       value=onnx.helper.make_tensor("one", 1, [1], [1.0])))
+    files = _planted(folder, record, which, edit)
+    limits, _ = tolerances(manifest, "fp32")
+    worst = compare_decoders(folder, manifest, files, "fp32")
+    with pytest.raises(FusedParityError):
+        check_parity(worst, limits, "fp32")
+    margin = max(worst[k] / limits[k] for k in limits)
+    print(f"{defect}: {margin:.0f} x the tolerance")
+    assert margin > 10          # far outside rounding
+
+
+def _shape_of_mask(graph) -> str:
+    graph.node.insert(0, onnx.helper.make_node("Shape", ["image_token_mask"], ["planted_mask_shape"]))
+    return "planted_mask_shape"
