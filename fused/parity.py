@@ -26,6 +26,7 @@ import onnxruntime as ort
 from graphs.manifest import Manifest
 from runtime.fused_decoder import FusedDecoder
 from runtime.providers import device_of
+from runtime.sessions import steered_options
 from runtime.standard_decoder import StandardDecoder
 
 from .errors import FusedParityError
@@ -52,8 +53,8 @@ def tolerances(manifest: Manifest, dtype: str, atol: float | None = None) -> tup
     return limits, rule
 
 
-def _session(path: Path, providers: list[str]) -> ort.InferenceSession:
-    options = ort.SessionOptions()
+def _session(path: Path, providers: list[str], steered: bool = False) -> ort.InferenceSession:
+    options = steered_options(ort.SessionOptions()) if steered else ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=providers)
 
@@ -95,7 +96,7 @@ def compare_decoders(folder: Path, manifest: Manifest, files: dict[str, str], dt
                                past, present, floats[manifest.dtype], device, d.num_key_value_heads, d.head_dim)
     shape = {"layers": d.num_layers, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
              "hidden": d.hidden_size, "vocab": d.vocab_size}
-    fused = FusedDecoder(_session(folder / files["plain"], providers), _session(folder / files["steered"], providers),
+    fused = FusedDecoder(_session(folder / files["plain"], providers), _session(folder / files["steered"], providers, steered=True),
                          embed, past, present, floats[dtype], device, shape, d.max_position_embeddings)
     calls, mask = _calls(manifest, np.random.default_rng(seed), embed)
     caches = {"standard": standard.new_cache(mask.shape[1]), "fused": fused.new_cache(mask.shape[1])}

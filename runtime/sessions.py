@@ -58,6 +58,17 @@ def _with_options(providers: list[str], folder: Path, manifest: Manifest, graph:
     return out
 
 
+def steered_options(options: ort.SessionOptions) -> ort.SessionOptions:
+    """The steered graph's session: it runs a few rows per answer, so it reads the weights file as ONNX Runtime
+    maps it (page-aligned: memory-mapped, clean pages the kernel can drop) instead of packing a private copy of
+    every weight as the plain graph's session does for the hot loop."""
+    steered = ort.SessionOptions()
+    steered.graph_optimization_level = options.graph_optimization_level
+    steered.intra_op_num_threads = options.intra_op_num_threads
+    steered.add_session_config_entry("session.disable_prepacking", "1")
+    return steered
+
+
 class BundleSessions:
     def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None,
                  decoder: str = "auto", cuda_graph: bool = False):
@@ -85,7 +96,7 @@ class BundleSessions:
         self.present_names = manifest.present_names()
         d = manifest.decoder
         if self.decoder_choice.flavour == "fused":
-            self.steered = self._session(folder, "decoder", options, self.decoder_choice.steered_file)
+            self.steered = self._session(folder, "decoder", steered_options(options), self.decoder_choice.steered_file)
             self._check_contracts({"vision": self.vision, "embed": self.embed},
                                   [(plain_decoder_contract(d.num_layers), self.decoder),
                                    (steered_decoder_contract(d.num_layers), self.steered)])
