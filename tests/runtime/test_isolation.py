@@ -90,7 +90,7 @@ def test_cli_answers_and_reports_bad_input(bundle_dir, tmp_path):
     assert ok.returncode == 0, ok.stderr
     import json
     data = json.loads(ok.stdout)
-    assert data["steering"] == "adaptvis" and len(data["token_ids"]) == 4 and data["timings"]["total"] > 0
+    assert data["steering"] == "adaptvis" and len(data["token_ids"]) == 4 and data["timings_ms"]["total"] > 0 and data["decoder"]
     bad = subprocess.run([sys.executable, "-m", "runtime", "answer", "--bundle", str(bundle_dir("tiny")),
                           "--image", str(tmp_path / "missing.png"), "Where?"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
