@@ -69,12 +69,15 @@ def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
         shutil.rmtree(bundle, ignore_errors=True)
     if (bundle / "manifest.json").exists():
         try:
-            open_bundle(bundle)
-            print(f"[demo] reusing the bundle in {bundle} (delete the folder to export it again)")
-            return
+            manifest = open_bundle(bundle)
+            if "plain" in (manifest.fused_decoders or {}).get(manifest.dtype, {}):
+                print(f"[demo] reusing the bundle in {bundle} (delete the folder to export it again)")
+                return
+            print(f"[demo] {bundle} was exported without the fused decoder pair (the fast decode step): "
+                  f"exporting it again")
         except BundleError as e:
             print(f"[demo] not reusing {bundle}: {e}; exporting it again")
-            force = True
+        force = True
     if (checkpoint / "config.json").exists():
         print(f"[demo] reusing the checkpoint in {checkpoint}")
     else:
