@@ -35,15 +35,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 _GB = 1e9
 
 
-def _run(command: list[str], log_path: Path) -> tuple[int, float, float]:
-    """(exit status, seconds, the child's peak RSS in GB as the kernel counts it) of ``command``, its output to a file."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def _run(command: list[str], log_path: Path) -> tuple[int, float, float, float]:
+    """(exit status, seconds, the child's peak RSS in GB as the kernel counts it, its CPU seconds) of
+    ``command``, its output to a file.  CPU seconds against wall seconds tell a loaded machine apart."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return done.returncode, seconds, (peak_kb * 1024 / _GB if peak_kb > before else float("nan"))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    peak = after.ru_maxrss * 1024 / _GB if after.ru_maxrss > before.ru_maxrss else float("nan")
+    return done.returncode, seconds, peak, cpu
 
 
 def _stated_need(log_text: str) -> str | None:
@@ -57,17 +60,17 @@ def measure(size: str, dtype: str | None, checkpoint: Path, bundle: Path, work: 
                     "versions": machine.versions(), "load_average_start": os.getloadavg(),
                     "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if not (checkpoint / "config.json").is_file():
-        rc, seconds, peak = _run([sys.executable, "-m", "fixtures", str(checkpoint), "--size", size],
-                                 work / "fixture.log")
-        result["fixture"] = {"seconds": seconds, "peak_gb": peak, "exit_status": rc}
+        rc, seconds, peak, cpu = _run([sys.executable, "-m", "fixtures", str(checkpoint), "--size", size],
+                                      work / "fixture.log")
+        result["fixture"] = {"seconds": seconds, "peak_gb": peak, "cpu_seconds": cpu, "exit_status": rc}
         if rc != 0:
             raise SystemExit(f"the fixture failed; see {work / 'fixture.log'}")
     memory_log = work / "memory.json"
     command = [sys.executable, "-m", "export", str(checkpoint), "--out", str(bundle), "--force",
                "--memory-log", str(memory_log)] + (["--dtype", dtype] if dtype else [])
-    rc, seconds, _ = _run(command, work / "export.log")
+    rc, seconds, _, cpu = _run(command, work / "export.log")
     text = (work / "export.log").read_text()
-    result.update({"command": " ".join(command[1:]), "exit_status": rc, "wall_seconds": seconds,
+    result.update({"command": " ".join(command[1:]), "exit_status": rc, "wall_seconds": seconds, "cpu_seconds": cpu,
                    "load_average_end": os.getloadavg(), "stated_need": _stated_need(text),
                    "log_tail": text.splitlines()[-6:]})
     if memory_log.is_file():
@@ -90,7 +93,7 @@ def table(result: dict) -> str:
     lines = [f"# Export of `{result['size']}` ({result.get('bundle_dtype', result['dtype'])}) on "
              f"{result['machine']['cpu_model']} ({result['machine']['logical_cpus']} CPUs), {result['started']}",
              "", f"- wall time {result['wall_seconds']:.0f} s ({result['wall_seconds'] / 60:.1f} min), "
-             f"exit status {result['exit_status']}; load average {result['load_average_start'][0]:.1f} at the "
+             f"exit status {result['exit_status']}; {result.get('cpu_seconds', float('nan')):.0f} CPU seconds; load average {result['load_average_start'][0]:.1f} at the "
              f"start, {result['load_average_end'][0]:.1f} at the end",
              f"- peak RSS {memory.get('peak_gb', float('nan')):.2f} GB in `{memory.get('peak_phase')}` = "
              f"{(memory.get('peak_over_checkpoint') or float('nan')):.2f}x the checkpoint ({checkpoint:.2f} GB); "
