@@ -10,13 +10,14 @@ The expected peak, from the checkpoint's safetensors headers and its config (not
                   from its files; an fp32 export of it is a converted copy)
     one block     the parity reference's widened layer beside them: fp16, the largest layer and the
                   LM head in float32; fp32, the largest layer in float64 (the tolerances' run)
-    cache         the reference's K/V, a prompt's worth per parity case (export/parity.py keeps
-                  each step's new positions only)
+    cache         the reference's K/V in float32: a prompt's worth kept per parity case (export/parity.py
+                  keeps each step's new positions only), and two more while a step runs (the cache it
+                  carries and the one it makes)
     activations   a prompt's attention scores, four copies in float32
     BASE_BYTES    Python, torch, ONNX Runtime and the allocator's slack
 
-Measured peaks sit below it (docs/memory.md: ``1b`` fp16 3.79 GB against 4.5 GB; the 7B shapes in
-fp16 ...).  Where MemAvailable is less, the export stops at once with an
+Measured peaks sit at or below it (docs/memory.md: LLaVA-1.5-7B's shapes in fp16, 17.52 GB against
+18.5 GB).  Where MemAvailable is less, the export stops at once with an
 ``InsufficientMemoryError`` that names both numbers and, for fp32, what fp16 would need.
 """
 from __future__ import annotations
@@ -124,7 +125,7 @@ def expected_peak(folder: Path, dtype: str, cases: int) -> MemoryNeed:
     patches = (vision.get("image_size", 336) // vision.get("patch_size", 14)) ** 2
     prompt = patches + 16                   # the image tokens and the parity prompt's text around them
     kv = text.get("num_key_value_heads") or heads
-    cache = cases * prompt * 2 * text.get("num_hidden_layers", 32) * kv * head_dim * 4
+    cache = (cases + 2) * prompt * 2 * text.get("num_hidden_layers", 32) * kv * head_dim * 4
     activations = 4 * heads * prompt * prompt * 4
     weights = total * _ITEMSIZE[dtype]
     return MemoryNeed(dtype, weights + block + cache + activations + BASE_BYTES, weights, block, cache, activations)
