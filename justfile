@@ -22,11 +22,11 @@ demo *ARGS:
 test *ARGS:
     {{python}} -m pytest -q "$@"
 
-# Export a LLaVA checkpoint: `just export llava`, `just export <hub-id|folder> --out DIR --dtype fp16`.
+# Export a LLaVA checkpoint in its own dtype (says its peak memory first): `just export llava`, `just export <hub-id|folder> --out DIR [--dtype fp16]`.
 export MODEL *ARGS:
     {{python}} -m export "$@"
 
-# Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b` (spatial: real weights, the rest random).
+# Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b|7b-narrow|7b` (spatial: real weights, the rest random; 7b: fp16, 14 GB).
 fixture OUT *ARGS:
     {{python}} -m fixtures "$@"
 
@@ -77,6 +77,10 @@ synthetic OUT *ARGS:
 # Benchmark our runtime against the PyTorch reference: `just bench [--size small|1b] [--repeat N] [--new-tokens 16,64]`.
 bench *ARGS:
     {{python}} -m bench "$@"
+
+# Export a fixture checkpoint and report each phase's time and peak memory (a benchmark): `just bench-export [--size 7b] [--dtype fp16]`.
+bench-export *ARGS:
+    {{python}} -m bench.export_memory "$@"
 
 # Calibrate AdaptVis on a dev split, write BUNDLE/calibration.json: `just calibrate BUNDLE DATASET [--limit N] [--no-write]`.
 calibrate BUNDLE DATASET *ARGS:

@@ -1,5 +1,5 @@
 """python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]
-[--parity-layers N] [--memory-log FILE]"""
+[--parity-layers N] [--parity-cases all|per-layer-head] [--memory-log FILE] [--no-memory-check]"""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("model", help=f"hub id, local checkpoint folder, or an alias ({', '.join(ALIASES)})")
     parser.add_argument("--out", type=Path, help="bundle folder (default: bundles/<model name>)")
-    parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"],
+                        help="the bundle's float type (default: the checkpoint's own, its config's torch_dtype: "
+                             "fp16 for llava-hf/llava-1.5-7b-hf; fp32 where it is neither)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, <= 20 for TensorRT 10.3")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument("--pad-to-square", action="store_true",
                         help="pad images to a square with the mean colour before CLIP preprocessing (original LLaVA)")
     parser.add_argument("--atol", type=float,
-                        help="no parity tolerance below this (default: fp32, 8x the model's own fp32 rounding, "
-                             "measured against a float64 run; fp16, 5e-2); it widens, never narrows one")
+                        help="no parity tolerance below this (default: the model's own rounding: fp32, 8x PyTorch "
+                             "fp32's distance from a float64 run; fp16, 4x PyTorch fp16's distance from the fp32 "
+                             "reference); it widens, never narrows one")
     parser.add_argument("--attention-form", choices=ATTENTION_FORMS, default=DEFAULT_ATTENTION_FORM,
                         help="where the decoder applies the image-attention scale: on the logits, or on the "
                              "image keys (a form fused attention kernels can take); the same attention "
@@ -42,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fused", action="store_true",
                         help="write only the standard decoder (default: also the fused plain + steered pair for "
                              "ONNX Runtime's CPU and CUDA providers, checked against it)")
+    parser.add_argument("--parity-cases", choices=["all", "per-layer-head"],
+                        help="the decoder's parity cases: all (alpha 0.5, 1, 2 and a per-layer-head scale) or the "
+                             "per-layer-head one (default: all up to 3 B parameters, the per-layer-head one above: "
+                             "each case is a whole prefill of the model)")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="start even where the expected peak memory exceeds MemAvailable (by default the "
+                             "export says what it needs first, and refuses at once where it is not available)")
     parser.add_argument("--memory-log", type=Path, metavar="FILE",
                         help="write each export phase's peak resident memory (load, trace/weights/reference per "
                              "graph, parity per graph, manifest) to FILE as JSON, and log it; resets the process's "
@@ -53,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
                      revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
                      attention_form=args.attention_form, memory_log=args.memory_log,
-                     parity_layers=args.parity_layers, fused=not args.no_fused,
+                     parity_layers=args.parity_layers, parity_cases=args.parity_cases, fused=not args.no_fused,
+                     check_memory=not args.no_memory_check,
                      bound_weights=not args.exporter_writes_weights)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)

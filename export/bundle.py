@@ -1,18 +1,19 @@
 """Export a LLaVA checkpoint into a self-describing bundle folder.
 
-    checkpoint --load--> LlavaForConditionalGeneration (fp32, eager)
+    checkpoint --load--> LlavaForConditionalGeneration (the export dtype: the checkpoint's own by default; eager)
         |-- VisionEncoder  --optimum export--> vision.onnx
         |-- TokenEmbedding --optimum export--> embed.onnx
         `-- SteeredDecoder --optimum export--> decoder.onnx (+ decoder.onnx_data when > 2 GB)
     tokenizer.json, parity check (ONNX Runtime vs PyTorch), manifest.json (with sha256 of every file)
 
+Before anything is loaded the export states its expected peak memory and refuses at once where the
+machine has less available (``export/memory_need.py``).
 Everything is written into ``.<out>.partial-<pid>`` beside the target and renamed
 at the very end, so a failure (parity, full disk, Ctrl-C) never leaves a
 folder that looks like a complete bundle.
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import shutil
@@ -26,10 +27,11 @@ from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
 from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
 from runtime.bundle import sha256_file
 
-from fused import FuseError, UnsupportedDecoderError, fuse_bundle
+from fused import FuseError, FusedMemoryError, UnsupportedDecoderError, fuse_bundle
 
 from .errors import BundleExistsError, ExportError
 from .memory_log import NO_MEMORY_LOG, MemoryLog, checkpoint_bytes
+from .memory_need import check_memory, default_dtype, parameter_count
 from .release import drop_unused_pages, trim_heap
 from .settings import ExportSettings
 from .source import resolve
@@ -52,6 +54,15 @@ def export_llava(model: str, out: Path, settings: ExportSettings | None = None, 
     out = Path(out).expanduser().resolve()
     _check_target(out, force)
     source = resolve(model, settings.revision)
+    if settings.dtype is None:
+        settings = settings.with_options(dtype=default_dtype(source.folder))
+    if settings.parity_cases is None:
+        from .parity import ALL_CASES_MAX_PARAMETERS
+
+        big = parameter_count(source.folder) > ALL_CASES_MAX_PARAMETERS
+        settings = settings.with_options(parity_cases="per-layer-head" if big else "all")
+    if settings.check_memory:
+        check_memory(source.folder, settings.dtype, 1 if settings.parity_cases == "per-layer-head" else 4, log)
     memory = (NO_MEMORY_LOG if settings.memory_log is None else
               MemoryLog(settings.memory_log, log, checkpoint_bytes(source.folder)))
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -76,7 +87,7 @@ def _add_fused_pair(folder: Path, checkpoint: Path, settings: ExportSettings, lo
     """The fused pair beside decoder.onnx (``fused.fuse_bundle``: built, checked, recorded), or a line saying why not."""
     try:
         fuse_bundle(folder, settings.dtype, checkpoint=checkpoint, atol=settings.atol, log=log)
-    except UnsupportedDecoderError as e:
+    except (UnsupportedDecoderError, FusedMemoryError) as e:
         log(f"no fused decoder pair (the standard decoder serves every provider): {e}")
     except FuseError as e:
         raise ExportError(f"the fused decoder pair failed: {e} (--no-fused exports without it)") from None
@@ -100,12 +111,11 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
     from .external_data import consolidate, streaming_external_data
     from .parity import ReferenceRecorder, compare_with_onnx
-    from .upcast import fp32_block_by_block
     from .wrappers import SteeredDecoder, TokenEmbedding, VisionEncoder
 
     dtype, atol, bound_weights, parity_layers = settings.dtype, settings.atol, settings.bound_weights, settings.parity_layers
     t0 = time.perf_counter()
-    log(f"loading {source.name}")
+    log(f"loading {source.name} ({dtype}; parity cases: {settings.parity_cases})")
     # Loaded in the export's dtype: an fp16 export never holds an fp32 copy of the model
     # (LLaVA-1.5-7B: 14 GB instead of 28 GB).
     with memory.phase("load"):
@@ -118,7 +128,7 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
     configs = {"vision": VisionOnnxConfig(model.config, dtype), "embed": EmbedOnnxConfig(model.config.text_config, dtype),
                "decoder": DecoderOnnxConfig(model.config.text_config, dtype)}
     config = model.config
-    recorder = ReferenceRecorder(config, dtype)
+    recorder = ReferenceRecorder(config, dtype, cases=settings.parity_cases)
     contracts = bundle_contracts(config.text_config.num_hidden_layers)
     for name in ("vision", "embed", "decoder"):
         t = time.perf_counter()
@@ -133,8 +143,7 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
             with memory.phase(f"weights {name}"):
                 bind_weights(folder / f"{name}.onnx", part, contracts[name].input_names)
         # The reference runs in fp32 arithmetic on the (fp16-rounded) weights that were exported.
-        with memory.phase(f"reference {name}"), \
-                fp32_block_by_block(part) if dtype == "fp16" else contextlib.nullcontext():
+        with memory.phase(f"reference {name}"):
             getattr(recorder, name)(part)
         del part
         if name == "decoder":
@@ -158,10 +167,13 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
     parity = compare_with_onnx(folder, recorder.cases, dtype, atol, phase=memory.phase, log=log, **ranges)
     log("parity " + ", ".join(f"{k} {v:.2e} (tolerance {parity.tolerances.limits[k]:.2e})"
                               for k, v in parity.worst.items()) + f" ({time.perf_counter() - t:.1f}s)")
-    if parity.tolerances.noise:
+    if parity.tolerances.noise and dtype == "fp32":
         log("parity: PyTorch fp32 vs float64 " + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.noise.items())
             + "; by magnitude and depth (the rule without a float64 run) the tolerances would be "
             + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.by_depth.items()))
+    elif parity.tolerances.noise:
+        log("parity: PyTorch fp16 vs the fp32 reference "
+            + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.noise.items()))
     with memory.phase("manifest"):
         processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
         manifest = _manifest(source, config, processor, folder, settings, parity)
@@ -225,7 +237,9 @@ def _manifest(source, config, processor, folder: Path, settings: ExportSettings,
                            "optimum": version("optimum"), "optimum-onnx": version("optimum-onnx"),
                            "onnx": onnx.__version__},
         parity=parity.worst, parity_tolerance=parity.tolerances.limits, parity_rule=parity.tolerances.rules,
-        parity_fp32_noise=parity.tolerances.noise or None, attention_form=settings.attention_form,
+        parity_fp32_noise=(parity.tolerances.noise or None) if settings.dtype == "fp32" else None,
+        parity_fp16_noise=(parity.tolerances.noise or None) if settings.dtype == "fp16" else None,
+        attention_form=settings.attention_form,
         sha256={name: sha256_file(folder / name) for name in files},
     )
 

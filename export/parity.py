@@ -22,12 +22,20 @@ Two phases keep peak memory near one copy of the weights:
                                layer range by layer range (``range_parity``: a session holds
                                only its range's weights, which ORT casts to fp32 on x86)
 
-The reference runs in fp32 (for an fp16 export: on the fp16-rounded weights),
-so the difference measures the exported graph's own arithmetic.  For an fp32 export the
-recorder runs each part a second time in float64 (one layer at a time, ``export/upcast.py``):
-how far PyTorch fp32 is from exact arithmetic on the same inputs sets the tolerances
-(``export/tolerance.py``); where that run does not fit in memory, they follow the outputs'
-magnitude and the depth instead.
+The reference runs in fp32 (for an fp16 export: on the fp16-rounded weights, one block upcast at
+a time), so the difference measures the exported graph's own arithmetic.  The recorder runs each
+part a second time to scale the tolerances (``export/tolerance.py``): an fp32 export in float64
+(one layer at a time, ``export/upcast.py``: how far PyTorch fp32 is from exact arithmetic; where
+that run does not fit in memory, the tolerances follow the outputs' magnitude and the depth
+instead), an fp16 export in PyTorch fp16 (``export/half_run.py``: how far the model's own fp16
+rounding takes it from the fp32 reference).  That second run is compared step by step, as it goes.
+
+What is kept of the reference: each step's outputs, the present K/V as the step's new positions
+only (a step's cache is the previous step's and its new positions: ``whole_outputs`` puts it
+together again when a check needs it).  A 7B decoder's full cache per step, kept for every step of
+every case, was ~10 GB; its new positions are ~0.6 GB a case.  Models above
+``ALL_CASES_MAX_PARAMETERS`` run the per-layer-head case only (``cases="per-layer-head"``): the
+small fixtures cover the case matrix, and each case at full size is a whole prefill per float type.
 """
 from __future__ import annotations
 
@@ -41,18 +49,24 @@ import torch
 from graphs.contracts import ATTENTION_OUTPUTS, bundle_contracts, decoder_contract
 from .errors import ParityError
 from .release import trim_heap
+from .settings import CASE_SETS
+from .half_run import fp16_run
 from .tolerance import Tolerances, tolerances
-from .upcast import float64_run, fp64_fits
+from .upcast import float64_run, fp32_block_by_block, fp64_fits
 
 ALPHAS = (0.5, 1.0, 2.0)
 CACHED_STEPS = 3
+# Above this many parameters an export checks the per-layer-head case only, unless told otherwise
+# (a 7B prefill is ~1 min of reference per float type on 2 cores; the fixtures run every case).
+ALL_CASES_MAX_PARAMETERS = 3_000_000_000
 
 
 @dataclass
 class Step:
     context: str                        # "alpha=0.50, cached step 2"
     feeds: dict[str, np.ndarray]        # every input but the past K/V
-    expected: list[np.ndarray]          # the graph's outputs, in contract order
+    expected: list[np.ndarray]          # the graph's outputs, in contract order; each present K/V
+                                        # [1, KV, new, D]: this step's new positions (whole_outputs)
     first: bool = False                 # True: start from an empty cache
 
 
@@ -61,7 +75,8 @@ class Cases:
     graphs: dict[str, list[Step]] = field(default_factory=dict)
     num_layers: int = 0
     kv_shape: tuple = ()                # (1, KV, 0, D): the empty cache
-    # per manifest key: PyTorch fp32's distance from float64 (keys measured only), the largest
+    # per manifest key: the reference's distance from its second run (fp32 export: PyTorch fp32 from
+    # float64; fp16 export: PyTorch fp16 from the fp32 reference; keys measured only), the largest
     # |output|, and the layers the output passed through (see export/tolerance.py)
     noise: dict[str, float] = field(default_factory=dict)
     magnitude: dict[str, float] = field(default_factory=dict)
@@ -72,14 +87,19 @@ class ReferenceRecorder:
     """Runs the PyTorch side graph by graph, so each part's weights can be freed once recorded.
 
     Call ``vision``, ``embed`` and ``decoder`` in that order (the decoder's prompt
-    holds the recorded image features and embeddings).  ``measure_noise`` (fp32 only): run each
-    part again in float64 where that fits in memory, for the tolerances.
+    holds the recorded image features and embeddings).  ``measure_noise``: run each part again, for
+    the tolerances: fp32, in float64 where that fits in memory; fp16, in PyTorch fp16.
+    ``cases``: "all" (alpha 0.5, 1, 2 and a per-layer-head scale) or "per-layer-head" (that one only).
     """
 
-    def __init__(self, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True):
+    def __init__(self, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True, cases: str = "all"):
+        if cases not in CASE_SETS:
+            raise ValueError(f"cases must be one of {', '.join(CASE_SETS)}, got {cases!r}")
         self.config = llava_config
+        self.dtype = dtype
         self.np_float = np.float16 if dtype == "fp16" else np.float32
-        self.measure_noise = measure_noise and dtype == "fp32"
+        self.measure_noise = measure_noise
+        self.case_set = cases
         self.gen = torch.Generator().manual_seed(seed)
         text = llava_config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -88,13 +108,16 @@ class ReferenceRecorder:
     def vision(self, vision) -> None:
         size = self.config.vision_config.image_size
         pixels = torch.randn(1, 3, size, size, generator=self.gen)                  # [1, 3, H, W]
-        with torch.no_grad():
+        with torch.no_grad(), self._reference(vision):
             self.features = vision(pixels).float()                                  # [1, T, C]
         self._record("vision", [Step("a random image", {"pixel_values": pixels.numpy().astype(self.np_float)},
                                      [self.features.numpy()])], depth=len(vision.layers) + 2)
         if self._exact(vision):
             with torch.no_grad(), float64_run(vision):
                 self._noise("vision", self.cases.graphs["vision"], [[vision(pixels.double()).numpy()]])
+        elif self._half(vision):
+            with torch.no_grad(), fp16_run(vision):
+                self._noise("vision", self.cases.graphs["vision"], [[vision(pixels.half()).float().numpy()]])
 
     def embed(self, embed) -> None:
         image_id = self.config.image_token_index
@@ -115,24 +138,36 @@ class ReferenceRecorder:
         layers, heads = self.cases.num_layers, self.config.text_config.num_attention_heads
         scales = [torch.full((1, layers, heads), a) for a in ALPHAS]
         scales.append(torch.rand(1, layers, heads, generator=self.gen) * 1.5 + 0.5)
+        if self.case_set == "per-layer-head":
+            scales = scales[-1:]
         image_mask = self.ids == self.config.image_token_index
         runs = [(scale, f"alpha={scale.flatten()[0].item():.2f}" + ("" if scale.unique().numel() == 1
                                                                        else " per-layer-head")) for scale in scales]
         steps = []
-        for scale, label in runs:
-            steps += [Step(f"{label}, {context}", _np_feeds(feeds, self.np_float), out, first=k == 0)
-                      for k, (context, feeds, out) in enumerate(_decoder_run(
-                          decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale, self.cases.kv_shape,
-                          torch.float32))]
+        with self._reference(decoder):
+            for scale, label in runs:
+                steps += [Step(f"{label}, {context}", _np_feeds(feeds, self.np_float), out, first=k == 0)
+                          for k, (context, feeds, out) in enumerate(_decoder_run(
+                              decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale,
+                              self.cases.kv_shape, torch.float32))]
         self._record("decoder", steps, depth=layers)
-        if self._exact(decoder):
-            with float64_run(decoder):      # step by step: one step's float64 outputs held at a time
+        second = (float64_run(decoder), torch.float64) if self._exact(decoder) else \
+            (fp16_run(decoder), torch.float16) if self._half(decoder) else None
+        if second:
+            with second[0]:      # step by step: one step's outputs of the second run held at a time
                 self._noise("decoder", steps, (out for scale, _ in runs for _, _, out in _decoder_run(
                     decoder, image_mask, self.embeds[:, :-1], self.step_embeds, scale, self.cases.kv_shape,
-                    torch.float64)))
+                    second[1])))
+
+    def _reference(self, part):
+        """fp16: the part computes in float32, one block upcast at a time; fp32: as it is."""
+        return fp32_block_by_block(part) if self.dtype == "fp16" else contextlib.nullcontext()
 
     def _exact(self, part) -> bool:
-        return self.measure_noise and fp64_fits(part)
+        return self.measure_noise and self.dtype == "fp32" and fp64_fits(part)
+
+    def _half(self, part) -> bool:
+        return self.measure_noise and self.dtype == "fp16"
 
     def _record(self, graph: str, steps: list[Step], depth: int) -> None:
         self.cases.graphs[graph] = steps
@@ -144,12 +179,26 @@ class ReferenceRecorder:
                 self.cases.magnitude[key] = max(self.cases.magnitude.get(key, 0.0), mag)
                 self.cases.depth[key] = depth
 
-    def _noise(self, graph: str, steps: list[Step], exact) -> None:
-        """The recorded fp32 outputs against the float64 run's, in the parity check's own measure."""
+    def _noise(self, graph: str, steps: list[Step], second) -> None:
+        """The recorded reference against the second run's outputs (float64, or PyTorch fp16), step by
+        step, in the parity check's own measure.  A step's K/V cache is compared without putting it
+        together: its past positions are the previous step's (both runs carry their own), so the whole
+        cache's largest difference and magnitude are the running maxima over the new positions."""
         names = _output_names(graph, self.cases.num_layers)
-        for step, outputs in zip(steps, exact, strict=True):
-            for name, fp32, fp64 in zip(names, step.expected, outputs, strict=True):
-                key, diff = _difference(graph, name, fp32, fp64)
+        running: dict[str, tuple[float, float]] = {}     # present name -> (largest |diff|, largest |want|)
+        for step, outputs in zip(steps, second, strict=True):
+            if step.first:
+                running.clear()
+            for name, want, got in zip(names, step.expected, outputs, strict=True):
+                if name.startswith("present."):
+                    diff, scale = running.get(name, (0.0, 0.0))
+                    if want.size:
+                        diff = max(diff, float(np.max(np.abs(got.astype(np.float32) - want))))
+                        scale = max(scale, float(np.max(np.abs(want))))
+                    running[name] = (diff, scale)
+                    key, diff = _key(graph, name), diff / max(1.0, scale)
+                else:
+                    key, diff = _difference(graph, name, got, want)
                 self.cases.noise[key] = max(self.cases.noise.get(key, 0.0), diff)
 
 
@@ -157,9 +206,28 @@ def _output_names(graph: str, num_layers: int) -> list[str]:
     return bundle_contracts(num_layers)[graph].output_names
 
 
-def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True) -> Cases:
+def whole_outputs(step: Step, names: list[str], running: dict, only=None) -> dict[str, np.ndarray]:
+    """``step``'s expected outputs by name, each present K/V whole: ``running``'s (the previous step's
+    of the same case, per name; emptied at a case's first step) followed by the step's new positions.
+    ``only``: the names wanted (the others are neither returned nor carried)."""
+    if step.first:
+        running.clear()
+    out = {}
+    for name, want in zip(names, step.expected):
+        if only is not None and name not in only:
+            continue
+        if name.startswith("present."):
+            if name in running:
+                want = np.concatenate([running[name], want], axis=2)           # [1, KV, past + new, D]
+            running[name] = want
+        out[name] = want
+    return out
+
+
+def reference_cases(wrappers: dict, llava_config, dtype: str, seed: int = 0, measure_noise: bool = True,
+                    cases: str = "all") -> Cases:
     """All three graphs' PyTorch outputs at once."""
-    recorder = ReferenceRecorder(llava_config, dtype, seed, measure_noise)
+    recorder = ReferenceRecorder(llava_config, dtype, seed, measure_noise, cases)
     for name in ("vision", "embed", "decoder"):
         getattr(recorder, name)(wrappers[name])
     return recorder.cases
@@ -169,7 +237,9 @@ def _decoder_run(decoder, image_mask, prefill, step_embeds, scale, kv_shape, dty
     """The prefill, then each cached step, in ``dtype`` arithmetic, carrying the decoder's own cache.
 
     Yields (context, torch feeds, outputs in contract order as numpy: float32, or float64 for a
-    float64 run); the attention outputs are reduced from the hooks' rows, not taken from the outputs."""
+    float64 run; each present K/V the step's new positions only, ``whole_outputs``).  The attention
+    outputs are reduced from the hooks' rows, not taken from the outputs; in an fp16 run (PyTorch's
+    own fp16 rounding, for the tolerances) they are the decoder's own, as the graph computes them."""
     wide = torch.float64 if dtype == torch.float64 else torch.float32
     n_kv = 2 * len(decoder.model.layers)
     past = [torch.zeros(kv_shape, dtype=dtype) for _ in range(n_kv)]
@@ -183,9 +253,11 @@ def _decoder_run(decoder, image_mask, prefill, step_embeds, scale, kv_shape, dty
                      image_token_mask=full_mask[:, :total])
         with torch.no_grad(), _last_rows(decoder) as rows:
             out = decoder(feeds["inputs_embeds"], feeds["attention_mask"], feeds["position_ids"], past,
-                          scale.to(dtype), feeds["image_token_mask"])
-        outputs = [t.to(wide).numpy() for t in out[: 1 + n_kv]]                  # logits, present K/V
-        outputs += [t.to(wide).numpy() for t in _expected_attention(rows, feeds["image_token_mask"])]
+                          scale.to(wide), feeds["image_token_mask"])
+        outputs = [out[0].to(wide).numpy()]                                      # logits [1, V]
+        outputs += [t[:, :, done:].to(wide).contiguous().numpy() for t in out[1: 1 + n_kv]]   # [1, KV, new, D]
+        attention = out[1 + n_kv:] if dtype == torch.float16 else _expected_attention(rows, feeds["image_token_mask"])
+        outputs += [t.to(wide).numpy() for t in attention]
         yield context, feeds, outputs
         past, done = list(out[1: 1 + n_kv]), total
 
@@ -296,15 +368,17 @@ def _compare_graph(path: Path, graph: str, steps: list[Step], cases: Cases, judg
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    names = _output_names(graph, cases.num_layers)
     past_names = decoder_contract(cases.num_layers).input_names[3:-2] if graph == "decoder" else []
     past: list[np.ndarray] = []
+    running: dict = {}
     for step in steps:
         if step.first:
             past = [np.zeros(cases.kv_shape, dtype=judge.np_float) for _ in past_names]
         got = session.run(names, {**step.feeds, **dict(zip(past_names, past))})
-        for name, g, want in zip(names, got, step.expected):
-            judge.check(graph, name, g, want, step.context)
+        want = whole_outputs(step, names, running)
+        for name, g in zip(names, got):
+            judge.check(graph, name, g, want[name], step.context)
         past = got[1: 1 + len(past_names)]
     del session
 

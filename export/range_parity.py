@@ -50,6 +50,7 @@ from graphs.contracts import IMAGE_ATTENTION_SHARE, LAST_ROW_ATTENTION, PAST_KEY
     PRESENT_VALUE, decoder_contract
 
 from .errors import ExportError
+from .parity import whole_outputs
 from .release import trim_heap
 
 INPUTS_EMBEDS = "inputs_embeds"
@@ -227,13 +228,11 @@ def compare_decoder_by_ranges(path: Path, steps: list, cases, judge, *, max_byte
         log(f"parity: decoder checked in {len(ranges)} layer range(s): "
             + ", ".join(f"{a}-{b - 1}" for a, b in ranges)
             + (f" (fp32 weights <= {max_bytes / 1e9:.2f} GB a range)" if max_bytes and layers is None else ""))
-    outputs = decoder_contract(L).output_names
-    expected = [dict(zip(outputs, step.expected)) for step in steps]
     hidden = [step.feeds[INPUTS_EMBEDS] for step in steps]            # [1, S, C] per step: the next range's input
     rows: list[dict[str, np.ndarray]] = [{} for _ in steps]           # per step, {row name: [1, 1, K]} so far
     for a, b in ranges:
         with phase(f"parity decoder layers {a}-{b - 1}"):
-            _check_range(cutter, a, b, steps, expected, hidden, rows, cases.kv_shape, judge)
+            _check_range(cutter, a, b, steps, hidden, rows, cases.kv_shape, judge)
         trim_heap()
     for key in ("decoder", "decoder.present_relative", "decoder.attention"):   # the whole-graph check's order
         if key in judge.worst:
@@ -241,8 +240,8 @@ def compare_decoder_by_ranges(path: Path, steps: list, cases, judge, *, max_byte
     return ranges
 
 
-def _check_range(cutter: DecoderCutter, a: int, b: int, steps: list, expected: list[dict], hidden: list,
-                 rows: list[dict], kv_shape: tuple, judge) -> None:
+def _check_range(cutter: DecoderCutter, a: int, b: int, steps: list, hidden: list, rows: list[dict],
+                 kv_shape: tuple, judge) -> None:
     """Layers [a, b) in a session of their own, step by step; ``hidden`` and ``rows`` move on to layer b.
 
     The session is local: it is gone (and its model file deleted) before the next range's is made."""
@@ -261,14 +260,17 @@ def _check_range(cutter: DecoderCutter, a: int, b: int, steps: list, expected: l
                               f"({type(e).__name__}: {e}); check the decoder whole (--parity-layers 0)") from None
         pasts, presents = _pasts(range(a, b)), _presents(range(a, b))
         checked = [LOGITS, *presents, LAST_ROW_ATTENTION, IMAGE_ATTENTION_SHARE] if b == L else presents
+        names = decoder_contract(L).output_names
         past: list[np.ndarray] = []
+        running: dict = {}          # the expected cache of this range's layers, step to step (whole_outputs)
         for k, step in enumerate(steps):
             if step.first:
                 past = [np.zeros(kv_shape, dtype=judge.np_float) for _ in pasts]
             known = {**step.feeds, **rows[k], **dict(zip(pasts, past)), layout.hidden[a]: hidden[k]}
             got = dict(zip(outputs, session.run(outputs, {n: known[n] for n in inputs})))
+            expected = whole_outputs(step, names, running, only=set(checked))
             for name in checked:
-                judge.check("decoder", name, got[name], expected[k][name],
+                judge.check("decoder", name, got[name], expected[name],
                             f"{step.context} (decoder layers {a}-{b - 1} of {L} in a session of their own)")
             past = [got[n] for n in presents]
             if b < L:   # copies: an output of ONNX Runtime can keep its session's memory arena alive

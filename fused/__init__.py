@@ -11,6 +11,6 @@ recorded in ``manifest.json``'s ``fused_decoders``).  ``just export`` writes the
 from __future__ import annotations
 
 from .bundle import fuse_bundle
-from .errors import FuseError, FusedParityError, UnsupportedDecoderError
+from .errors import FuseError, FusedMemoryError, FusedParityError, UnsupportedDecoderError
 
-__all__ = ["fuse_bundle", "FuseError", "FusedParityError", "UnsupportedDecoderError"]
+__all__ = ["fuse_bundle", "FuseError", "FusedMemoryError", "FusedParityError", "UnsupportedDecoderError"]

@@ -19,17 +19,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from graphs.manifest import Manifest
 from runtime.bundle import open_bundle, sha256_file
 from runtime.errors import BundleError
+from runtime.host_memory import available_bytes
 
-from .errors import FuseError
+from .errors import FuseError, FusedMemoryError
 from .graph import build_fused_decoders, check_supported, fused_files
 from .parity import check_parity, compare_decoders, tolerances
 from .weights import CheckpointDecoder
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_BASE_BYTES = 1_000_000_000      # Python, torch, ONNX Runtime, the inputs
 
 
 def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path | None = None,
@@ -53,6 +56,7 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
     if not (checkpoint / "config.json").is_file():
         raise FuseError(f"the checkpoint {checkpoint} (the weights the fused decoder is built from) has no "
                         f"config.json; pass --checkpoint DIR")
+    check_memory(folder, manifest, dtype, providers, log)
     t0 = time.perf_counter()
     source = CheckpointDecoder(checkpoint, DTYPES[dtype])
     _check_shape(source, manifest, checkpoint)
@@ -89,6 +93,36 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
     for f in set(old) - set(files.values()):          # an earlier layout's files, no longer named
         (folder / f).unlink(missing_ok=True)
     return record
+
+
+def check_memory(folder: Path, manifest: Manifest, dtype: str, providers, log=None) -> int:
+    """The memory the pair's check needs (returned), said first; ``FusedMemoryError`` where the machine lacks it.
+
+    The check holds three decoders' sessions: the standard one, the plain one (its weights packed) and the
+    steered one (the weights file mapped, its pages touched): each about the weights' bytes, twice that
+    in fp16 on a CPU (ONNX Runtime computes fp16 MatMuls there in fp32, casting the weights once)."""
+    standard = sum((folder / f).stat().st_size for f in [manifest.graphs["decoder"],
+                                                          *external_files(folder, manifest.graphs["decoder"])])
+    pair = standard * np.dtype(DTYPES[dtype]).itemsize // (2 if manifest.dtype == "fp16" else 4)
+    on_cpu = list(providers)[0] == "CPUExecutionProvider"
+    widen = {"fp16": 2 if on_cpu else 1, "fp32": 1}
+    need = standard * widen[manifest.dtype] + 2 * pair * widen[dtype] + _BASE_BYTES
+    available = available_bytes()
+    if log:
+        log(f"the fused {dtype} pair's check needs about {need / 1e9:.1f} GB"
+            + (f"; {available / 1e9:.1f} GB available" if available is not None else ""))
+    if available is not None and need > available:
+        raise FusedMemoryError(f"the fused {dtype} pair's check against decoder.onnx needs about {need / 1e9:.1f} GB "
+                               f"(three decoder sessions), and this machine has {available / 1e9:.1f} GB available; "
+                               f"build the pair where that fits: just fuse {folder} --dtype {dtype}"
+                               + (" --provider cuda" if dtype == "fp16" and on_cpu else ""))
+    return need
+
+
+def external_files(folder: Path, graph: str) -> list[str]:
+    """The weights files a graph names (without reading them)."""
+    model = onnx.load(str(folder / graph), load_external_data=False)
+    return sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
 
 
 def _files_of(manifest: Manifest, dtype: str) -> list[str]:

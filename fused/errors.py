@@ -12,3 +12,7 @@ class UnsupportedDecoderError(FuseError):
 
 class FusedParityError(FuseError):
     """The fused decoder's outputs differ from the bundle's standard decoder beyond the tolerance."""
+
+
+class FusedMemoryError(FuseError):
+    """The pair's check would need more memory than the machine has available (nothing was built)."""

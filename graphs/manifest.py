@@ -98,10 +98,12 @@ class Manifest:
     fused_decoders: dict[str, dict[str, Any]] | None = None
     # What ``parity`` was held to (export/tolerance.py; None in manifests written before): the limit per
     # key, how it was set (measured against float64, by magnitude and depth, fp16 absolute, or --atol),
-    # and PyTorch fp32's own distance from float64 arithmetic on the parity inputs, where measured.
+    # and PyTorch fp32's own distance from float64 arithmetic on the parity inputs, where measured;
+    # for an fp16 bundle, PyTorch fp16's distance from the fp32 reference instead.
     parity_tolerance: dict[str, float] | None = None
     parity_rule: dict[str, str] | None = None
     parity_fp32_noise: dict[str, float] | None = None
+    parity_fp16_noise: dict[str, float] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -136,13 +136,14 @@ def swap_weights(folder: Path, graph: str, a: str, b: str) -> None:
 
 
 def overwrite_weight(folder: Path, graph: str, name: str, edit) -> None:
-    """``edit(values)`` changes a float32 weight's values (a flat numpy view) in the data file, in place."""
+    """``edit(values)`` changes a float32 or fp16 weight's values (a flat numpy copy) in the data file."""
     _, inits = _initializers(folder, graph)
     info = {e.key: e.value for e in inits[name].external_data}
     offset, length = int(info.get("offset", 0)), int(info["length"])
     path = folder / info["location"]
     raw = bytearray(path.read_bytes())
-    values = np.frombuffer(raw, dtype=np.float32, count=length // 4, offset=offset).copy()
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[name].data_type)
+    values = np.frombuffer(raw, dtype=dtype, count=length // dtype.itemsize, offset=offset).copy()
     edit(values)
     raw[offset: offset + length] = values.tobytes()
     path.write_bytes(bytes(raw))

@@ -261,3 +261,32 @@ def test_planted_defects_in_the_pair_are_refused(fused_bundle, tmp_path, which, 
 def _shape_of_mask(graph) -> str:
     graph.node.insert(0, onnx.helper.make_node("Shape", ["image_token_mask"], ["planted_mask_shape"]))
     return "planted_mask_shape"
+
+
+def test_the_check_says_what_it_needs_and_refuses_where_it_lacks_it(fused_bundle, monkeypatch):
+    import fused.bundle as fb
+    from fused import FusedMemoryError
+
+    folder = fused_bundle("tiny")
+    manifest = Manifest.read(folder)
+    before = (folder / "manifest.json").read_text()
+    said = []
+    need = fb.check_memory(folder, manifest, "fp32", ["CPUExecutionProvider"], said.append)
+    standard = (folder / "decoder.onnx").stat().st_size + (folder / "decoder.onnx_data").stat().st_size
+    assert need == 3 * standard + fb._BASE_BYTES and "needs about" in said[0]
+    assert fb.check_memory(folder, manifest, "fp16", ["CPUExecutionProvider"]) == 3 * standard + fb._BASE_BYTES
+    monkeypatch.setattr(fb, "available_bytes", lambda: 10**8)            # a machine with 0.1 GB free
+    with pytest.raises(FusedMemoryError, match="needs about .* GB .* 0.1 GB available; build the pair where"):
+        fuse_bundle(folder, "fp32", log=lambda m: None)
+    assert (folder / "manifest.json").read_text() == before
+
+
+def test_an_export_without_room_for_the_pair_check_writes_none_and_says_why(checkpoint_dir, tmp_path, monkeypatch):
+    import fused.bundle as fb
+    from export import export_llava
+
+    monkeypatch.setattr(fb, "available_bytes", lambda: 10**8)
+    said = []
+    manifest = export_llava(str(checkpoint_dir("tiny")), tmp_path / "b", log=said.append)
+    assert manifest.fused_decoders is None
+    assert any(line.startswith("no fused decoder pair") and "needs about" in line for line in said)
