@@ -200,7 +200,7 @@ LEGACY_FUSED_FIELDS = frozenset({"file", "dtype", "parity", "nodes", "nodes_per_
 
 def fused_record_files(record: dict) -> list[str]:
     """The files a ``fused_decoders`` record names (checked by ``check_fused_record``)."""
-    return [record["file"]] if "plain" not in record else [record[k] for k in FUSED_FILES]
+    return [record["file"]] if "file" in record and "plain" not in record else [record[k] for k in FUSED_FILES]
 
 
 def check_fused_record(dtype: Any, record: Any) -> None:
@@ -209,7 +209,7 @@ def check_fused_record(dtype: Any, record: Any) -> None:
         raise ManifestFieldError(f"{where}: the key must be one of {', '.join(FUSED_DTYPES)}")
     if not isinstance(record, dict):
         raise ManifestFieldError(f"{where} must be an object, got {_kind(record)}")
-    legacy = "plain" not in record
+    legacy = "file" in record and "plain" not in record
     known = LEGACY_FUSED_FIELDS if legacy else FUSED_FIELDS
     unknown = sorted(set(record) - known)
     if unknown:

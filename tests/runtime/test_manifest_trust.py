@@ -129,7 +129,7 @@ EDITS = {
     "embed graph missing": (_drop("graphs/embed"), "must each name the 'embed' graph"),
     "a present output missing": (_drop_decoder_output, "not an output of the decoder"),
     "fused decoder without a file": (_set("fused_decoders", {"fp32": {"nodes_per_layer": 25}}),
-                                     r"fused_decoders\['fp32'\] must name a file"),
+                                     r"fused_decoders\['fp32'\]\['plain'\] must name a file"),
     "digest of a file above the folder": (_digest_above_the_folder, "sha256 key .* inside the bundle folder"),
 }
 
