@@ -38,7 +38,7 @@ train-spatial *ARGS:
 fuse BUNDLE *ARGS:
     {{python}} -m fused "$@"
 
-# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8: int8 arithmetic, as fast as fp32; --accuracy-level 0: fp32 arithmetic, 3-5x slower).
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8 / int4: int8 arithmetic by default; --accuracy-level 0: fp32 arithmetic, 3-5x slower; the fused decoder pair is quantized too).
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 

@@ -208,8 +208,8 @@ def test_graphs_with_external_weights_are_read_copied_and_written(source, tmp_pa
     np.testing.assert_array_equal(a, b)                 # the same quantization, however the weights were stored
 
 
-def test_default_accuracy_level_is_int8_arithmetic_for_int8_only():
+def test_default_accuracy_level_is_int8_arithmetic():
     from quantize.bundle import Settings
 
-    assert Settings("int8").check().accuracy_level == 4 and Settings("int4").check().accuracy_level == 0
+    assert Settings("int8").check().accuracy_level == 4 and Settings("int4").check().accuracy_level == 4
     assert Settings("int8", accuracy_level=0).check().accuracy_level == 0          # still a choice
