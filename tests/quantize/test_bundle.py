@@ -43,7 +43,7 @@ def test_manifest_records_the_method_and_the_source(quantized_dir, bundle_dir):
     manifest = runtime.load(folder).manifest             # sha256 of every file checked by the runtime
     q = manifest.quantization
     assert q["precision"] == "int4" and q["bits"] == 4 and q["block_size"] == 32
-    assert q["symmetric"] is False and q["accuracy_level"] == 0 and q["tool"].endswith("MatMulNBitsQuantizer")
+    assert q["symmetric"] is False and q["accuracy_level"] == 4 and q["tool"].endswith("MatMulNBitsQuantizer")
     import hashlib
     assert q["source_sha256"] == hashlib.sha256((bundle_dir("tiny") / "manifest.json").read_bytes()).hexdigest()
     assert q["source_bundle"] == str(bundle_dir("tiny").resolve()) and q["io_dtype"] == manifest.dtype == "fp32"
