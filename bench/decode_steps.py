@@ -4,8 +4,8 @@
 The decoder alone, through the runtime's own decoders (no vision, no Python schedule around them):
 for each bundle and each decoder it has (the standard ``decoder.onnx``; the fused pair), a prefill
 of ``--prompt`` tokens with image keys in it, the steered last-token step (alpha 2) from the same
-cache, then ``--steps`` decode steps (the hot loop), ``--repeat`` times; medians.  Ratios are
-against the first bundle's standard decoder, measured in the same run.  ``--rss-steps``: one more
+cache, then ``--steps`` decode steps (the hot loop).  Every decoder runs once per round, ``--repeat``
+rounds; medians, and ratios against the first bundle's standard decoder paired round by round.  ``--rss-steps``: one more
 run of that many decode steps per decoder, the resident memory read after every step (flat after
 the first step: nothing allocated per token).  ``--cuda-graph`` (CUDA, fused pair): the decode step
 captured and replayed; the same decoder without it is measured beside it.
@@ -41,52 +41,50 @@ def _nodes_per_layer(folder: Path, file: str, layers: int) -> float:
     return len(onnx.load(str(folder / file), load_external_data=False).graph.node) / layers
 
 
-def time_decoder(vlm, prompt: int, steps: int, repeat: int, rss_steps: int, seed: int = 0) -> dict:
-    """Medians over ``repeat`` runs: prefill s, steered step s, decode s a step; RSS after each of ``rss_steps``."""
-    s, d = vlm.sessions, vlm.manifest.decoder
-    runner = s.runner
-    rng = np.random.default_rng(seed)
-    embeds = (rng.standard_normal((1, prompt, d.hidden_size)) * 0.02).astype(np.float32)
-    image_mask = np.zeros((1, prompt + max(steps, rss_steps) + 1), bool)
-    image_mask[0, 5: 5 + min(vlm.manifest.image_tokens_per_image, prompt - 6)] = True
-    ones = np.ones((1, d.num_layers, d.num_attention_heads), np.float32)
-    twos = ones * 2
-    tokens = rng.integers(3, min(d.vocab_size, 300), size=max(steps, rss_steps))
-    prefill, steered, decode = [], [], []
-    for _ in range(repeat):
-        cache = runner.new_cache(prompt + steps + 1)
+class Probe:
+    """One decoder's inputs for the runs: a ``prompt``-token prefill with image keys, alpha 2, the tokens to decode."""
+
+    def __init__(self, vlm, prompt: int, steps: int, seed: int = 0):
+        d = vlm.manifest.decoder
+        rng = np.random.default_rng(seed)
+        self.vlm, self.runner, self.prompt, self.steps = vlm, vlm.sessions.runner, prompt, steps
+        self.embeds = (rng.standard_normal((1, prompt, d.hidden_size)) * 0.02).astype(np.float32)   # [1, P, C]
+        self.image_mask = np.zeros((1, prompt + steps + 1), bool)
+        self.image_mask[0, 5: 5 + min(vlm.manifest.image_tokens_per_image, prompt - 6)] = True
+        self.ones = np.ones((1, d.num_layers, d.num_attention_heads), np.float32)
+        self.tokens = rng.integers(3, min(d.vocab_size, 300), size=steps)
+
+    def run(self) -> tuple[float, float, float]:
+        """(prefill s, steered step s, median decode s a step) of one answer-shaped run."""
+        runner = self.runner
+        cache = runner.new_cache(self.prompt + self.steps + 1)
         try:
             t0 = time.perf_counter()
-            _, cache, _ = runner.step(embeds[:, :-1], cache, ones, image_mask, False)
+            _, cache, _ = runner.step(self.embeds[:, :-1], cache, self.ones, self.image_mask, False)
             t1 = time.perf_counter()
-            _, cache, _ = runner.step(embeds[:, -1:], cache, twos, image_mask, False)
+            _, cache, _ = runner.step(self.embeds[:, -1:], cache, self.ones * 2, self.image_mask, False)
             t2 = time.perf_counter()
-            prefill.append(t1 - t0)
-            steered.append(t2 - t1)
             times = []
-            for token in tokens[:steps]:
+            for token in self.tokens:
                 t = time.perf_counter()
-                logits, cache = runner.decode(int(token), cache, ones, image_mask)
+                _, cache = runner.decode(int(token), cache, self.ones, self.image_mask)
                 times.append(time.perf_counter() - t)
-            decode.append(statistics.median(times[1:]))          # the first step pays for its bindings
         finally:
             runner.release(cache)
-    out = {"prefill_s": statistics.median(prefill), "steered_step_s": statistics.median(steered),
-           "decode_s_per_step": statistics.median(decode), "decode_s_per_step_runs": decode}
-    if rss_steps:
-        cache = runner.new_cache(prompt + rss_steps + 1)
+        return t1 - t0, t2 - t1, statistics.median(times[1:])      # the first step pays for its bindings
+
+    def resident(self) -> list[int]:
+        """The resident memory after each of ``steps`` decode steps."""
+        runner, rss = self.runner, []
+        cache = runner.new_cache(self.prompt + self.steps + 1)
         try:
-            _, cache, _ = runner.step(embeds, cache, ones, image_mask, False)
-            rss = []
-            for token in tokens[:rss_steps]:
-                _, cache = runner.decode(int(token), cache, ones, image_mask)
+            _, cache, _ = runner.step(self.embeds, cache, self.ones, self.image_mask, False)
+            for token in self.tokens:
+                _, cache = runner.decode(int(token), cache, self.ones, self.image_mask)
                 rss.append(_rss())
         finally:
             runner.release(cache)
-        out["rss_after_first_step_mb"] = rss[0] / 2**20
-        out["rss_growth_after_first_step_mb"] = (max(rss) - rss[0]) / 2**20
-        out["rss_steps"] = rss_steps
-    return out
+        return rss
 
 
 def decoders_of(manifest: Manifest) -> list[str]:
@@ -107,9 +105,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     result = {"machine": describe(), "provider": args.provider, "prompt": args.prompt, "steps": args.steps,
               "repeat": args.repeat, "rows": []}
-    base = None
     print(f"{'bundle':28s} {'decoder':16s} {'nodes/layer':>12s} {'prefill s':>10s} {'steered ms':>11s} "
           f"{'decode ms':>10s} {'prefill x':>10s} {'decode x':>9s} {'RSS growth MB':>14s}", flush=True)
+    rows, probes = [], []
     for folder in args.bundles:
         manifest = Manifest.read(folder)
         variants = [(d, False) for d in decoders_of(manifest)]
@@ -124,18 +122,32 @@ def main(argv=None) -> int:
             nodes = {"plain" if choice.steered_file else "decoder": _nodes_per_layer(folder, choice.file, L)}
             if choice.steered_file:
                 nodes["steered"] = _nodes_per_layer(folder, choice.steered_file, L)
-            got = time_decoder(vlm, args.prompt, args.steps, args.repeat, args.rss_steps)
-            row = {"bundle": str(folder), "quantization": (manifest.quantization or {}).get("precision"),
-                   "decoder": decoder + (" +cuda graph" if graph else ""), "nodes_per_layer": nodes, **got}
-            base = base or row
-            row["prefill_vs_first_standard"] = row["prefill_s"] / base["prefill_s"]
-            row["decode_vs_first_standard"] = row["decode_s_per_step"] / base["decode_s_per_step"]
-            result["rows"].append(row)
-            print(f"{folder.name:28s} {row['decoder']:16s} {'/'.join(f'{v:.1f}' for v in nodes.values()):>12s} "
-                  f"{row['prefill_s']:10.3f} {1e3 * row['steered_step_s']:11.1f} {1e3 * row['decode_s_per_step']:10.2f} "
-                  f"{row['prefill_vs_first_standard']:10.2f} {row['decode_vs_first_standard']:9.2f} "
-                  f"{row.get('rss_growth_after_first_step_mb', float('nan')):14.1f}", flush=True)
-            del vlm
+            rows.append({"bundle": str(folder), "quantization": (manifest.quantization or {}).get("precision"),
+                         "accuracy_level": (manifest.quantization or {}).get("accuracy_level"),
+                         "decoder": decoder + (" +cuda graph" if graph else ""), "nodes_per_layer": nodes,
+                         "runs": []})
+            probes.append(Probe(vlm, args.prompt, args.steps))
+    # every decoder once per round, the rounds repeated: the machine's drift lands on all of them alike
+    for _ in range(args.repeat):
+        for row, probe in zip(rows, probes):
+            row["runs"].append(probe.run())
+    base = rows[0]
+    for row, probe in zip(rows, probes):
+        prefill, steered, decode = zip(*row["runs"])
+        row.update(prefill_s=statistics.median(prefill), steered_step_s=statistics.median(steered),
+                   decode_s_per_step=statistics.median(decode),
+                   prefill_vs_first_standard=statistics.median(a / b for a, b in zip(prefill, next(zip(*base["runs"])))),
+                   decode_vs_first_standard=statistics.median(a / b for a, b in zip(decode, list(zip(*base["runs"]))[2])))
+        if args.rss_steps:
+            rss = Probe(probe.vlm, args.prompt, args.rss_steps).resident()
+            row.update(rss_after_first_step_mb=rss[0] / 2**20, rss_growth_after_first_step_mb=(max(rss) - rss[0]) / 2**20,
+                       rss_steps=args.rss_steps)
+        result["rows"].append(row)
+        print(f"{Path(row['bundle']).name:28s} {row['decoder']:16s} "
+              f"{'/'.join(f'{v:.1f}' for v in row['nodes_per_layer'].values()):>12s} {row['prefill_s']:10.3f} "
+              f"{1e3 * row['steered_step_s']:11.1f} {1e3 * row['decode_s_per_step']:10.2f} "
+              f"{row['prefill_vs_first_standard']:10.2f} {row['decode_vs_first_standard']:9.2f} "
+              f"{row.get('rss_growth_after_first_step_mb', float('nan')):14.1f}", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
