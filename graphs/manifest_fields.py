@@ -134,6 +134,8 @@ def check_meaning(m: Any, attention_forms: tuple[str, ...]) -> None:
     at_least(m.image_hidden_size, 1, "image_hidden_size")
     at_least(m.opset, 1, "opset")
     if m.image_grid is not None:
+        if len(m.image_grid) != 2:
+            raise ManifestFieldError(f"image_grid must be [rows, cols], got {list(m.image_grid)}")
         rows, cols = m.image_grid
         at_least(min(rows, cols), 1, "image_grid")
         if rows * cols + bool(m.image_cls_token) != m.image_tokens_per_image:
