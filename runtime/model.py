@@ -12,6 +12,11 @@ The schedule of one answer (n prompt tokens, image tokens at [s, e)):
 
 So AdaptVis costs one extra step of n-k tokens over plain decoding, and the
 answers equal those of two full, independent generations (tests prove it).
+
+Each answer takes a cache with room for n + max_new_tokens tokens from the decoder
+(``runtime/sessions.py``: the fused pair's preallocated KV buffers, or the standard decoder's
+immutable caches), starts it from the image prefix (kept as a snapshot across answers) and
+gives it back when the answer ends, however it ends.
 """
 from __future__ import annotations
 
