@@ -114,7 +114,7 @@ def check_memory(folder: Path, manifest: Manifest, dtype: str, providers, log=No
     if available is not None and need > available:
         raise FusedMemoryError(f"the fused {dtype} pair's check against decoder.onnx needs about {need / 1e9:.1f} GB "
                                f"(three decoder sessions), and this machine has {available / 1e9:.1f} GB available; "
-                               f"build the pair where that fits: just fuse {folder} --dtype {dtype}"
+                               f"build the pair where that fits: just fuse BUNDLE --dtype {dtype}"
                                + (" --provider cuda" if dtype == "fp16" and on_cpu else ""))
     return need
 
