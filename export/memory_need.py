@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ExportError
-from .upcast import available_bytes
+from runtime.host_memory import available_bytes
 
 BASE_BYTES = 1_000_000_000
 _GB = 1e9

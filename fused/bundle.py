@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from graphs.manifest import Manifest
 from runtime.bundle import open_bundle, sha256_file
@@ -27,6 +26,7 @@ from runtime.errors import BundleError
 from runtime.host_memory import available_bytes
 
 from .errors import FuseError, FusedMemoryError
+from .external import external_files
 from .graph import build_fused_decoders, check_supported, fused_files
 from .parity import check_parity, compare_decoders, tolerances
 from .weights import CheckpointDecoder
@@ -101,8 +101,8 @@ def check_memory(folder: Path, manifest: Manifest, dtype: str, providers, log=No
     The check holds three decoders' sessions: the standard one, the plain one (its weights packed) and the
     steered one (the weights file mapped, its pages touched): each about the weights' bytes, twice that
     in fp16 on a CPU (ONNX Runtime computes fp16 MatMuls there in fp32, casting the weights once)."""
-    standard = sum((folder / f).stat().st_size for f in [manifest.graphs["decoder"],
-                                                          *external_files(folder, manifest.graphs["decoder"])])
+    decoder = manifest.graphs["decoder"]
+    standard = sum((folder / f).stat().st_size for f in [decoder, *external_files(folder / decoder)])
     pair = standard * np.dtype(DTYPES[dtype]).itemsize // (2 if manifest.dtype == "fp16" else 4)
     on_cpu = list(providers)[0] == "CPUExecutionProvider"
     widen = {"fp16": 2 if on_cpu else 1, "fp32": 1}
@@ -117,12 +117,6 @@ def check_memory(folder: Path, manifest: Manifest, dtype: str, providers, log=No
                                f"build the pair where that fits: just fuse BUNDLE --dtype {dtype}"
                                + (" --provider cuda" if dtype == "fp16" and on_cpu else ""))
     return need
-
-
-def external_files(folder: Path, graph: str) -> list[str]:
-    """The weights files a graph names (without reading them)."""
-    model = onnx.load(str(folder / graph), load_external_data=False)
-    return sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"})
 
 
 def _files_of(manifest: Manifest, dtype: str) -> list[str]:

@@ -6,6 +6,7 @@
 So building a graph never holds more than one weight beside the checkpoint, and ONNX Runtime
 can memory-map the file.  The plain and the steered decoder graph point into the same file: a
 name written once is handed out again (same offset) to the second graph, never written twice.
+``external_files`` reads which such files a graph names.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper
+from onnx.external_data_helper import uses_external_data
 
 _ALIGN = 4096
 
@@ -61,3 +63,15 @@ class ExternalWeights:
 
     def close(self) -> None:
         self._file.close()
+
+
+def external_files(path: Path) -> list[str]:
+    """The external data files a graph file refers to (relative names), without reading them."""
+    model = onnx.load(str(path), load_external_data=False)
+    found = []
+    for t in model.graph.initializer:
+        if uses_external_data(t):
+            loc = next(e.value for e in t.external_data if e.key == "location")
+            if loc not in found:
+                found.append(loc)
+    return found

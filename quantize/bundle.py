@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fused.external import external_files
 from graphs.bundle_folder import occupied, replace_folder
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
 from graphs.manifest_fields import fused_record_files
@@ -152,7 +153,7 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
     done: set[str] = set()
     for name, file in manifest.graphs.items():
         if not settings.converts(name):
-            for f in [file, *W.external_files(source / file)]:
+            for f in [file, *external_files(source / file)]:
                 shutil.copy2(source / f, folder / f)
                 done.add(f)
             graphs[name] = {"copied": True}
@@ -166,7 +167,7 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
         if why:
             raise AlreadyQuantizedError(f"{source / file} is already quantized ({why}) although its manifest "
                                         f"says nothing about it; quantize the fp32 export instead")
-        done.update([file, *W.external_files(source / file)])
+        done.update([file, *external_files(source / file)])
         keep_head = not settings.lm_head
         if settings.to == "fp16":
             converted = W.to_fp16(model, keep_lm_head=keep_head)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import onnx
 from onnx import TensorProto
-from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+from onnx.external_data_helper import load_external_data_for_model
 
 from . import graph as G
 from .errors import QuantizeError
@@ -71,18 +71,6 @@ def save(model: onnx.ModelProto, path: Path) -> list[str]:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{path.name}_data", size_threshold=1024)
     return [path.name, f"{path.name}_data"]
-
-
-def external_files(path: Path) -> list[str]:
-    """The external data files a graph file refers to (relative names), without reading them."""
-    model = onnx.load(str(path), load_external_data=False)
-    found = []
-    for t in model.graph.initializer:
-        if uses_external_data(t):
-            loc = next(e.value for e in t.external_data if e.key == "location")
-            if loc not in found:
-                found.append(loc)
-    return found
 
 
 def already_quantized(model: onnx.ModelProto) -> str | None:

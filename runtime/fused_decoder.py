@@ -105,7 +105,7 @@ class FusedDecoder:
         total = cache.length + 1
         self._check_room(cache, total)
         bindings = buffers.bindings or self._decode_bindings(buffers)
-        buffers.token.update_inplace(np.array([[token]], dtype=np.int64))
+        buffers.set_token(token)
         if self._embed_direct:
             self.embed.run_with_iobinding(bindings["embed"])
         else:       # an fp16 decoder in an fp32 bundle: the embedding crosses the host once, cast

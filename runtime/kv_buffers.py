@@ -7,6 +7,7 @@ One ``KVBuffers`` set per answer in flight (a pool keeps the idle ones for the n
     embeds   [1, 1, C]      the decode step's input: the embedding graph writes it, the decoder reads it
     token    [1, 1] int64   the embedding graph's input
     mask     [1, capacity] int64   ones for the tokens so far, then zeros (the fixed-shape decode step)
+    (token and mask have host rows: on a CPU the same memory, written in place; on a GPU copied across)
     logits   [1, V] float32 the decode step's output
 
 The decode step's IO binding is made once per set and replayed: every tensor keeps its address,
@@ -35,16 +36,26 @@ class KVBuffers:
     mask: ort.OrtValue
     logits: ort.OrtValue
     graph_id: int
+    mask_row: np.ndarray = None         # [1, capacity] int64, the host copy of ``mask`` (on a CPU: its memory)
+    token_row: np.ndarray = None        # [1, 1] int64, the host copy of ``token`` (on a CPU: its memory)
     mask_ones: int = 0                  # how many leading ones ``mask`` holds now
     bindings: dict = field(default_factory=dict)     # the replayed decode bindings, made on first use
 
+    def set_token(self, token: int) -> None:
+        self.token_row[0, 0] = token
+        if self.device != "cpu":
+            self.token.update_inplace(self.token_row)
+
     def set_mask_length(self, length: int) -> None:
-        """``mask`` = ones for the first ``length`` positions, zeros after (written only when it changes)."""
-        if length != self.mask_ones:
-            row = np.zeros((1, self.capacity), np.int64)
-            row[0, :length] = 1
-            self.mask.update_inplace(row)
-            self.mask_ones = length
+        """``mask`` = ones for the first ``length`` positions, zeros after: only the positions that change
+        are written (one a decode step), and on a GPU the row is copied across."""
+        if length == self.mask_ones:
+            return
+        low, high = sorted((self.mask_ones, length))
+        self.mask_row[0, low:high] = 1 if length > self.mask_ones else 0
+        self.mask_ones = length
+        if self.device != "cpu":
+            self.mask.update_inplace(self.mask_row)
 
     def read_prefix(self, length: int) -> tuple[np.ndarray, ...]:
         """A copy of every buffer's first ``length`` positions: [1, KV, length, D] each."""
@@ -104,7 +115,9 @@ def make_buffers(capacity: int, graph_id: int, *, layers: int, kv_heads: int, he
         array.fill(0)           # written now, so the pages are resident from the start, not as tokens arrive
         values.append(ort.OrtValue.ortvalue_from_numpy(array, device, 0))   # CPU: shares the array's memory
         host.append(array if device == "cpu" else None)
-    fixed = {name: ort.OrtValue.ortvalue_from_numpy(np.zeros(s, t), device, 0)
+    rows = {"mask": np.zeros((1, capacity), np.int64), "token": np.zeros((1, 1), np.int64)}
+    fixed = {name: ort.OrtValue.ortvalue_from_numpy(rows.get(name, np.zeros(s, t)), device, 0)
              for name, s, t in (("embeds", (1, 1, hidden), dtype), ("token", (1, 1), np.int64),
                                 ("mask", (1, capacity), np.int64), ("logits", (1, vocab), np.float32))}
-    return KVBuffers(capacity, device, host, values, graph_id=graph_id, **fixed)
+    return KVBuffers(capacity, device, host, values, graph_id=graph_id, mask_row=rows["mask"],
+                     token_row=rows["token"], **fixed)
