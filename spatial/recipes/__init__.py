@@ -1,0 +1,1 @@
+"""Training recipes for the ``spatial`` model: named settings files the trainer reads (``--recipe NAME``)."""
