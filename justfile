@@ -30,9 +30,13 @@ export MODEL *ARGS:
 fixture OUT *ARGS:
     {{python}} -m fixtures "$@"
 
-# Train the spatial model's vision tower, projector and LoRA on CPU (~1 h, resumable): writes spatial/weights/.
+# Train the spatial model (tower, projector, LoRA) from a recipe into a run folder, resumable: `just train-spatial [--recipe reading] [--out runs/spatial/reading-seed0]` (~2 h on 2 quiet cores); never writes spatial/weights/.
 train-spatial *ARGS:
     {{python}} -m spatial.train "$@"
+
+# Ship a training run as the spatial model only if it reads (held-out floors, blind test, AdaptVis on the prior split): `just ship-spatial runs/spatial/reading-seed0 [--measure-only]`.
+ship-spatial RUN *ARGS:
+    {{python}} -m fixtures.spatial_ship "$@"
 
 # Add the fused decoder pair (plain + steered, ONNX Runtime contrib ops, CPU/CUDA) to a bundle exported without it: `just fuse BUNDLE [--dtype fp32|fp16] [--checkpoint DIR]`.
 fuse BUNDLE *ARGS:

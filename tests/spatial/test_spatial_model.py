@@ -139,26 +139,28 @@ def test_the_fused_pair_on_real_weights_equals_the_reference(spatial_bundle, spa
         assert steered.token_ids == ref_steered.token_ids and steered.alpha == ref_steered.alpha
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped spatial model answers 'where is the smaller object' "
-                   "whatever the names (reversed questions: 0 of 12); see spatial/MODEL_CARD.md")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the shipped spatial model answers 'where is the smaller object' whatever the names "
+                          "(reversed questions: 0 of 12); see spatial/MODEL_CARD.md")
 def test_reads_the_names_reversed_questions_and_distractors(spatial_bundle):
-    """Fixed held-out scenes (seed 7): the names swapped, a third object standing by, yes/no checks,
-    the question without its answer-format suffix.  A model that answers "where is the smaller thing"
-    gets no reversed question right (the previous parameters: 0 of 12); one that echoes the question
-    answers no free question with a relation word.  The floors are a weak reader's (a retrain on the
-    reading scenes reached reversed 6/12, distractor 3/12, yes/no 4/8, free 2/4 on these items; it
-    was not shipped: spatial/MODEL_CARD.md).  The shipped parameters do not read the names: this
-    fails for them, as marked, and the mark goes when parameters that read are shipped."""
+    """Fixed held-out scenes (seed 7), held to the floors `just ship-spatial` ships at
+    (fixtures/spatial_ship.py): the names swapped (>= 90 %), a third object standing by (>= 85 %),
+    yes/no checks (>= 90 %), and the question without its answer-format suffix answered with a
+    relation word.  A model that answers "where is the smaller thing" gets no reversed question
+    right (the shipped parameters: 0 of 12).  Only a missed floor is the expected failure
+    (``raises=AssertionError``): a crash of the harness fails the test.  The mark goes when
+    parameters that read are shipped."""
     from scenes.reading_scenes import reading_set, relation_word_only, score_reading
 
     vlm = runtime.load(spatial_bundle)
     right, words = {}, {}
-    for kind, n in (("reversed", 12), ("distractor", 12), ("yes_no", 8), ("free", 4)):
+    for kind, n in (("reversed", 12), ("distractor", 12), ("yes_no", 10), ("free", 4)):
         for scene, q in reading_set(kind, n, HELD_OUT_SEED, 336):
             text = vlm.answer(scene.render(336), q.text, steering=None, max_new_tokens=6).text
             right.setdefault(kind, []).append(score_reading(q, scene, text))
             words.setdefault(kind, []).append(text.strip().lower().rstrip("."))
-    assert sum(right["reversed"]) >= 4, right
-    assert sum(right["distractor"]) >= 2, right
+    assert sum(right["reversed"]) >= 11, right           # >= 90 % of 12
+    assert sum(right["distractor"]) >= 11, right         # >= 85 % of 12
+    assert sum(right["yes_no"]) >= 9, right              # >= 90 % of 10
     assert all(relation_word_only(w) for k in ("reversed", "distractor", "free") for w in words[k]), words
     assert set(words["yes_no"]) <= {"yes", "no"}, words

@@ -1,0 +1,39 @@
+"""Training recipes: the named settings files the trainer starts from, and the run folder it writes."""
+import json
+
+import pytest
+
+from spatial import recipe
+from spatial.train import main as train_main
+from spatial.train_settings import Settings
+
+
+def test_the_reading_recipe_loads_as_settings():
+    settings, description = recipe.load("reading")
+    assert isinstance(settings, Settings) and description
+    assert settings.readout_batch == 16 and settings.eyes_steps == 3000
+    assert isinstance(settings.minutes, float)
+
+
+def test_an_unknown_recipe_names_the_ones_there_are():
+    with pytest.raises(recipe.RecipeError, match="choose from .*reading"):
+        recipe.load("no-such-recipe")
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"eyes_steps": 10, "typo_steps": 3}, "unknown settings"),
+    ({"eyes_steps": "10"}, "eyes_steps must be a int"),
+    ({"eyes_steps": 10.5}, "eyes_steps must be a int"),
+    ({"minutes": True}, "minutes must be a float"),
+])
+def test_a_recipe_with_bad_settings_is_refused(tmp_path, monkeypatch, settings, match):
+    (tmp_path / "bad.json").write_text(json.dumps({"settings": settings}))
+    monkeypatch.setattr(recipe, "RECIPES", tmp_path)
+    with pytest.raises(recipe.RecipeError, match=match):
+        recipe.load("bad")
+
+
+def test_training_never_writes_the_shipped_parameters(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--out", "spatial/weights"])
+    assert "just ship-spatial" in capsys.readouterr().err
