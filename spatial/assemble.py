@@ -29,7 +29,7 @@ def read_trained(path: Path = WEIGHTS):
 
     path = Path(path)
     if not path.is_file():
-        raise AssemblyError(f"no trained parameters at {path}: run `just train-spatial` (about an hour on 2 cores)")
+        raise AssemblyError(f"no trained parameters at {path}: run `just train-spatial`, then `just ship-spatial RUN`")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != "adaptvis-edge/spatial/1":

@@ -1,8 +1,10 @@
 """A training recipe: ``spatial/recipes/NAME.json``, the settings a run starts from.
 
-    {"description": "...", "settings": {field of train_settings.Settings: value, ...}}
+    {"description": "...", "trainer": "reading" | "relation", "settings": {field: value, ...}}
 
-Every field must be a ``Settings`` field of the right type; the command line may override the
+``trainer`` picks the training code (``reading``: :mod:`spatial.train`'s reading recipe, the
+default; ``relation``: :mod:`spatial.train_relation`, the recipe of the shipped parameters) and
+with it the settings class; every field must be one of its fields, of the right type; the command line may override the
 step counts, the time ceiling and the seed, and ``training.json`` records what was run.
 """
 from __future__ import annotations
@@ -11,9 +13,11 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from .train_relation import RelationSettings
 from .train_settings import Settings
 
 RECIPES = Path(__file__).parent / "recipes"
+TRAINERS = {"reading": Settings, "relation": RelationSettings}
 
 
 class RecipeError(ValueError):
@@ -24,8 +28,8 @@ def names() -> list[str]:
     return sorted(p.stem for p in RECIPES.glob("*.json"))
 
 
-def load(name: str) -> tuple[Settings, str]:
-    """(the recipe's settings, its description); RecipeError naming the recipes there are."""
+def load(name: str) -> tuple[str, Settings | RelationSettings, str]:
+    """(the trainer, the recipe's settings, its description); RecipeError naming the recipes there are."""
     path = RECIPES / f"{name}.json"
     if not path.is_file():
         raise RecipeError(f"no recipe {name!r}: choose from {', '.join(names())} ({RECIPES})")
@@ -36,14 +40,18 @@ def load(name: str) -> tuple[Settings, str]:
     values = doc.get("settings") if isinstance(doc, dict) else None
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: needs a 'settings' object")
-    known = {f.name: f for f in fields(Settings)}
+    trainer = doc.get("trainer", "reading")
+    if trainer not in TRAINERS:
+        raise RecipeError(f"{path}: trainer {trainer!r} is none of {', '.join(TRAINERS)}")
+    cls = TRAINERS[trainer]
+    known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise RecipeError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-    defaults, checked = Settings(), {}
+    defaults, checked = cls(), {}
     for key, value in values.items():
         want = type(getattr(defaults, key))                  # int or float
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)):
             raise RecipeError(f"{path}: {key} must be a {want.__name__}, got {value!r}")
         checked[key] = want(value)
-    return Settings(**checked), str(doc.get("description", ""))
+    return trainer, cls(**checked), str(doc.get("description", ""))

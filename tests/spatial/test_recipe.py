@@ -1,5 +1,6 @@
 """Training recipes: the named settings files the trainer starts from, and the run folder it writes."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,8 +10,8 @@ from spatial.train_settings import Settings
 
 
 def test_the_reading_recipe_loads_as_settings():
-    settings, description = recipe.load("reading")
-    assert isinstance(settings, Settings) and description
+    trainer, settings, description = recipe.load("reading")
+    assert trainer == "reading" and isinstance(settings, Settings) and description
     assert settings.readout_batch == 16 and settings.eyes_steps == 3000
     assert isinstance(settings.minutes, float)
 
@@ -37,3 +38,18 @@ def test_training_never_writes_the_shipped_parameters(capsys):
     with pytest.raises(SystemExit):
         train_main(["--out", "spatial/weights"])
     assert "just ship-spatial" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_states_the_shipped_run():
+    """The shipped parameters' log and the recipe agree on what was run (steps, batches, rates, seed)."""
+    from spatial.train_relation import RelationSettings
+    from spatial.train_settings import LOG_FILE
+
+    trainer, settings, _ = recipe.load("shipped")
+    assert trainer == "relation" and isinstance(settings, RelationSettings)
+    log = json.loads((Path(__file__).parents[2] / "spatial" / "weights" / LOG_FILE).read_text())
+    for key in ("seed", "train_items", "val_items", "eyes_batch", "eyes_lr", "readout_batch", "readout_lr",
+                "eos_weight", "val_every"):
+        assert getattr(settings, key) == log["settings"][key], key
+    done = {h["stage"]: h["step"] for h in log["history"] if h.get("done")}
+    assert (settings.eyes_steps, settings.readout_steps) == (done["eyes"], done["readout"])
