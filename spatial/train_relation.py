@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import smollm2
 from .architecture import (ANSWERS, EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
                            tokenizer_with_image_token, vision_config)
 from .scenes import RELATIONS, TRAIN_SEED_BASE, VAL_SEED_BASE, draw
@@ -98,7 +99,7 @@ class RelationTrainer:
         from transformers import CLIPVisionModel          # heavy, optional: transformers (the export extra)
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-        from . import lora, smollm2                       # they import torch
+        from . import lora                                # it imports torch
 
         torch.manual_seed(self.s.seed)
         self.tower = CLIPVisionModel(vision_config(self.vision))

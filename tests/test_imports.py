@@ -62,6 +62,12 @@ DEFERRED = {
     ("spatial/train.py", "transformers"): _TORCH,
     ("spatial/train.py", "transformers.models.llava.modeling_llava"): _TORCH,
     ("spatial/train_settings.py", "torch"): _TORCH,
+    ("spatial/train_relation.py", "safetensors.torch"): _TORCH,
+    ("spatial/train_relation.py", "spatial.lora"): _TORCH,
+    ("spatial/train_relation.py", "torch"): _TORCH,
+    ("spatial/train_relation.py", "tqdm"): _TQDM,
+    ("spatial/train_relation.py", "transformers"): _TORCH,
+    ("spatial/train_relation.py", "transformers.models.llava.modeling_llava"): _TORCH,
 }
 
 #: Function-level imports of the packages whose imports are not sorted yet: each is to move to the top
