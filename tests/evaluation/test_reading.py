@@ -6,12 +6,16 @@ from collections import Counter
 import pytest
 
 from evaluation.reading import adaptvis_correct, calibrate, summarize
-from scenes.reading_scenes import (INVERSE, READING_KINDS, _apart, reading_set, relation_word_only, score_reading,
+from scenes.reading_scenes import (INVERSE, PRIOR_SHARE, READING_KINDS, SCENE_KINDS, _apart, reading_set, relation_word_only, score_reading,
                                    training_item)
 from scenes.synthetic import RELATIONS
+from scenes.things import PRIOR_PAIRS
 
 
-@pytest.mark.parametrize("kind", READING_KINDS)
+PRIOR_KINDS = ("prior_familiar", "prior_unfamiliar")
+
+
+@pytest.mark.parametrize("kind", [k for k in READING_KINDS if k not in PRIOR_KINDS])
 def test_every_kind_is_balanced_and_deterministic(kind):
     items = reading_set(kind, 16, 5, 200)
     assert len(items) == 16
@@ -19,6 +23,23 @@ def test_every_kind_is_balanced_and_deterministic(kind):
     again = reading_set(kind, 16, 5, 200)
     assert [(s, q) for s, q in items] == [(s, q) for s, q in again]
     assert reading_set(kind, 16, 6, 200) != items
+
+
+def test_the_prior_kinds_ask_prior_pairs_in_and_against_their_familiar_relation():
+    familiar, unfamiliar = reading_set("prior_familiar", 12, 5, 200), reading_set("prior_unfamiliar", 12, 5, 200)
+    for s, q in familiar + unfamiliar:
+        assert (s.objects[0].shape, s.objects[1].shape) in PRIOR_PAIRS and s.objects[0].colour != s.objects[1].colour
+        assert q.form == "whatsup" and q.asked == s.relation_of(q.subject, q.reference)
+    assert {s.relation for s, _ in familiar} == {"on"}
+    assert Counter(s.relation for s, _ in unfamiliar) == {"under": 4, "left_of": 4, "right_of": 4}
+    assert Counter(q.subject for _, q in familiar) == {0: 6, 1: 6}       # "cup ... table" and "table ... cup"
+    assert reading_set("prior_unfamiliar", 12, 5, 200) == unfamiliar
+
+
+def test_training_shows_prior_pairs_mostly_in_their_familiar_relation():
+    prior = [s for s, _ in (training_item(1000 + i, 160) for i in range(1500)) if s.kind == "prior"]
+    share = sum(s.relation == "on" for s in prior) / len(prior)
+    assert len(prior) > 100 and abs(share - PRIOR_SHARE) < 0.05
 
 
 def test_reversed_asks_the_standard_scenes_with_the_names_swapped():
@@ -74,7 +95,7 @@ def test_strict_scoring():
 def test_training_items_cover_every_form_and_kind():
     items = [training_item(1000 + i, 160) for i in range(200)]
     assert {q.form for _, q in items} == {"whatsup", "free", "yes_no", "what"}
-    assert {s.kind for s, _ in items} == {"standard", "similar", "colour_only", "shape_only", "distractor"}
+    assert {s.kind for s, _ in items} == set(SCENE_KINDS) == {"standard", "similar", "colour_only", "shape_only", "distractor", "prior"}
     assert {q.subject for _, q in items} == {0, 1}
 
 
