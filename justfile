@@ -26,7 +26,7 @@ test *ARGS:
 export MODEL *ARGS:
     {{python}} -m export "$@"
 
-# Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b|7b-narrow|7b` (spatial: real weights, the rest random; 7b: fp16, 14 GB).
+# Write a checkpoint: `just fixture OUT --size spatial|tiny|tiny-mha|small|1b|7b-narrow|7b|tiny-qwen2.5-vl|tiny-qwen3-vl` (spatial: real weights, the rest random; 7b: fp16, 14 GB).
 fixture OUT *ARGS:
     {{python}} -m fixtures "$@"
 
