@@ -12,7 +12,7 @@ from spatial.train_settings import Settings
 def test_the_reading_recipe_loads_as_settings():
     trainer, settings, description = recipe.load("reading")
     assert trainer == "reading" and isinstance(settings, Settings) and description
-    assert settings.readout_batch == 16 and settings.eyes_steps == 3000
+    assert settings.readout_batch == 16 and settings.eyes_steps == 2500
     assert isinstance(settings.minutes, float)
 
 
