@@ -17,6 +17,8 @@ other rows bit-for-bit as they were.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -43,7 +45,6 @@ class QwenDecoder(nn.Module):
     def __init__(self, model, attention_form: str = DEFAULT_ATTENTION_FORM):
         super().__init__()
         self.text = model.model.language_model
-        self.text.config._attn_implementation = register()        # the text config only
         self.lm_head = model.lm_head
         self.num_layers = len(self.text.layers)
         self.deepstack = len(getattr(model.config.vision_config, "deepstack_visual_indexes", None) or [])
@@ -62,6 +63,15 @@ class QwenDecoder(nn.Module):
         rows: list[torch.Tensor] = []                               # per layer [B, P+S] (steered_attention)
         hidden = inputs_embeds
         position_embeddings = self.text.rotary_emb(hidden, position_ids)   # cos, sin: once per call
+        with _steered_text_attention(self.text.config):
+            hidden = self._layers(hidden, mask, position_embeddings, cache, scale, image_mask, rows, deepstack)
+        logits = self.lm_head(self.text.norm(hidden[:, -1, :]))        # [B, V]
+        last_row_attention = torch.stack(rows, dim=1)                  # [B, L, P+S] float32
+        zero = torch.zeros((), dtype=last_row_attention.dtype)
+        share = torch.where(image_mask[:, None, :], last_row_attention, zero).sum(dim=-1)   # [B, L]
+        return (logits, *cache.present, last_row_attention, share)
+
+    def _layers(self, hidden, mask, position_embeddings, cache, scale, image_mask, rows, deepstack):
         for i, layer in enumerate(self.text.layers):
             hidden = layer(hidden, attention_mask=mask, position_ids=None, past_key_values=cache,
                            position_embeddings=position_embeddings, image_attention_scale=scale,
@@ -69,8 +79,16 @@ class QwenDecoder(nn.Module):
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
             if deepstack is not None and i < self.deepstack:
                 hidden = hidden + deepstack[i].to(hidden.dtype)        # [B, S, C]: zero off the image rows
-        logits = self.lm_head(self.text.norm(hidden[:, -1, :]))        # [B, V]
-        last_row_attention = torch.stack(rows, dim=1)                  # [B, L, P+S] float32
-        zero = torch.zeros((), dtype=last_row_attention.dtype)
-        share = torch.where(image_mask[:, None, :], last_row_attention, zero).sum(dim=-1)   # [B, L]
-        return (logits, *cache.present, last_row_attention, share)
+        return hidden
+
+
+@contextlib.contextmanager
+def _steered_text_attention(text_config):
+    """The AdaptVis attention on the text layers for one call (trace-time Python, nothing in the graph);
+    the model's own attention afterwards, so the same loaded model still serves the reference."""
+    own = text_config._attn_implementation
+    text_config._attn_implementation = register()
+    try:
+        yield
+    finally:
+        text_config._attn_implementation = own

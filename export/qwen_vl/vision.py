@@ -37,6 +37,8 @@ class QwenVision(nn.Module):
         self.deepstack = list(getattr(visual, "deepstack_visual_indexes", []) or [])
         self.full_blocks = set(visual.fullatt_block_indexes) if self.window else None
         self.unit = visual.spatial_merge_unit
+        # each block called as a module of its own list: the float64 run upcasts one block per call
+        self.blocks = nn.ModuleList(_Block(b) for b in visual.blocks)
 
     def forward(self, pixel_values, rotary_positions, frame_segments, *rest):
         # pixel_values [N, CTPP]; rotary_positions [N, 2] int64; frame_segments [N] int64
@@ -60,10 +62,8 @@ class QwenVision(nn.Module):
         full = _segment_mask(frame_segments, h.dtype)                          # [1, 1, N, N]
         windowed = _segment_mask(window_segments, h.dtype) if self.window else None
         deepstack = []
-        for i, block in enumerate(v.blocks):
-            mask = full if (not self.window or i in self.full_blocks) else windowed
-            h = h + _attention(block.attn, block.norm1(h), cos, sin, mask)     # [N, C]
-            h = h + block.mlp(block.norm2(h))
+        for i, block in enumerate(self.blocks):
+            h = block(h, cos, sin, full if (not self.window or i in self.full_blocks) else windowed)   # [N, C]
             if i in self.deepstack:
                 deepstack.append(v.deepstack_merger_list[self.deepstack.index(i)](h))   # [N/m^2, hidden]
         out = v.merger(h)                                                      # [N/m^2, hidden]
@@ -72,6 +72,19 @@ class QwenVision(nn.Module):
         if self.deepstack:
             return out, torch.stack(deepstack)                                 # [D, N/m^2, hidden]
         return out
+
+
+class _Block(nn.Module):
+    """One tower block with its attention over a masked call (transformers' block splits by segment)."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, h, cos, sin, mask):
+        b = self.block
+        h = h + _attention(b.attn, b.norm1(h), cos, sin, mask)                # [N, C]
+        return h + b.mlp(b.norm2(h))
 
 
 def _gather_units(x, index, unit: int):
