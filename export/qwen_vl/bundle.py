@@ -36,7 +36,7 @@ REQUIRED_FILES = ("tokenizer.json", "preprocessor_config.json")
 
 
 def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET, atol: float | None = None,
-                force: bool = False, log=None) -> QwenManifest:
+                force: bool = False, attention_form: str = DEFAULT_ATTENTION_FORM, log=None) -> QwenManifest:
     """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry."""
     log = log or _stderr_log
     out = Path(out).expanduser().resolve()
@@ -47,7 +47,7 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, family, partial, opset, atol, log)
+        manifest = _export_into(source, family, partial, opset, atol, attention_form, log)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -56,7 +56,7 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     return manifest
 
 
-def _export_into(source, family: Family, folder: Path, opset: int, atol, log) -> QwenManifest:
+def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, log) -> QwenManifest:
     import onnxruntime as ort
 
     from ..qwen_reference import QwenReference
@@ -76,7 +76,7 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, log) ->
     model = reference.model
     config = json.loads((source.folder / "config.json").read_text())
     spec = VisionSpec.from_config(config["vision_config"])
-    vision, embed, decoder = QwenVision(model), QwenEmbedding(model), QwenDecoder(model)
+    vision, embed, decoder = QwenVision(model), QwenEmbedding(model), QwenDecoder(model, attention_form)
     contracts = qwen_contracts(decoder.num_layers, vision.window, bool(vision.deepstack))
     traces = {"vision": (vision, vision_trace_inputs(model, spec)), "embed": (embed, embed_trace_inputs(model)),
               "decoder": (decoder, decoder_trace_inputs(model, decoder.deepstack))}
@@ -103,7 +103,7 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, log) ->
     for name in CHECKPOINT_FILES:
         if (source.folder / name).is_file():
             shutil.copyfile(source.folder / name, folder / name)
-    manifest = _manifest(source, family, config, model, spec, contracts, measured, limits, opset, folder)
+    manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder)
     manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
@@ -118,7 +118,7 @@ def parity_image():
     return Image.fromarray((rgb * 255).astype(np.uint8))
 
 
-def _manifest(source, family, config, model, spec, contracts, measured, limits, opset, folder) -> QwenManifest:
+def _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder) -> QwenManifest:
     import onnx
     import torch
     import transformers
@@ -146,7 +146,7 @@ def _manifest(source, family, config, model, spec, contracts, measured, limits, 
         mrope={"section": list(rope.get("mrope_section", [])), "interleaved": family.mrope_interleaved,
                "theta": text.get("rope_theta")},
         deepstack_layers=len(vis.get("deepstack_visual_indexes") or []),
-        tokens=tokens, files=files, dtype="fp32", opset=opset, attention_form=DEFAULT_ATTENTION_FORM,
+        tokens=tokens, files=files, dtype="fp32", opset=opset, attention_form=attention_form,
         exporter_versions={"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__},
         parity=dict(measured.worst), parity_tolerance=dict(limits.limits), parity_rule=dict(limits.rules),
         parity_fp32_noise=dict(measured.noise), parity_wrapper=dict(measured.wrapper),
