@@ -10,7 +10,8 @@ runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
      "decoder": {num_layers, num_attention_heads, num_key_value_heads, head_dim, hidden_size, vocab_size, ...},
      "vision": {patch_size, merge_size, window_size, position_grid_side, temporal_patch_size, in_channels},
      "mrope": {"section": [...], "interleaved": bool}, "deepstack_layers": D,
-     "tokens": {image, video, vision_start, vision_end, eos, pad},
+     "tokens": {image, video, vision_start, vision_end, eos, pad}, "stop_token_ids": [...],
+     "prompt_template": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>...",
      "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...}}
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ class QwenManifest:
     mrope: dict[str, Any]
     deepstack_layers: int
     tokens: dict[str, int | None]
+    stop_token_ids: list[int]               # greedy decoding ends at any of these (the tokenizer's eos and pad)
+    prompt_template: str                    # the chat template rendered once: "{question}" and one image placeholder
+    image_placeholder: str                  # "<|image_pad|>": one per image, expanded to t*h*w / merge^2 tokens
     files: dict[str, str]
     dtype: str
     opset: int

@@ -26,13 +26,15 @@ from graphs.qwen_manifest import QwenManifest
 from graphs.qwen_vl_contracts import qwen_contracts
 from runtime.families import Family
 
-from ..errors import BundleExistsError
+from ..errors import BundleExistsError, ExportError
 from .onnx_export import DEFAULT_OPSET
 
 # Copied from the checkpoint when present: what the runtime reads besides the graphs
 CHECKPOINT_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.json", "chat_template.jinja",
                     "preprocessor_config.json", "generation_config.json")
 REQUIRED_FILES = ("tokenizer.json", "preprocessor_config.json")
+IMAGE_PLACEHOLDER = "<|image_pad|>"
+_QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 
 def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET, atol: float | None = None,
@@ -103,7 +105,8 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
     for name in CHECKPOINT_FILES:
         if (source.folder / name).is_file():
             shutil.copyfile(source.folder / name, folder / name)
-    manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder)
+    manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
+                         reference)
     manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
@@ -118,7 +121,8 @@ def parity_image():
     return Image.fromarray((rgb * 255).astype(np.uint8))
 
 
-def _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder) -> QwenManifest:
+def _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
+              reference) -> QwenManifest:
     import onnx
     import torch
     import transformers
@@ -146,7 +150,8 @@ def _manifest(source, family, config, spec, contracts, measured, limits, opset, 
         mrope={"section": list(rope.get("mrope_section", [])), "interleaved": family.mrope_interleaved,
                "theta": text.get("rope_theta")},
         deepstack_layers=len(vis.get("deepstack_visual_indexes") or []),
-        tokens=tokens, files=files, dtype="fp32", opset=opset, attention_form=attention_form,
+        tokens=tokens, stop_token_ids=list(reference.stop_ids), prompt_template=_prompt_template(reference.tokenizer),
+        image_placeholder=IMAGE_PLACEHOLDER, files=files, dtype="fp32", opset=opset, attention_form=attention_form,
         exporter_versions={"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__},
         parity=dict(measured.worst), parity_tolerance=dict(limits.limits), parity_rule=dict(limits.rules),
         parity_fp32_noise=dict(measured.noise), parity_wrapper=dict(measured.wrapper),
@@ -154,6 +159,16 @@ def _manifest(source, family, config, spec, contracts, measured, limits, opset, 
                       "decoder_steps": "prefill in two calls (steered rows last), one cached decode step"},
         sha256={p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
     )
+
+
+def _prompt_template(tokenizer) -> str:
+    """The checkpoint's chat template rendered once for one image and a question (the runtime needs no Jinja)."""
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _QUESTION_SENTINEL}]}]
+    rendered = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    if rendered.count(_QUESTION_SENTINEL) != 1 or rendered.count(IMAGE_PLACEHOLDER) != 1:
+        raise ExportError(f"the chat template does not place the question and {IMAGE_PLACEHOLDER} exactly once: "
+                          f"{rendered!r}")
+    return rendered.replace("{", "{{").replace("}", "}}").replace(_QUESTION_SENTINEL, "{question}")
 
 
 def _stderr_log(message: str) -> None:

@@ -14,15 +14,8 @@ NEW_GRIDS = ((1, 8, 8), (1, 4, 14), (1, 14, 6))
 
 
 @pytest.fixture(scope="module")
-def bundles(checkpoint_dir, tmp_path_factory):
-    from export.route import export_model
-
-    made = {}
-    for size in FAMILIES:
-        out = tmp_path_factory.mktemp(f"qwen-bundle-{size}") / "bundle"
-        export_model(str(checkpoint_dir(size)), out, log=lambda m: None)
-        made[size] = out
-    return made
+def bundles(qwen_bundle_dir):
+    return {size: qwen_bundle_dir(size) for size in FAMILIES}
 
 
 @pytest.fixture(scope="module")
