@@ -1,4 +1,4 @@
-"""python -m export <alias|hub-id|folder> [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]
+"""python -m export <alias|hub-id|folder> (LLaVA-1.5, Qwen2.5-VL or Qwen3-VL: by its config's model_type) [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]
 [--parity-layers N] [--parity-cases all|per-layer-head] [--memory-log FILE] [--no-memory-check]"""
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                              "VmHWM at each phase (Linux)")
     args = parser.parse_args(argv)
     out = args.out or Path("bundles") / Path(ALIASES.get(args.model, args.model)).name
-    from . import export_llava   # heavy imports only after the arguments parse
+    from .route import export_model   # heavy imports only after the arguments parse
     try:
-        export_llava(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
+        export_model(args.model, out, dtype=args.dtype, opset=args.opset, force=args.force,
                      revision=args.revision, pad_to_square=args.pad_to_square, atol=args.atol,
                      attention_form=args.attention_form, memory_log=args.memory_log,
                      parity_layers=args.parity_layers, parity_cases=args.parity_cases, fused=not args.no_fused,

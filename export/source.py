@@ -21,6 +21,14 @@ class Source:
 
 
 def resolve(model: str, revision: str | None = None) -> Source:
+    """A LLaVA checkpoint's folder (``UnsupportedModelError`` for any other)."""
+    source = locate(model, revision)
+    check_supported(source.folder)
+    return source
+
+
+def locate(model: str, revision: str | None = None) -> Source:
+    """The checkpoint's local folder, whatever its family."""
     name = ALIASES.get(model, model)
     path = Path(name).expanduser()
     if path.exists():
@@ -32,7 +40,6 @@ def resolve(model: str, revision: str | None = None) -> Source:
             f"{name!r} is neither an existing folder nor a hub id of the form 'owner/name'")
     else:
         source = _download(name, revision)
-    check_supported(source.folder)
     return source
 
 

@@ -40,6 +40,22 @@ def bundle_dir(tmp_path_factory, checkpoint_dir):
     return get
 
 
+@pytest.fixture(scope="session")
+def qwen_bundle_dir(tmp_path_factory, checkpoint_dir):
+    """A Qwen bundle exported once per session from a tiny checkpoint (``tiny-qwen2.5-vl`` / ``tiny-qwen3-vl``)."""
+    from export.route import export_model
+
+    made = {}
+
+    def get(size: str):
+        if size not in made:
+            out = tmp_path_factory.mktemp(f"qwen-bundle-{size}") / "bundle"
+            export_model(str(checkpoint_dir(size)), out, log=lambda m: None)
+            made[size] = out
+        return made[size]
+    return get
+
+
 @pytest.fixture(params=CHECKPOINTS)
 def size(request):
     return request.param

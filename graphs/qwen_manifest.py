@@ -1,0 +1,92 @@
+"""The manifest of a Qwen2.5-VL / Qwen3-VL bundle: ``manifest.json`` with ``family`` and each graph's IO records.
+
+Pure Python (the runtime imports it).  Unlike the LLaVA manifest's name lists, each graph is described
+by its inputs and outputs as records (name, dtype, dims, role: ``graphs/qwen_vl_contracts.py``), so a
+runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
+
+    {"family": "qwen2_5_vl", "schema_version": 1,
+     "graphs": {"vision": {"file": "vision.onnx", "inputs": [{"name", "dtype", "dims", "role"}, ...],
+                           "outputs": [...]}, "embed": {...}, "decoder": {...}},
+     "decoder": {num_layers, num_attention_heads, num_key_value_heads, head_dim, hidden_size, vocab_size, ...},
+     "vision": {patch_size, merge_size, window_size, position_grid_side, temporal_patch_size, in_channels},
+     "mrope": {"section": [...], "interleaved": bool}, "deepstack_layers": D,
+     "tokens": {image, video, vision_start, vision_end, eos, pad}, "stop_token_ids": [...],
+     "prompt_template": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>...",
+     "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...}}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, manifest_digest_line
+
+QWEN_SCHEMA_VERSION = 1
+QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+
+class QwenManifestError(ValueError):
+    """A manifest that is not a Qwen bundle's, or lacks one of its fields."""
+
+
+@dataclass(frozen=True)
+class QwenManifest:
+    family: str                             # config.json's model_type: qwen2_5_vl | qwen3_vl
+    source_model: str
+    graphs: dict[str, dict[str, Any]]       # name -> {"file", "inputs": [records], "outputs": [records]}
+    decoder: dict[str, int]
+    vision: dict[str, Any]
+    mrope: dict[str, Any]
+    deepstack_layers: int
+    tokens: dict[str, int | None]
+    stop_token_ids: list[int]               # greedy decoding ends at any of these (the tokenizer's eos and pad)
+    prompt_template: str                    # the chat template rendered once: "{question}" and one image placeholder
+    image_placeholder: str                  # "<|image_pad|>": one per image, expanded to t*h*w / merge^2 tokens
+    files: dict[str, str]
+    dtype: str
+    opset: int
+    attention_form: str
+    exporter_versions: dict[str, str]
+    parity: dict[str, float]                # key -> ONNX Runtime's largest distance from PyTorch
+    parity_tolerance: dict[str, float]
+    parity_rule: dict[str, str]
+    parity_fp32_noise: dict[str, float]     # the exported wrapper fp32 vs float64
+    parity_wrapper: dict[str, float]        # the exported wrapper fp32 vs the reference
+    parity_cases: dict[str, Any]
+    schema_version: int = QWEN_SCHEMA_VERSION
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def write(self, folder: Path) -> Path:
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        path = Path(folder) / MANIFEST_FILE
+        path.write_text(text)
+        (Path(folder) / MANIFEST_DIGEST_FILE).write_text(manifest_digest_line(text.encode()))
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> "QwenManifest":
+        data = json.loads((Path(folder) / MANIFEST_FILE).read_text())
+        if data.get("family") not in QWEN_FAMILIES:
+            raise QwenManifestError(f"{folder}: manifest family {data.get('family')!r} is not a Qwen family "
+                                    f"({', '.join(QWEN_FAMILIES)})")
+        names = set(cls.__dataclass_fields__)
+        missing = sorted(n for n, f in cls.__dataclass_fields__.items()
+                         if n not in data and f.default is MISSING and f.default_factory is MISSING)
+        if missing:
+            raise QwenManifestError(f"{folder}: the Qwen manifest lacks {', '.join(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def input_names(self, graph: str) -> list[str]:
+        return [t["name"] for t in self.graphs[graph]["inputs"]]
+
+    def output_names(self, graph: str) -> list[str]:
+        return [t["name"] for t in self.graphs[graph]["outputs"]]
+
+    def by_role(self, graph: str, role: str) -> str:
+        """The name of ``graph``'s input or output with ``role``."""
+        for t in (*self.graphs[graph]["inputs"], *self.graphs[graph]["outputs"]):
+            if t["role"] == role:
+                return t["name"]
+        raise QwenManifestError(f"graph {graph!r} has no tensor with role {role!r}")
