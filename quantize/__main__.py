@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from runtime.errors import BundleError
+
 from .bundle import default_out, quantize_bundle
 from .errors import QuantizeError
 from .weights import ACCURACY_LEVELS, BLOCK_SIZES, PRECISIONS
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                                    symmetric=args.symmetric, accuracy_level=args.accuracy_level, vision=args.vision,
                                    embed=args.embed, lm_head=args.lm_head, force=args.force, report=args.report,
                                    report_items=args.report_items, report_seed=args.report_seed, log=log)
-    except QuantizeError as e:
+    except (QuantizeError, BundleError) as e:
         print(f"python -m quantize: error: {e}", file=err)
         return 2
     target = (args.out or default_out(args.bundle.expanduser().resolve(), args.to)).expanduser().resolve()

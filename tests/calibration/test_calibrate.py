@@ -187,21 +187,6 @@ def test_missing_image_is_reported_and_the_rest_goes_on(tmp_path, bundle):
     assert "image not found" in (tmp_path / "run" / "calibration.md").read_text()
 
 
-def test_write_calibration_is_atomic(tmp_path, monkeypatch):
-    target = tmp_path / "calibration.json"
-    cal.write_calibration(tmp_path, {"schema_version": 1, "adaptvis": {"alpha_low": 0.5}})
-    before = target.read_bytes()
-
-    def torn(obj, f, **kw):
-        f.write('{"schema_version": 1, "adap')
-        raise KeyboardInterrupt
-    monkeypatch.setattr(cal.json, "dump", torn)
-    with pytest.raises(KeyboardInterrupt):
-        cal.write_calibration(tmp_path, {"schema_version": 1})
-    assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["calibration.json"]
-
-
 def test_cli_errors(tmp_path, bundle, syn12):
     rc, _, err = _run(bundle, tmp_path / "nowhere", "--quiet")
     assert rc == 2 and "not found" in err

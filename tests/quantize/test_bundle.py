@@ -174,8 +174,8 @@ def test_a_failure_midway_leaves_nothing_behind(source, tmp_path, monkeypatch):
 def test_a_bundle_the_runtime_cannot_load_is_not_published(source, tmp_path, monkeypatch):
     real = B.write_quantized
 
-    def corrupting(src, manifest, folder, settings, log):
-        written = real(src, manifest, folder, settings, log)
+    def corrupting(src, folder, settings, log):
+        written = real(src, folder, settings, log)
         (folder / "decoder.onnx").write_bytes(b"not onnx")
         return written
     monkeypatch.setattr(B, "write_quantized", corrupting)
