@@ -10,7 +10,8 @@ The image-key scaling, the mask, softmax, RMSNorm and the rotary angles keep com
 """
 from runtime.errors import BundleExistsError
 
-from .bundle import Settings, quantize_bundle
+from .bundle import quantize_bundle
+from .settings import Settings
 from .errors import AlreadyQuantizedError, OptionError, QuantizeError, SourceBundleError
 
 __all__ = ["quantize_bundle", "Settings", "QuantizeError", "OptionError", "SourceBundleError",

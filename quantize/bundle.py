@@ -19,7 +19,6 @@ import dataclasses
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fused.external import external_files
@@ -33,70 +32,27 @@ from runtime.errors import BundleError, BundleExistsError
 from . import weights as W
 from .errors import AlreadyQuantizedError, OptionError, QuantizeError, SourceBundleError
 from .fused_pair import quantize_pair
+from .settings import Settings
 
 REPORT_FILE = "quantization.md"
-
-
-@dataclass(frozen=True)
-class Settings:
-    to: str                         # fp16 | int8 | int4 | int8-dynamic
-    block_size: int | None = None   # int8 / int4: weights per scale along K (None: 32)
-    symmetric: bool = False         # int8 / int4 / int8-dynamic: no zero points
-    accuracy_level: int | None = None   # int8 / int4: MatMulNBits compute type (None: W.DEFAULT_ACCURACY_LEVEL)
-    vision: bool = False            # also the vision graph (tower + projector)
-    embed: bool = False             # also the embedding table (fp16 only)
-    lm_head: bool = False           # also the decoder's LM head
-
-    def check(self) -> "Settings":
-        if self.to not in W.PRECISIONS:
-            raise OptionError(f"--to must be one of {', '.join(W.PRECISIONS)}, got {self.to!r}")
-        nbits = self.to in W.NBITS
-        if not nbits and (self.block_size is not None or self.accuracy_level is not None):
-            raise OptionError(f"--block-size and --accuracy-level are MatMulNBits settings (--to int8 or int4), "
-                              f"not {self.to}'s")
-        if self.to == "fp16" and self.symmetric:
-            raise OptionError("--symmetric is an integer setting (--to int8, int4 or int8-dynamic), not fp16's")
-        if not nbits:
-            return self
-        if self.block_size is None or self.accuracy_level is None:
-            return dataclasses.replace(self, block_size=32 if self.block_size is None else self.block_size,
-                                       accuracy_level=W.DEFAULT_ACCURACY_LEVEL[self.to] if self.accuracy_level is None
-                                       else self.accuracy_level).check()
-        if self.block_size not in W.BLOCK_SIZES:
-            raise OptionError(f"--block-size must be one of {', '.join(map(str, W.BLOCK_SIZES))}, got {self.block_size!r}")
-        if self.accuracy_level not in W.ACCURACY_LEVELS:
-            raise OptionError(f"--accuracy-level must be one of {', '.join(map(str, W.ACCURACY_LEVELS))} "
-                              f"(MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8), got {self.accuracy_level!r}")
-        if self.embed and self.to != "fp16":
-            raise OptionError("--embed works with --to fp16 only: MatMulNBitsQuantizer quantizes a Gather only to "
-                              "4 bits and only at opset 21 (bundles are opset <= 20 for TensorRT 10.3)")
-        return self
-
-    @property
-    def bits(self) -> int:
-        return {"fp16": 16, "int8": 8, "int4": 4, "int8-dynamic": 8}[self.to]
-
-    def converts(self, graph: str) -> bool:
-        return graph == "decoder" or (graph == "vision" and self.vision) or (graph == "embed" and self.embed)
 
 
 def default_out(source: Path, to: str) -> Path:
     return source.parent / f"{source.name}-{to}"
 
 
-def quantize_bundle(source: str | Path | Bundle, out: str | Path | None = None, *, to: str, block_size: int | None = None,
-                    symmetric: bool = False, accuracy_level: int | None = None, vision: bool = False, embed: bool = False,
-                    lm_head: bool = False, force: bool = False, report: bool = False, report_items: int = 40,
-                    report_seed: int = 0, log=None) -> Manifest:
+def quantize_bundle(source: str | Path | Bundle, out: str | Path | None = None, settings: Settings | None = None, *,
+                    force: bool = False, log=None, **options) -> Manifest:
     """Write a quantized copy of the bundle ``source`` to ``out`` (default ``<source>-<to>``); returns its manifest.
 
-    ``report`` measures the accuracy cost against the source (``quantize.report``) and writes it into
-    the manifest and ``quantization.md``.  Raises a :class:`QuantizeError` subclass for bad input.
+    ``settings`` (``quantize.Settings``), with any of its fields given as keyword ``options`` on top
+    (``quantize_bundle(src, to="int4", report=True)``), checked once.  ``report`` measures the accuracy cost
+    against the source (``quantize.report``) and writes it into the manifest and ``quantization.md``.
+    Raises a :class:`QuantizeError` subclass for bad input (``BundleExistsError`` for an occupied ``out``).
     """
     log = log or _stderr_log
-    settings = Settings(to, block_size, symmetric, accuracy_level, vision, embed, lm_head).check()
-    if report and (isinstance(report_items, bool) or not isinstance(report_items, int) or report_items < 4):
-        raise OptionError(f"--report-items must be an int >= 4 (the benchmark has 4 relations), got {report_items!r}")
+    settings = Settings.build(settings, **options)
+    to = settings.to
     source = open_source(source if isinstance(source, Bundle) else Path(source).expanduser().resolve())
     out = Path(out).expanduser().resolve() if out is not None else default_out(source.folder, to)
     check_target(out, source.folder, force)
@@ -105,9 +61,9 @@ def quantize_bundle(source: str | Path | Bundle, out: str | Path | None = None, 
         written = write_quantized(source, partial, settings, log)
         log(f"quantized in {time.perf_counter() - t0:.1f}s; loading it")
         _load_check(partial)
-        if report:
+        if settings.report:
             from .report import markdown, measure
-            accuracy = measure(source, partial, n_items=report_items, seed=report_seed, log=log)
+            accuracy = measure(source, partial, n_items=settings.report_items, seed=settings.report_seed, log=log)
             (partial / REPORT_FILE).write_text(markdown(written, accuracy))
             written = finish_manifest(partial, written, accuracy)
     log(f"bundle ready: {out}")
