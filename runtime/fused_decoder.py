@@ -49,8 +49,9 @@ class FusedDecoder:
         self.dtype, self.device = np.dtype(dtype), device
         self.cuda_graph = cuda_graph
         # the embedding graph writes straight into the step's input when their float types agree
-        types = {t.name: t.type for t in (*embed.get_outputs(), *plain.get_inputs())}
-        self._embed_direct = types[embed_names[1]] == types[plain_names.inputs_embeds]
+        made = next(t.type for t in embed.get_outputs() if t.name == embed_names[1])
+        taken = next(t.type for t in plain.get_inputs() if t.name == plain_names.inputs_embeds)
+        self._embed_direct = made == taken
         self.pool = KVPool(lambda capacity, graph_id: make_buffers(capacity, graph_id, dtype=self.dtype,
                                                                    device=device, **shape), max_capacity)
         self._prefill_options = ort.RunOptions()

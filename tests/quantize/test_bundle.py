@@ -18,6 +18,7 @@ from quantize import (AlreadyQuantizedError, BundleExistsError, OptionError, Qua
                       quantize_bundle)
 from quantize import bundle as B
 from runtime.bundle import sha256_file
+from runtime.bundle_write import write_calibration
 from tests.manifest_edit import rewrite_manifest
 
 
@@ -64,8 +65,7 @@ def test_old_manifests_without_the_field_still_load(bundle_dir):
 
 
 def test_the_source_is_never_modified_and_calibration_is_not_copied(source, tmp_path):
-    (source / "calibration.json").write_text(json.dumps(
-        {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": 0.1}}))
+    write_calibration(source, {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": 0.1}})   # signed
     before = _snapshot(source)
     _quantize(source, tmp_path / "out", to="fp16")
     assert _snapshot(source) == before
