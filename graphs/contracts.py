@@ -171,7 +171,8 @@ def plain_decoder_contract(num_layers: int) -> GraphContract:
         "plain decoder",
         inputs=(TensorSpec("inputs_embeds", "float", ("batch", "sequence", "hidden")),
                 TensorSpec("attention_mask", "int64", ("batch", "mask_length")), *past),
-        outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present),
+        # float32 logits whatever the pair's float type: the LM head's MatMul output is cast up in the graph
+        outputs=(TensorSpec("logits", "float32", ("batch", "vocab")), *present),
     )
 
 
