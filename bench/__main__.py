@@ -14,6 +14,7 @@ import runtime
 from graphs.manifest import Manifest
 
 from . import artifacts, machine, memory, ours, quiet, report, roofline, variants
+from .measured import Measured
 from .stats import paired_ratio, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -198,8 +199,8 @@ def main(argv=None) -> int:
     if noise["foreign_cpu_fraction"] and noise["foreign_cpu_fraction"] > 0.05:
         console.print(f"[yellow]warning: other processes used {noise['foreign_cpu_fraction']:.0%} of the CPUs "
                       f"while this ran; timings are slower than on a quiet machine[/]")
-    result = build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                          ours_load, ref_load, ref, started, vlm, noise, extra)
+    result = build_result(Measured(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
+                                   ours_load, ref_load, ref, started, vlm, noise, tuple(extra)).check())
     out = args.out or RESULTS / f"{args.size}-{machine.slug(info)}-{started:%Y-%m-%d}.json"
     report.write_json(result, out)
     report.print_tables(console, result)
@@ -222,8 +223,11 @@ def _summaries(runs: list[dict]) -> dict:
     return out
 
 
-def build_result(args, info, art, manifest, bandwidth, weights, peak, samples, warm, warm_tokens,
-                 ours_load, ref_load, ref, started, vlm, noise, extra=()) -> dict:
+def build_result(run: Measured) -> dict:
+    """The JSON result of one run (``bench/measured.py``: what was measured, checked)."""
+    args, info, art, manifest, bandwidth, weights = run.args, run.info, run.art, run.manifest, run.bandwidth, run.weights
+    peak, samples, warm, warm_tokens, noise, extra = run.peak, run.samples, run.warm, run.warm_tokens, run.noise, run.extra
+    ours_load, ref_load, ref, started, vlm = run.ours_load, run.ref_load, run.ref, run.started, run.vlm
     sides = ["ours"] + ([] if ref is None else ["reference"]) + [v.side for v in extra]
     measured = {side: {m: {str(n): _summaries(samples[side][m][n]) for n in args.tokens}
                        for m in samples[side]} for side in sides}

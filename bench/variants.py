@@ -23,8 +23,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graphs.io_spec import GraphIO
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
-from runtime.bundle import sha256_file
+from runtime.bundle import Bundle
+from runtime.bundle_write import new_bundle, sign
 
 # How the bench quantizes: ONNX Runtime's MatMulNBits with int8 arithmetic (accuracy level 4), the
 # lever for the compute-bound prefill; int4 also quantizes the LM head (fp32 it is 6% of a
@@ -143,21 +145,23 @@ def _ensure_pruned(source: Path, folder: Path, log) -> bool:
     import onnx                        # optional: onnx (the export extra)
 
     log(f"pruning the attention outputs: {source} -> {folder}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
-        old.unlink()
-    manifest = Manifest.read(source)
+    manifest = Bundle.open(source).manifest
     decoder_file = manifest.graphs["decoder"]
-    for item in source.iterdir():
-        if item.is_file() and item.name not in (MANIFEST_FILE, MANIFEST_DIGEST_FILE, decoder_file):
-            _link(item, folder / item.name)
-    model = onnx.load(str(source / decoder_file), load_external_data=False)
-    prune_outputs(model, ATTENTION_OUTPUTS)
-    onnx.save(model, str(folder / decoder_file))
-    outputs = {**manifest.outputs, "decoder": [o for o in manifest.outputs["decoder"] if o not in ATTENTION_OUTPUTS]}
-    digests = {**manifest.sha256, decoder_file: sha256_file(folder / decoder_file)}
-    dataclasses.replace(manifest, outputs=outputs, sha256=digests).write(folder)
-    stamp.write_text(_source_digest(source))
+    with new_bundle(folder, force=True) as partial:
+        for item in source.iterdir():
+            if item.is_file() and item.name not in (MANIFEST_FILE, MANIFEST_DIGEST_FILE, decoder_file) \
+                    and not item.name.startswith("."):
+                _link(item, partial / item.name)
+        model = onnx.load(str(source / decoder_file), load_external_data=False)
+        prune_outputs(model, ATTENTION_OUTPUTS)
+        onnx.save(model, str(partial / decoder_file))
+        outputs = {**manifest.outputs, "decoder": [o for o in manifest.outputs["decoder"] if o not in ATTENTION_OUTPUTS]}
+        io = manifest.io and {**manifest.io, decoder_file: GraphIO(
+            manifest.io[decoder_file].inputs,
+            tuple(t for t in manifest.io[decoder_file].outputs if t.role not in ATTENTION_OUTPUTS))}
+        known = {f: d for f, d in manifest.sha256.items() if f != decoder_file}
+        sign(partial, dataclasses.replace(manifest, outputs=outputs, io=io), known)
+        (partial / stamp.name).write_text(_source_digest(source))          # a dot file: not signed
     return True
 
 

@@ -43,7 +43,8 @@ from evaluation.runs import CACHE_FILE, open_one_dataset
 from evaluation.scoring import score_item, summarize
 from readers.items import Item
 from readers.workset import WorkSet
-from runtime.calibration_file import write_calibration
+from runtime.bundle_write import write_calibration, write_file
+from runtime.calibration_file import CALIBRATION_FILE, encode_calibration
 from runtime.errors import SteeringError
 from runtime.steering import check_alpha
 
@@ -250,7 +251,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
                         round_confidence=args.round_confidence)
     with ResultCache(args.cache or out_dir / CACHE_FILE) as cache:
         runner = Runner(vlm, cache, args.max_new_tokens, progress=not args.quiet, err=err,
-                        bundle=bundle_digest(args.bundle))
+                        bundle=bundle_digest(vlm))
         try:
             outcome = calibrate_items(runner, ws, settings)
         except CalibrationError as e:
@@ -261,8 +262,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     doc = outcome.document
     written = None
     if not args.no_write:
-        written = write_calibration(args.bundle, doc)
-    write_calibration(out_dir, doc)
+        written = write_calibration(vlm.bundle, doc).path(CALIBRATION_FILE)      # checked, signed into the bundle
+    write_file(out_dir / CALIBRATION_FILE, encode_calibration(doc))             # the run's own record
 
     heatmap = None
     if have_matplotlib():

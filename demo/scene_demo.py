@@ -28,7 +28,7 @@ from pathlib import Path
 import runtime
 from fixtures import SPATIAL, build_checkpoint
 from runtime.__main__ import format_answer
-from runtime.bundle import open_bundle
+from runtime.bundle import Bundle
 from runtime.errors import BundleError
 from scenes.synthetic import generate
 from spatial.assemble import WEIGHTS
@@ -69,7 +69,7 @@ def prepare(size: str, checkpoint: Path, bundle: Path) -> None:
         shutil.rmtree(bundle, ignore_errors=True)
     if (bundle / "manifest.json").exists():
         try:
-            manifest = open_bundle(bundle)
+            manifest = Bundle.open(bundle).manifest
             if "plain" in (manifest.fused_decoders or {}).get(manifest.dtype, {}):
                 print(f"[demo] reusing the bundle in {bundle} (delete the folder to export it again)")
                 return

@@ -390,8 +390,8 @@ def run(args, ap: argparse.ArgumentParser, out: TextIO = sys.stdout, err: TextIO
     ws, vlm, out_dir = opened
     steering, source = None, None
     if not args.no_adaptvis:
-        _, _, steering, source = resolve_settings(args.bundle, vlm.default_steering, ws.subset, None, None)
-    digest = bundle_digest(args.bundle)
+        _, _, steering, source = resolve_settings(vlm.bundle.calibration, vlm.default_steering, ws.subset, None, None)
+    digest = bundle_digest(vlm)
     with ResultCache(args.cache or out_dir / CACHE_FILE) as cache:
         runner = Runner(vlm, cache, args.max_new_tokens, progress=not args.quiet, err=err, bundle=digest)
         try:

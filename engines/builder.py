@@ -6,19 +6,19 @@
                             reusing that folder's timing.cache; an EPContext model beside each engine
     record                  engines.json: TensorRT, GPU, precision, limits, profiles, seconds and bytes per engine
 
-Everything is written into engines/.<folder>.partial-<pid> and renamed at the end: a failed or
-interrupted build leaves the previous engines (if any) in place.
+Everything is written into engines/.<folder>.partial-<pid> and renamed at the end
+(``runtime.bundle_write.staged_folder``): a failed or interrupted build leaves the previous engines
+(if any) in place.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from graphs.manifest import MANIFEST_FILE, Manifest
-from runtime.bundle import open_bundle, sha256_file
+from graphs.manifest import Manifest
+from runtime.bundle import Bundle
+from runtime.bundle_write import staged_folder
 from runtime.engine_target import local_target
 
 from runtime.engine_layout import (GRAPHS, RECORD_SCHEMA, TIMING_CACHE_FILE, EngineError, context_model_file, engine_file,
@@ -51,15 +51,16 @@ def build_mode(graphs: str, requested: str | None) -> tuple[str, bool, bool]:
     return precision, False, True                # fp32 graphs, fp16 engine: TensorRT picks fp16 kernels per layer
 
 
-def check_request(bundle: Path, precision: str | None, max_prompt: int | None, max_context: int | None,
-                  workspace_gb: float | None) -> tuple[Manifest, Limits, tuple[str, bool, bool]]:
+def check_request(bundle: Path | Bundle, precision: str | None, max_prompt: int | None, max_context: int | None,
+                  workspace_gb: float | None) -> tuple[Bundle, Limits, tuple[str, bool, bool]]:
     """Everything that can be refused without TensorRT or a GPU; BundleError / EngineError."""
-    manifest = open_bundle(bundle, verify_checksums=True)
+    bundle = Bundle.open(bundle, verify_checksums=True)
+    manifest = bundle.manifest
     limits = engine_limits(manifest, max_prompt, max_context)
     mode = build_mode(graph_precision(manifest), precision)
     if workspace_gb is not None and not workspace_gb > 0:
         raise EngineError(f"--workspace must be a positive number of GB, got {workspace_gb}")
-    return manifest, limits, mode
+    return bundle, limits, mode
 
 
 def import_tensorrt():
@@ -76,23 +77,19 @@ def import_tensorrt():
     return tensorrt
 
 
-def build_bundle_engines(bundle: str | Path, precision: str | None = None, max_prompt: int | None = None,
+def build_bundle_engines(bundle: str | Path | Bundle, precision: str | None = None, max_prompt: int | None = None,
                          max_context: int | None = None, workspace_gb: float | None = None, log=print,
                          show_progress: bool = True) -> Path:
     """Build vision/embed/decoder engines for this machine into the bundle; returns their folder."""
-
-
-    bundle = Path(bundle).expanduser()
-    manifest, limits, (engine_precision, strongly_typed, fp16_flag) = check_request(
-        bundle, precision, max_prompt, max_context, workspace_gb)
+    opened, limits, (engine_precision, strongly_typed, fp16_flag) = check_request(
+        bundle if isinstance(bundle, Bundle) else Path(bundle).expanduser(), precision, max_prompt, max_context,
+        workspace_gb)
+    bundle, manifest = opened.folder, opened.manifest
     trt = import_tensorrt()
     target = local_target()
     root = engines_root(bundle)
     folder = root / target.folder
-    partial = root / f".{target.folder}.partial-{os.getpid()}"
     root.mkdir(exist_ok=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
     old_cache = folder / TIMING_CACHE_FILE
     timing_cache = old_cache.read_bytes() if old_cache.is_file() else b""
     profiles = engine_profiles(manifest, limits)
@@ -106,34 +103,31 @@ def build_bundle_engines(bundle: str | Path, precision: str | None = None, max_p
               "compute_capability": target.compute_capability, "gpu": target.gpu,
               "precision": engine_precision, "strongly_typed": strongly_typed,
               "max_prompt": limits.max_prompt, "max_context": limits.max_context, "workspace_gb": workspace_gb,
-              "bundle_manifest_sha256": sha256_file(bundle / MANIFEST_FILE), "timing_cache": TIMING_CACHE_FILE,
+              "bundle_manifest_sha256": opened.model_sha256, "timing_cache": TIMING_CACHE_FILE,
               "timing_cache_reused": bool(timing_cache), "profiles_note": "one profile per engine (engines/profiles.py)",
               "engines": {}}
     started = time.perf_counter()
     progress = start_progress() if show_progress else None
-    try:
-        for i, graph in enumerate(GRAPHS, 1):
-            log(f"[{i}/{len(GRAPHS)}] {graph}: {manifest.graphs[graph]}")
-            t0 = time.perf_counter()
-            size, timing_cache = _build_graph(trt, bundle / manifest.graphs[graph], partial, graph, profiles[graph],
-                                              strongly_typed, fp16_flag, workspace_gb, timing_cache,
-                                              make_monitor(trt, progress, log), target)
-            seconds = time.perf_counter() - t0
-            log(f"      {graph}: {size / 2**20:.1f} MiB in {seconds:.1f} s")
-            record["engines"][graph] = {"engine": engine_file(graph), "context_model": context_model_file(graph),
-                                        "bytes": size, "build_seconds": round(seconds, 2),
-                                        "profiles": profiles_as_json(profiles[graph])}
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        if progress is not None:
-            progress.stop()
-    (partial / TIMING_CACHE_FILE).write_bytes(timing_cache)
-    record["build_seconds"] = round(time.perf_counter() - started, 2)
-    record["built_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_record(partial, record)
-    _replace(partial, folder)
+    with staged_folder(folder) as partial:
+        try:
+            for i, graph in enumerate(GRAPHS, 1):
+                log(f"[{i}/{len(GRAPHS)}] {graph}: {manifest.graphs[graph]}")
+                t0 = time.perf_counter()
+                size, timing_cache = _build_graph(trt, opened.graph(graph), partial, graph, profiles[graph],
+                                                  strongly_typed, fp16_flag, workspace_gb, timing_cache,
+                                                  make_monitor(trt, progress, log), target)
+                seconds = time.perf_counter() - t0
+                log(f"      {graph}: {size / 2**20:.1f} MiB in {seconds:.1f} s")
+                record["engines"][graph] = {"engine": engine_file(graph), "context_model": context_model_file(graph),
+                                            "bytes": size, "build_seconds": round(seconds, 2),
+                                            "profiles": profiles_as_json(profiles[graph])}
+        finally:
+            if progress is not None:
+                progress.stop()
+        (partial / TIMING_CACHE_FILE).write_bytes(timing_cache)
+        record["build_seconds"] = round(time.perf_counter() - started, 2)
+        record["built_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_record(partial, record)
     log(f"done in {record['build_seconds']:.0f} s: {folder}")
     return folder
 
@@ -148,11 +142,3 @@ def _build_graph(trt, graph_path, partial, graph, profiles, strongly_typed, fp16
         monitor=monitor)
     write_context_model(graph_path, engine_file(graph), partial / context_model_file(graph), target.compute_capability)
     return size, timing_cache
-
-
-def _replace(partial: Path, folder: Path) -> None:
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        folder.rename(old)
-    partial.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)

@@ -58,7 +58,7 @@ import runtime
 from readers.errors import DatasetError
 from readers.items import Item
 from readers.workset import WorkSet, load_worksets
-from runtime.calibration_file import read_calibration
+from runtime.calibration_file import Calibration
 from runtime.errors import BundleError, RuntimeInputError, SteeringError
 from runtime.steering import PAPER_DEFAULT, AdaptVis, check_alpha, describe
 
@@ -86,11 +86,11 @@ def answer_category(text: str, options: Sequence[str]) -> str:
     return best
 
 
-def resolve_settings(bundle: Path, default_steering: AdaptVis, subset: str, adaptvis_arg: Optional[tuple],
-                     scalingvis_arg: Optional[float]) -> tuple[float, str, AdaptVis, str]:
-    """(ScalingVis alpha, where it came from, AdaptVis, where it came from) for one subset."""
+def resolve_settings(calibration: Calibration | None, default_steering: AdaptVis, subset: str,
+                     adaptvis_arg: Optional[tuple], scalingvis_arg: Optional[float]) -> tuple[float, str, AdaptVis, str]:
+    """(ScalingVis alpha, where it came from, AdaptVis, where it came from) for one subset; ``calibration``:
+    the loaded bundle's (``VLM.bundle.calibration``), read and checked when it was opened."""
     paper, paper_src = paper_setting(subset)
-    calibration = read_calibration(bundle)          # BundleError when malformed, as when the runtime loads it
     if adaptvis_arg is not None:
         lo, hi, th = adaptvis_arg
         av, av_src = AdaptVis(low=lo, high=hi, threshold=th), "--adaptvis"
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     out_dir = args.out or (default_out(args.bundle, names[0]) if len(names) == 1
                            else default_out(args.bundle, "evaluation"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc: dict = {"bundle": str(args.bundle), "bundle_sha256": bundle_digest(args.bundle),
+    doc: dict = {"bundle": str(args.bundle), "bundle_sha256": bundle_digest(vlm),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "tool": "python -m evaluation.evaluate", "max_new_tokens": args.max_new_tokens,
                  "scoring": args.scoring, "subsets": {}}
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         for ws in worksets:
             problems += ws.problems
             try:
-                sv, sv_src, av, av_src = resolve_settings(args.bundle, vlm.default_steering, ws.subset,
+                sv, sv_src, av, av_src = resolve_settings(vlm.bundle.calibration, vlm.default_steering, ws.subset,
                                                           args.adaptvis, args.scalingvis_alpha)
             except BundleError as e:
                 print(f"error: BundleError: {e}", file=err)

@@ -88,9 +88,10 @@ def blank() -> Pass:
     return Pass(BLANK, None, blank=True)
 
 
-def bundle_digest(folder: str | Path) -> str:
-    """sha256 of the bundle's manifest.json (which lists the sha256 of every graph and the tokenizer)."""
-    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+def bundle_digest(vlm) -> str:
+    """The loaded bundle's ``model_sha256``: its manifest (every graph's and the tokenizer's sha256), less the
+    calibration's digest, so results cached before ``just calibrate`` re-signed the bundle are still found."""
+    return vlm.bundle.model_sha256
 
 
 def item_digest(item: Item) -> str:
@@ -124,7 +125,7 @@ class Runner:
         self.max_new_tokens = max_new_tokens
         self.progress = progress
         self.err = err
-        self.bundle_sha256 = bundle or bundle_digest(vlm.folder)
+        self.bundle_sha256 = bundle or bundle_digest(vlm)
         self.model_calls = 0
         self.cache_hits = 0
         self.model_seconds = 0.0

@@ -9,7 +9,7 @@ from pathlib import Path
 from graphs.manifest import ATTENTION_FORMS, DEFAULT_ATTENTION_FORM
 
 from .settings import DEFAULT_OPSET
-from .errors import ExportError
+from .errors import BundleExistsError, ExportError
 from .source import ALIASES
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                      parity_layers=args.parity_layers, parity_cases=args.parity_cases, fused=not args.no_fused,
                      check_memory=not args.no_memory_check,
                      bound_weights=not args.exporter_writes_weights)
-    except ExportError as e:
+    except (ExportError, BundleExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

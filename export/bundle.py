@@ -8,28 +8,27 @@
 
 Before anything is loaded the export states its expected peak memory and refuses at once where the
 machine has less available (``export/memory_need.py``).
-Everything is written into ``.<out>.partial-<pid>`` beside the target and renamed
-at the very end, so a failure (parity, full disk, Ctrl-C) never leaves a
-folder that looks like a complete bundle.
+Everything is written into ``.<out>.partial-<pid>`` beside the target, signed and renamed
+at the very end (``runtime.bundle_write.new_bundle``), so a failure (parity, full disk, Ctrl-C)
+never leaves a folder that looks like a complete bundle.
 """
 from __future__ import annotations
 
 import gc
-import os
-import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from graphs.bundle_folder import occupied, replace_folder
 from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from graphs.io_spec import GraphIO
 from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
-from runtime.bundle import sha256_file
+from runtime.bundle import Bundle
+from runtime.bundle_write import check_target, new_bundle, sign
 
 from fused import FuseError, FusedMemoryError, UnsupportedDecoderError, fuse_bundle
 
-from .errors import BundleExistsError, ExportError
+from .errors import ExportError
 from .memory_log import NO_MEMORY_LOG, MemoryLog, checkpoint_bytes
 from .memory_need import check_memory, default_dtype, parameter_count
 from .release import drop_unused_pages, trim_heap
@@ -52,7 +51,7 @@ def export_llava(model: str, out: Path, settings: ExportSettings | None = None, 
     log = log or _stderr_log
     settings = (settings or ExportSettings()).with_options(**options)
     out = Path(out).expanduser().resolve()
-    _check_target(out, force)
+    check_target(out, force)           # before minutes of work
     source = resolve(model, settings.revision)
     if settings.dtype is None:
         settings = settings.with_options(dtype=default_dtype(source.folder))
@@ -65,18 +64,12 @@ def export_llava(model: str, out: Path, settings: ExportSettings | None = None, 
         check_memory(source.folder, settings.dtype, 1 if settings.parity_cases == "per-layer-head" else 4, log)
     memory = (NO_MEMORY_LOG if settings.memory_log is None else
               MemoryLog(settings.memory_log, log, checkpoint_bytes(source.folder)))
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, partial, settings, log, memory)
-        if settings.fused:
-            with memory.phase("fused decoder pair"):
-                manifest = _add_fused_pair(partial, source.folder, settings, log)
-        replace_folder(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with new_bundle(out, force) as partial:
+            manifest = _export_into(source, partial, settings, log, memory)
+            if settings.fused:
+                with memory.phase("fused decoder pair"):
+                    manifest = _add_fused_pair(partial, source.folder, settings, log)
     finally:
         memory.write()          # the phases so far, also when the export failed
     log(f"bundle ready: {out}")
@@ -91,13 +84,7 @@ def _add_fused_pair(folder: Path, checkpoint: Path, settings: ExportSettings, lo
         log(f"no fused decoder pair (the standard decoder serves every provider): {e}")
     except FuseError as e:
         raise ExportError(f"the fused decoder pair failed: {e} (--no-fused exports without it)") from None
-    return Manifest.read(folder)
-
-
-def _check_target(out: Path, force: bool) -> None:
-    reason = occupied(out, force)
-    if reason:
-        raise BundleExistsError(reason)
+    return Bundle.open(folder, verify_checksums=False).manifest      # signed here, just now
 
 
 def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_MEMORY_LOG) -> Manifest:
@@ -176,8 +163,7 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
             + ", ".join(f"{k} {v:.2e}" for k, v in parity.tolerances.noise.items()))
     with memory.phase("manifest"):
         processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-        manifest = _manifest(source, config, processor, folder, settings, parity)
-        manifest.write(folder)
+        manifest = sign(folder, _manifest(source, config, processor, settings, parity))
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
@@ -194,7 +180,8 @@ def _release(model, exported: str, checkpoint: Path) -> None:
     drop_unused_pages(model, sorted(Path(checkpoint).glob("*.safetensors")))
 
 
-def _manifest(source, config, processor, folder: Path, settings: ExportSettings, parity) -> Manifest:
+def _manifest(source, config, processor, settings: ExportSettings, parity) -> Manifest:
+    """The manifest of the exported graphs (its digest table is filled in when it is signed)."""
     import onnx
     import torch
     import transformers
@@ -211,13 +198,13 @@ def _manifest(source, config, processor, folder: Path, settings: ExportSettings,
     tok = processor.tokenizer
     contracts = bundle_contracts(text.num_hidden_layers)
     with_image = _image_tokens(config)
-    files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return Manifest(
         schema_version=SCHEMA_VERSION,
         source_model=source.name, source_revision=source.revision,
         graphs={name: f"{name}.onnx" for name in contracts},
         inputs={n: c.input_names for n, c in contracts.items()},
         outputs={n: c.output_names for n, c in contracts.items()},
+        io={f"{n}.onnx": GraphIO.from_contract(c, settings.dtype) for n, c in contracts.items()},
         past_key_template=PAST_KEY, past_value_template=PAST_VALUE,
         present_key_template=PRESENT_KEY, present_value_template=PRESENT_VALUE,
         decoder=DecoderShape(text.num_hidden_layers, heads, text.num_key_value_heads, head_dim,
@@ -240,7 +227,6 @@ def _manifest(source, config, processor, folder: Path, settings: ExportSettings,
         parity_fp32_noise=(parity.tolerances.noise or None) if settings.dtype == "fp32" else None,
         parity_fp16_noise=(parity.tolerances.noise or None) if settings.dtype == "fp16" else None,
         attention_form=settings.attention_form,
-        sha256={name: sha256_file(folder / name) for name in files},
     )
 
 

@@ -1,6 +1,10 @@
 """Exceptions the exporter raises for caller mistakes and failed checks."""
 from __future__ import annotations
 
+from runtime.errors import BundleExistsError    # the one class: the output folder holds something, no --force
+
+__all__ = ["ExportError", "UnsupportedModelError", "SourceNotFoundError", "BundleExistsError", "ParityError"]
+
 
 class ExportError(RuntimeError):
     """Base class: the export stopped and left no bundle behind."""
@@ -12,10 +16,6 @@ class UnsupportedModelError(ExportError):
 
 class SourceNotFoundError(ExportError):
     """The hub id / local folder could not be found or reached."""
-
-
-class BundleExistsError(ExportError):
-    """The output folder already holds something and --force was not given."""
 
 
 class ParityError(ExportError):

@@ -3,16 +3,14 @@
     BUNDLE (verified: manifest digest, every file's sha256; refused otherwise)
     checkpoint --fused/graph.py--> BUNDLE/.fused-<dtype>.partial-<pid>/ decoder_plain_<dtype>.onnx,
                                    decoder_steered_<dtype>.onnx, decoder_fused_<dtype>.onnx_data
-        --fused/parity.py (vs decoder.onnx)--> the three files renamed into BUNDLE (an older pair or
-        one-graph fused decoder of that dtype removed)
-        --> manifest.json: fused_decoders[<dtype>] = {plain, steered, data, parity, ...}, the files' sha256;
-            written to a temporary file and renamed, its digest file last
+        --fused/parity.py (vs decoder.onnx)--> runtime.bundle_write.update_bundle: the three files, the
+        manifest's fused_decoders[<dtype>] = {plain, steered, data, parity, ...} and the pair's io
+        (an older pair or one-graph fused decoder of that dtype removed), re-signed, renamed into place
 
 A failed build or parity check leaves the bundle as it was (a fused pair already there included).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
@@ -20,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from graphs.contracts import plain_decoder_contract, steered_decoder_contract
+from graphs.io_spec import GraphIO
 from graphs.manifest import Manifest
-from runtime.bundle import open_bundle, sha256_file
+from runtime.bundle import Bundle
+from runtime.bundle_write import update_bundle
 from runtime.errors import BundleError
 from runtime.host_memory import available_bytes
 
@@ -35,7 +36,7 @@ DTYPES = {"fp32": np.float32, "fp16": np.float16}
 _BASE_BYTES = 1_000_000_000      # Python, torch, ONNX Runtime, the inputs
 
 
-def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path | None = None,
+def fuse_bundle(bundle: str | Path | Bundle, dtype: str = "fp32", checkpoint: str | Path | None = None,
                 atol: float | None = None, providers=("CPUExecutionProvider",), log=print) -> dict:
     """Build the fused pair for ``dtype`` into ``bundle`` from ``checkpoint`` (default: the manifest's
     ``source_model``); returns its manifest record.  ``atol`` can only widen the logits tolerance against
@@ -44,11 +45,11 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
         raise FuseError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if atol is not None and not (isinstance(atol, (int, float)) and np.isfinite(atol) and atol > 0):
         raise FuseError(f"atol must be a positive number, got {atol!r}")
-    folder = Path(bundle).expanduser().resolve()
     try:
-        manifest = open_bundle(folder, verify_checksums=True)
+        opened = Bundle.open(bundle if isinstance(bundle, Bundle) else Path(bundle).expanduser().resolve())
     except BundleError as e:
-        raise FuseError(f"{folder} does not verify, so it is not re-signed with a fused decoder: {e}") from None
+        raise FuseError(f"{bundle} does not verify, so it is not re-signed with a fused decoder: {e}") from None
+    folder, manifest = opened.folder, opened.manifest
     if manifest.quantization is not None:
         raise FuseError(f"{folder} is a quantized bundle; build the fused decoder into its source bundle "
                         f"(just quantize then quantizes the pair with the rest)")
@@ -76,23 +77,28 @@ def fuse_bundle(bundle: str | Path, dtype: str = "fp32", checkpoint: str | Path 
         log("parity against decoder.onnx: " + ", ".join(f"{k} {v:.2e} (limit {limits[k]:.2e})"
                                                          for k, v in worst.items()))
         check_parity(worst, limits, dtype)
-        old = _files_of(manifest, dtype)
-        for f in files.values():
-            os.replace(partial / f, folder / f)
+        record = {**files, "dtype": dtype, "kv_layout": "shared past/present buffer", "parity": worst,
+                  "parity_tolerance": limits, "parity_rule": rule, "nodes": built["nodes"],
+                  "nodes_per_layer": built["nodes_per_layer"], "attention_op": built["attention_op"],
+                  "ops": built["ops"], "checked_against": manifest.graphs["decoder"], "providers": ["cpu", "cuda"]}
+        old = [f for f in _files_of(manifest, dtype) if f not in files.values()]
+        update_bundle(opened, files={f: partial / f for f in files.values()}, remove=tuple(old),
+                      fused_decoders={**(manifest.fused_decoders or {}), dtype: record},
+                      io=_io_with_pair(manifest, files, dtype, old))
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    record = {**files, "dtype": dtype, "kv_layout": "shared past/present buffer", "parity": worst,
-              "parity_tolerance": limits, "parity_rule": rule, "nodes": built["nodes"],
-              "nodes_per_layer": built["nodes_per_layer"], "attention_op": built["attention_op"], "ops": built["ops"],
-              "checked_against": manifest.graphs["decoder"], "providers": ["cpu", "cuda"]}
-    fused = dict(manifest.fused_decoders or {})
-    fused[dtype] = record
-    sha = {f: d for f, d in manifest.sha256.items() if f not in old}
-    sha.update({f: sha256_file(folder / f) for f in files.values()})
-    dataclasses.replace(manifest, fused_decoders=fused, sha256=sha).write(folder)
-    for f in set(old) - set(files.values()):          # an earlier layout's files, no longer named
-        (folder / f).unlink(missing_ok=True)
     return record
+
+
+def _io_with_pair(manifest: Manifest, files: dict, dtype: str, removed: list[str]) -> dict | None:
+    """The manifest's io with the pair's two graphs (None stays None: a bundle from before io binds by contract)."""
+    if manifest.io is None:
+        return None
+    L = manifest.decoder.num_layers
+    io = {f: spec for f, spec in manifest.io.items() if f not in removed}
+    io[files["plain"]] = GraphIO.from_contract(plain_decoder_contract(L), dtype)
+    io[files["steered"]] = GraphIO.from_contract(steered_decoder_contract(L), dtype)
+    return io
 
 
 def check_memory(folder: Path, manifest: Manifest, dtype: str, providers, log=None) -> int:

@@ -23,8 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from graphs.contracts import decoder_contract, embed_contract, plain_decoder_contract, steered_decoder_contract
+from graphs.io_spec import GraphIO
 from graphs.manifest import Manifest
 from runtime.fused_decoder import FusedDecoder
+from runtime.graph_io import DecoderNames
 from runtime.providers import device_of
 from runtime.sessions import steered_options
 from runtime.standard_decoder import StandardDecoder
@@ -59,14 +62,15 @@ def _session(path: Path, providers: list[str], steered: bool = False) -> ort.Inf
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _calls(manifest: Manifest, rng: np.random.Generator, embed: ort.InferenceSession):
+def _calls(manifest: Manifest, rng: np.random.Generator, embed, embed_names: tuple[str, str]):
     """(embeds [1, S, C] float32 or a token id, scale [1, L, H], attention?) per call, and the image mask."""
     d = manifest.decoder
     L, H = d.num_layers, d.num_attention_heads
     n_image = min(manifest.image_tokens_per_image, 40)
     sizes = [n_image + 6, 3, 1, 1, 1]
     ids = rng.integers(3, min(d.vocab_size, 300), size=sum(sizes) + 2)
-    embeds = embed.run(["inputs_embeds"], {"input_ids": ids[None].astype(np.int64)})[0].astype(np.float32)
+    ids_name, embeds_name = embed_names
+    embeds = embed.run([embeds_name], {ids_name: ids[None].astype(np.int64)})[0].astype(np.float32)   # [1, n, C]
     scale_of_text = float(np.abs(embeds).mean()) or 1.0
     embeds[0, 2: 2 + n_image] = rng.standard_normal((n_image, d.hidden_size)) * scale_of_text * 20
     mask = np.zeros((1, len(ids)), dtype=bool)
@@ -90,15 +94,21 @@ def compare_decoders(folder: Path, manifest: Manifest, files: dict[str, str], dt
     d = manifest.decoder
     embed = _session(folder / manifest.graphs["embed"], providers)
     floats = {"fp16": np.float16, "fp32": np.float32}
-    past, present = manifest.past_names(), manifest.present_names()
+    L = d.num_layers
+    embed_names = tuple(manifest.graph_io(manifest.graphs["embed"], embed_contract(), manifest.dtype).name(role)
+                        for role in ("input_ids", "inputs_embeds"))
+    names = DecoderNames.of(manifest.graph_io(manifest.graphs["decoder"], decoder_contract(L, manifest.has_attention_outputs),
+                                              manifest.dtype), L)
     standard = StandardDecoder(_session(folder / manifest.graphs["decoder"], providers),
-                               lambda ids: embed.run(["inputs_embeds"], {"input_ids": ids[None]})[0],
-                               past, present, floats[manifest.dtype], device, d.num_key_value_heads, d.head_dim)
+                               lambda i: embed.run([embed_names[1]], {embed_names[0]: i[None]})[0],   # [n] -> [1, n, C]
+                               names, floats[manifest.dtype], device, d.num_key_value_heads, d.head_dim)
     shape = {"layers": d.num_layers, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
              "hidden": d.hidden_size, "vocab": d.vocab_size}
     fused = FusedDecoder(_session(folder / files["plain"], providers), _session(folder / files["steered"], providers, steered=True),
-                         embed, past, present, floats[dtype], device, shape, d.max_position_embeddings)
-    calls, mask = _calls(manifest, np.random.default_rng(seed), embed)
+                         embed, DecoderNames.of(GraphIO.from_contract(plain_decoder_contract(L), dtype), L),
+                         DecoderNames.of(GraphIO.from_contract(steered_decoder_contract(L), dtype), L), embed_names,
+                         floats[dtype], device, shape, d.max_position_embeddings)
+    calls, mask = _calls(manifest, np.random.default_rng(seed), embed, embed_names)
     caches = {"standard": standard.new_cache(mask.shape[1]), "fused": fused.new_cache(mask.shape[1])}
     worst = {"logits": 0.0, "kv": 0.0, "attention": 0.0}
     try:

@@ -1,8 +1,11 @@
 """The three graphs' inputs and outputs, as data.
 
 One ``GraphContract`` per graph, shared by the exporter (names, dynamic axes,
-dummy shapes), the checks in ``graphs/`` and the runtime (which verifies a
-loaded session against it).  Pure Python: the runtime imports this on a robot.
+dummy shapes, and the IO spec it writes into the manifest: ``graphs/io_spec.py``) and the
+checks in ``graphs/``.  Each tensor has a **role**, the stable word the runtime binds by
+(``input_ids``, ``image_attention_scale``, ``past_key.{layer}`` ...), and a name, the one
+this exporter gives it; the runtime reads the names from the manifest, so another
+exporter's names only need another manifest.  Pure Python: the runtime imports this on a robot.
 
 Dimension names are symbolic; those in ``DYNAMIC_DIMS`` are left free in the
 ONNX graph, the others are fixed at export (the image size, hidden sizes).
@@ -30,11 +33,24 @@ ATTENTION_OUTPUTS = (LAST_ROW_ATTENTION, IMAGE_ATTENTION_SHARE)
 DYNAMIC_DIMS = frozenset({"batch", "sequence", "past_sequence", "total_sequence"})
 
 
+# The roles of the per-layer tensors: "past_key.{layer}" ... (layer 0 .. num_layers - 1).
+PAST_KEY_ROLE = "past_key.{i}"
+PAST_VALUE_ROLE = "past_value.{i}"
+PRESENT_KEY_ROLE = "present_key.{i}"
+PRESENT_VALUE_ROLE = "present_value.{i}"
+LAYER_ROLES = ("past_key", "past_value", "present_key", "present_value")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     dtype: str                 # numpy dtype name: "float32", "int64", "bool"; "float" = the export dtype
     dims: tuple[str, ...]
+    role: str = ""             # what the tensor is for the runtime; "" = its name (every fixed-name tensor)
+
+    @property
+    def role_name(self) -> str:
+        return self.role or self.name
 
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.dims) if d in DYNAMIC_DIMS}
@@ -53,6 +69,14 @@ class GraphContract:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    @property
+    def input_roles(self) -> list[str]:
+        return [t.role_name for t in self.inputs]
+
+    @property
+    def output_roles(self) -> list[str]:
+        return [t.role_name for t in self.outputs]
 
 
 def vision_contract() -> GraphContract:
@@ -90,12 +114,7 @@ def decoder_contract(num_layers: int, attention_outputs: bool = True) -> GraphCo
     - ``image_attention_share[b, l]``: the sum of that row over the keys with
       ``image_token_mask[b, j]``, the share of layer l's attention that went to the image.
     """
-    past = []
-    present = []
-    for i in range(num_layers):
-        for tpl_in, tpl_out in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
-            past.append(TensorSpec(tpl_in.format(i=i), "float", ("batch", "kv_heads", "past_sequence", "head_dim")))
-            present.append(TensorSpec(tpl_out.format(i=i), "float", ("batch", "kv_heads", "total_sequence", "head_dim")))
+    past, present = _kv(num_layers, "past_sequence", "total_sequence")
     attention = (TensorSpec(LAST_ROW_ATTENTION, "float32", ("batch", "num_layers", "total_sequence")),
                  TensorSpec(IMAGE_ATTENTION_SHARE, "float32", ("batch", "num_layers")))
     return GraphContract(
@@ -123,14 +142,22 @@ def bundle_contracts(num_layers: int, attention_outputs: bool = True) -> dict[st
             "decoder": decoder_contract(num_layers, attention_outputs)}
 
 
-def _kv_buffers(num_layers: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The fused pair's shared buffers: past and present are one tensor, [1, KV, capacity, D]."""
+def _kv(num_layers: int, past_length: str, present_length: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The KV cache's tensors, [batch, KV, length, D], key then value per layer, with their roles."""
     past, present = [], []
     for i in range(num_layers):
-        for tpl_in, tpl_out in ((PAST_KEY, PRESENT_KEY), (PAST_VALUE, PRESENT_VALUE)):
-            past.append(TensorSpec(tpl_in.format(i=i), "float", ("batch", "kv_heads", "kv_capacity", "head_dim")))
-            present.append(TensorSpec(tpl_out.format(i=i), "float", ("batch", "kv_heads", "kv_capacity", "head_dim")))
+        for name_in, role_in, name_out, role_out in ((PAST_KEY, PAST_KEY_ROLE, PRESENT_KEY, PRESENT_KEY_ROLE),
+                                                     (PAST_VALUE, PAST_VALUE_ROLE, PRESENT_VALUE, PRESENT_VALUE_ROLE)):
+            past.append(TensorSpec(name_in.format(i=i), "float", ("batch", "kv_heads", past_length, "head_dim"),
+                                   role_in.format(i=i)))
+            present.append(TensorSpec(name_out.format(i=i), "float", ("batch", "kv_heads", present_length, "head_dim"),
+                                      role_out.format(i=i)))
     return past, present
+
+
+def _kv_buffers(num_layers: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The fused pair's shared buffers: past and present are one tensor, [1, KV, capacity, D]."""
+    return _kv(num_layers, "kv_capacity", "kv_capacity")
 
 
 def plain_decoder_contract(num_layers: int) -> GraphContract:
@@ -144,7 +171,8 @@ def plain_decoder_contract(num_layers: int) -> GraphContract:
         "plain decoder",
         inputs=(TensorSpec("inputs_embeds", "float", ("batch", "sequence", "hidden")),
                 TensorSpec("attention_mask", "int64", ("batch", "mask_length")), *past),
-        outputs=(TensorSpec("logits", "float", ("batch", "vocab")), *present),
+        # float32 logits whatever the pair's float type: the LM head's MatMul output is cast up in the graph
+        outputs=(TensorSpec("logits", "float32", ("batch", "vocab")), *present),
     )
 
 

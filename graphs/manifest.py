@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contracts import ATTENTION_OUTPUTS
-from .manifest_fields import check_meaning, check_types
+from .contracts import ATTENTION_OUTPUTS, GraphContract
+from .io_spec import GraphIO, check_io
+from .manifest_fields import ManifestFieldError, check_meaning, check_types, fused_record_files
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -104,18 +104,13 @@ class Manifest:
     parity_rule: dict[str, str] | None = None
     parity_fp32_noise: dict[str, float] | None = None
     parity_fp16_noise: dict[str, float] | None = None
+    # Every graph file's inputs and outputs by role (graphs/io_spec.py), keyed by the file: what the runtime
+    # binds.  None in manifests written before it: the runtime then binds the names of graphs.contracts,
+    # the ones every earlier export wrote (``inputs`` / ``outputs`` above list them).
+    io: dict[str, GraphIO] | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    def write(self, folder: Path) -> Path:
-        """Write ``manifest.json``, then its digest file beside it, each to a temporary file renamed into
-        place: a reader sees the old pair or the new manifest, never half a file; the digest goes last."""
-        text = self.to_json() + "\n"
-        path = Path(folder) / MANIFEST_FILE
-        _write_atomically(path, text)
-        _write_atomically(Path(folder) / MANIFEST_DIGEST_FILE, manifest_digest_line(text.encode()))
-        return path
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
@@ -129,8 +124,12 @@ class Manifest:
         data["preprocessing"] = Preprocessing(**pre)
         if data.get("image_grid") is not None:
             data["image_grid"] = tuple(data["image_grid"])
+        if data.get("io") is not None:
+            data["io"] = {file: GraphIO.from_json(spec) for file, spec in data["io"].items()}
         manifest = cls(**data)
         check_meaning(manifest, ATTENTION_FORMS)
+        if manifest.io is not None:
+            _check_io_names(manifest)
         return manifest
 
     @classmethod
@@ -141,7 +140,22 @@ class Manifest:
     def has_attention_outputs(self) -> bool:
         """Whether the decoder returns ``last_row_attention`` and ``image_attention_share``
         (bundles exported before those outputs do not; they load and answer all the same)."""
+        if self.io is not None:
+            return all(self.io[self.graphs["decoder"]].has(role) for role in ATTENTION_OUTPUTS)
         return set(ATTENTION_OUTPUTS) <= set(self.outputs.get("decoder", ()))
+
+    def graph_io(self, file: str, contract: GraphContract, float_type: str) -> GraphIO:
+        """The inputs and outputs of the graph ``file`` by role, from ``io``.  The rule for a manifest written
+        before that field: the names of ``contract`` (the ones every earlier export wrote), "float" as ``float_type``."""
+        if self.io is not None:
+            return self.io[file]
+        return GraphIO.from_contract(contract, float_type)
+
+    def graph_files(self) -> list[str]:
+        """Every graph file the manifest names: the three graphs, then the fused decoders' graphs."""
+        fused = [f for record in (self.fused_decoders or {}).values() for f in fused_record_files(record)
+                 if f.endswith(".onnx")]
+        return [*self.graphs.values(), *fused]
 
     def past_names(self) -> list[str]:
         return [t.format(i=i) for i in range(self.decoder.num_layers)
@@ -157,10 +171,19 @@ def manifest_digest_line(manifest_bytes: bytes) -> str:
     return f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST_FILE}\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+def _check_io_names(m: Manifest) -> None:
+    """The IO spec agrees with the name lists and the K/V templates (both kept for older readers)."""
+    check_io(m.io, m.graph_files(), m.decoder.num_layers)
+    for graph, file in m.graphs.items():
+        spec = m.io[file]
+        for side, names in (("inputs", m.inputs[graph]), ("outputs", m.outputs[graph])):
+            if [t.name for t in getattr(spec, side)] != list(names):
+                raise ManifestFieldError(f"{side}[{graph!r}] {list(names)} differs from io[{file!r}].{side}")
+    decoder = m.io[m.graphs["decoder"]]
+    for i in range(m.decoder.num_layers):
+        for role, template in ((f"past_key.{i}", m.past_key_template), (f"past_value.{i}", m.past_value_template),
+                               (f"present_key.{i}", m.present_key_template),
+                               (f"present_value.{i}", m.present_value_template)):
+            if decoder.has(role) and decoder.name(role) != template.format(i=i):
+                raise ManifestFieldError(f"io names {role} {decoder.name(role)!r}; the template gives "
+                                         f"{template.format(i=i)!r}")

@@ -198,6 +198,12 @@ FUSED_FIELDS = frozenset({*FUSED_FILES, "dtype", "kv_layout", "parity", "parity_
 # the earlier one-graph layout: still read (the runtime leaves it for the standard decoder), never written
 LEGACY_FUSED_FIELDS = frozenset({"file", "dtype", "parity", "nodes", "nodes_per_layer", "attention_op", "ops",
                                  "checked_against", "providers"})
+# what each field of a record holds (the files are checked by name below); the one-graph layout's node counts
+# were one number, not one per graph
+FUSED_TYPES = {"dtype": str, "kv_layout": str, "parity": dict[str, float], "parity_tolerance": dict[str, float],
+               "parity_rule": str, "nodes": dict[str, float], "nodes_per_layer": dict[str, float],
+               "attention_op": str, "ops": list[str], "checked_against": str, "providers": list[str],
+               "quantization": dict[str, Any]}
 
 
 def fused_record_files(record: dict) -> list[str]:
@@ -221,5 +227,9 @@ def check_fused_record(dtype: Any, record: Any) -> None:
         if not isinstance(file, str) or file.startswith("."):       # a dot name: a fused build not yet renamed
             raise ManifestFieldError(f"{where}[{key!r}] must name a file inside the bundle folder, got {file!r}")
         check_file_name(file, f"{where}[{key!r}]")
+    for key, hint in FUSED_TYPES.items():
+        if key in record:
+            legacy_count = legacy and key in ("nodes", "nodes_per_layer")
+            _check_value(float if legacy_count else hint, record[key], f"{where}[{key!r}]")
     if record.get("dtype", dtype) != dtype:
         raise ManifestFieldError(f"{where}['dtype'] is {record.get('dtype')!r}, not its key {dtype!r}")

@@ -8,8 +8,11 @@
 The source is only read; the result is written atomically; ``runtime.load()`` runs it as it is.
 The image-key scaling, the mask, softmax, RMSNorm and the rotary angles keep computing in fp32.
 """
-from .bundle import Settings, quantize_bundle
-from .errors import AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError
+from runtime.errors import BundleExistsError
+
+from .bundle import quantize_bundle
+from .settings import Settings
+from .errors import AlreadyQuantizedError, OptionError, QuantizeError, SourceBundleError
 
 __all__ = ["quantize_bundle", "Settings", "QuantizeError", "OptionError", "SourceBundleError",
            "AlreadyQuantizedError", "BundleExistsError"]

@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from runtime.errors import BundleError
+
 from .bundle import default_out, quantize_bundle
 from .errors import QuantizeError
+from .settings import Settings
 from .weights import ACCURACY_LEVELS, BLOCK_SIZES, PRECISIONS
 
 
@@ -49,11 +52,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
     args = parser().parse_args(argv)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[quantize] {m}", file=err, flush=True))
     try:
-        manifest = quantize_bundle(args.bundle, args.out, to=args.to, block_size=args.block_size,
-                                   symmetric=args.symmetric, accuracy_level=args.accuracy_level, vision=args.vision,
-                                   embed=args.embed, lm_head=args.lm_head, force=args.force, report=args.report,
-                                   report_items=args.report_items, report_seed=args.report_seed, log=log)
-    except QuantizeError as e:
+        settings = Settings.build(to=args.to, block_size=args.block_size, symmetric=args.symmetric,
+                                  accuracy_level=args.accuracy_level, vision=args.vision, embed=args.embed,
+                                  lm_head=args.lm_head, report=args.report, report_items=args.report_items,
+                                  report_seed=args.report_seed)
+        manifest = quantize_bundle(args.bundle, args.out, settings, force=args.force, log=log)
+    except (QuantizeError, BundleError) as e:
         print(f"python -m quantize: error: {e}", file=err)
         return 2
     target = (args.out or default_out(args.bundle.expanduser().resolve(), args.to)).expanduser().resolve()

@@ -9,146 +9,93 @@
     manifest.json: the source's, with new sha256 and a ``quantization`` record; the bundle is
     loaded with runtime.load() before it is published, and (--report) measured against the source.
 
-Everything is written into ``.<out>.partial-<pid>`` beside the target and renamed at the end:
-a failure leaves no bundle behind, and the source folder is only ever read.
+Everything is written into ``.<out>.partial-<pid>`` beside the target, signed and renamed at the end
+(``runtime.bundle_write.new_bundle``): a failure leaves no bundle behind, and the source folder is only
+ever read.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fused.external import external_files
-from graphs.bundle_folder import occupied, replace_folder
-from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest
+from graphs.manifest import Manifest
 from graphs.manifest_fields import fused_record_files
-from runtime.bundle import open_bundle, sha256_file
-from runtime.errors import BundleError
+from runtime.bundle import Bundle
+from runtime.bundle_write import check_target as check_free, new_bundle, sign
+from runtime.calibration_file import CALIBRATION_FILE
+from runtime.errors import BundleError, BundleExistsError
 
 from . import weights as W
-from .errors import AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError
+from .errors import AlreadyQuantizedError, OptionError, QuantizeError, SourceBundleError
 from .fused_pair import quantize_pair
+from .settings import Settings
 
 REPORT_FILE = "quantization.md"
-
-
-@dataclass(frozen=True)
-class Settings:
-    to: str                         # fp16 | int8 | int4 | int8-dynamic
-    block_size: int | None = None   # int8 / int4: weights per scale along K (None: 32)
-    symmetric: bool = False         # int8 / int4 / int8-dynamic: no zero points
-    accuracy_level: int | None = None   # int8 / int4: MatMulNBits compute type (None: W.DEFAULT_ACCURACY_LEVEL)
-    vision: bool = False            # also the vision graph (tower + projector)
-    embed: bool = False             # also the embedding table (fp16 only)
-    lm_head: bool = False           # also the decoder's LM head
-
-    def check(self) -> "Settings":
-        if self.to not in W.PRECISIONS:
-            raise OptionError(f"--to must be one of {', '.join(W.PRECISIONS)}, got {self.to!r}")
-        nbits = self.to in W.NBITS
-        if not nbits and (self.block_size is not None or self.accuracy_level is not None):
-            raise OptionError(f"--block-size and --accuracy-level are MatMulNBits settings (--to int8 or int4), "
-                              f"not {self.to}'s")
-        if self.to == "fp16" and self.symmetric:
-            raise OptionError("--symmetric is an integer setting (--to int8, int4 or int8-dynamic), not fp16's")
-        if not nbits:
-            return self
-        if self.block_size is None or self.accuracy_level is None:
-            return dataclasses.replace(self, block_size=32 if self.block_size is None else self.block_size,
-                                       accuracy_level=W.DEFAULT_ACCURACY_LEVEL[self.to] if self.accuracy_level is None
-                                       else self.accuracy_level).check()
-        if self.block_size not in W.BLOCK_SIZES:
-            raise OptionError(f"--block-size must be one of {', '.join(map(str, W.BLOCK_SIZES))}, got {self.block_size!r}")
-        if self.accuracy_level not in W.ACCURACY_LEVELS:
-            raise OptionError(f"--accuracy-level must be one of {', '.join(map(str, W.ACCURACY_LEVELS))} "
-                              f"(MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8), got {self.accuracy_level!r}")
-        if self.embed and self.to != "fp16":
-            raise OptionError("--embed works with --to fp16 only: MatMulNBitsQuantizer quantizes a Gather only to "
-                              "4 bits and only at opset 21 (bundles are opset <= 20 for TensorRT 10.3)")
-        return self
-
-    @property
-    def bits(self) -> int:
-        return {"fp16": 16, "int8": 8, "int4": 4, "int8-dynamic": 8}[self.to]
-
-    def converts(self, graph: str) -> bool:
-        return graph == "decoder" or (graph == "vision" and self.vision) or (graph == "embed" and self.embed)
 
 
 def default_out(source: Path, to: str) -> Path:
     return source.parent / f"{source.name}-{to}"
 
 
-def quantize_bundle(source: str | Path, out: str | Path | None = None, *, to: str, block_size: int | None = None,
-                    symmetric: bool = False, accuracy_level: int | None = None, vision: bool = False, embed: bool = False,
-                    lm_head: bool = False, force: bool = False, report: bool = False, report_items: int = 40,
-                    report_seed: int = 0, log=None) -> Manifest:
+def quantize_bundle(source: str | Path | Bundle, out: str | Path | None = None, settings: Settings | None = None, *,
+                    force: bool = False, log=None, **options) -> Manifest:
     """Write a quantized copy of the bundle ``source`` to ``out`` (default ``<source>-<to>``); returns its manifest.
 
-    ``report`` measures the accuracy cost against the source (``quantize.report``) and writes it into
-    the manifest and ``quantization.md``.  Raises a :class:`QuantizeError` subclass for bad input.
+    ``settings`` (``quantize.Settings``), with any of its fields given as keyword ``options`` on top
+    (``quantize_bundle(src, to="int4", report=True)``), checked once.  ``report`` measures the accuracy cost
+    against the source (``quantize.report``) and writes it into the manifest and ``quantization.md``.
+    Raises a :class:`QuantizeError` subclass for bad input (``BundleExistsError`` for an occupied ``out``).
     """
     log = log or _stderr_log
-    settings = Settings(to, block_size, symmetric, accuracy_level, vision, embed, lm_head).check()
-    if report and (isinstance(report_items, bool) or not isinstance(report_items, int) or report_items < 4):
-        raise OptionError(f"--report-items must be an int >= 4 (the benchmark has 4 relations), got {report_items!r}")
-    source = Path(source).expanduser().resolve()
-    manifest = open_source(source)
-    out = Path(out).expanduser().resolve() if out is not None else default_out(source, to)
-    check_target(out, source, force)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    settings = Settings.build(settings, **options)
+    to = settings.to
+    source = open_source(source if isinstance(source, Bundle) else Path(source).expanduser().resolve())
+    out = Path(out).expanduser().resolve() if out is not None else default_out(source.folder, to)
+    check_target(out, source.folder, force)
+    with new_bundle(out, force) as partial:
         t0 = time.perf_counter()
-        written = write_quantized(source, manifest, partial, settings, log)
+        written = write_quantized(source, partial, settings, log)
         log(f"quantized in {time.perf_counter() - t0:.1f}s; loading it")
         _load_check(partial)
-        if report:
+        if settings.report:
             from .report import markdown, measure
-            accuracy = measure(source, partial, n_items=report_items, seed=report_seed, log=log)
+            accuracy = measure(source, partial, n_items=settings.report_items, seed=settings.report_seed, log=log)
             (partial / REPORT_FILE).write_text(markdown(written, accuracy))
             written = finish_manifest(partial, written, accuracy)
-        replace_folder(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log(f"bundle ready: {out}")
     return written
 
 
-def open_source(source: Path) -> Manifest:
-    """The source's manifest, after checking every file's sha256; refuses quantized and fp16 bundles."""
+def open_source(source: Path | Bundle) -> Bundle:
+    """The source bundle, every file's sha256 checked; refuses quantized and fp16 bundles."""
     try:
-        manifest = open_bundle(source, verify_checksums=True)
+        bundle = Bundle.open(source, verify_checksums=True)
     except BundleError as e:
         raise SourceBundleError(f"cannot quantize {source}: {e}") from None
-    q = manifest.quantization
+    q = bundle.manifest.quantization
     if q:
         raise AlreadyQuantizedError(f"{source} is already quantized ({q.get('precision')} from "
                                     f"{q.get('source_bundle')}); quantize its fp32 source instead")
-    if manifest.dtype != "fp32":
-        raise SourceBundleError(f"{source} is a {manifest.dtype} export; quantization starts from an fp32 export "
-                                f"(just export <model> --dtype fp32)")
-    return manifest
+    if bundle.manifest.dtype != "fp32":
+        raise SourceBundleError(f"{source} is a {bundle.manifest.dtype} export; quantization starts from an fp32 "
+                                f"export (just export <model> --dtype fp32)")
+    return bundle
 
 
 def check_target(out: Path, source: Path, force: bool) -> None:
     if out == source or source in out.parents or out in source.parents:
         raise BundleExistsError(f"--out {out} is, holds or lies inside the source bundle {source}; "
                                 f"the source is never modified: pick another folder")
-    reason = occupied(out, force)
-    if reason:
-        raise BundleExistsError(reason)
+    check_free(out, force)
 
 
-def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Settings, log) -> Manifest:
-    """Convert or copy every file of the source into ``folder`` and write the new manifest."""
+def write_quantized(bundle: Bundle, folder: Path, settings: Settings, log) -> Manifest:
+    """Convert or copy every file of the source into ``folder`` and sign the new manifest."""
+    source, manifest = bundle.folder, bundle.manifest
     graphs: dict[str, dict] = {}
     done: set[str] = set()
     for name, file in manifest.graphs.items():
@@ -186,13 +133,13 @@ def write_quantized(source: Path, manifest: Manifest, folder: Path, settings: Se
         graphs[name] = converted.stats
         log(f"{name}: {_summary(converted.stats)} ({time.perf_counter() - t:.1f}s)")
     fused, fused_files = _fused_pairs(source, manifest, folder, settings, graphs, log)
-    for f in manifest.sha256:       # the tokenizer, and whatever else the source lists
-        if f not in done and f not in fused_files and not (folder / f).exists():
+    for f in manifest.sha256:       # the tokenizer, and whatever else the source lists but its calibration
+        if f not in done and f not in fused_files and f != CALIBRATION_FILE and not (folder / f).exists():
             shutil.copy2(source / f, folder / f)
-    new = dataclasses.replace(manifest, sha256=_digests(folder), fused_decoders=fused or None,
-                              quantization=_record(source, manifest, settings, graphs))
-    new.write(folder)
-    return new
+    kept = {*manifest.graphs.values(), *(f for r in fused.values() for f in fused_record_files(r))}
+    io = None if manifest.io is None else {f: spec for f, spec in manifest.io.items() if f in kept}
+    return sign(folder, dataclasses.replace(manifest, fused_decoders=fused or None, io=io,
+                                            quantization=_record(bundle, settings, graphs)))
 
 
 def _fused_pairs(source: Path, manifest: Manifest, folder: Path, settings: Settings, graphs: dict, log):
@@ -218,12 +165,10 @@ def _fused_pairs(source: Path, manifest: Manifest, folder: Path, settings: Setti
 
 def finish_manifest(folder: Path, manifest: Manifest, accuracy: dict) -> Manifest:
     record = dict(manifest.quantization, accuracy=accuracy, report=REPORT_FILE)
-    new = dataclasses.replace(manifest, sha256=_digests(folder), quantization=record)
-    new.write(folder)
-    return new
+    return sign(folder, dataclasses.replace(manifest, quantization=record))
 
 
-def _record(source: Path, manifest: Manifest, settings: Settings, graphs: dict) -> dict:
+def _record(bundle: Bundle, settings: Settings, graphs: dict) -> dict:
     import onnxruntime
 
     nbits = settings.to in W.NBITS
@@ -241,18 +186,13 @@ def _record(source: Path, manifest: Manifest, settings: Settings, graphs: dict) 
         "block_size": settings.block_size if nbits else None,
         "symmetric": settings.symmetric if settings.to != "fp16" else None,
         "accuracy_level": settings.accuracy_level if nbits else None,
-        "io_dtype": manifest.dtype,      # graph inputs/outputs keep the source's types: the runtime feeds those
+        "io_dtype": bundle.manifest.dtype,      # graph inputs/outputs keep the source's types: the runtime feeds those
         "lm_head": "quantized" if settings.lm_head else "as exported",
         "graphs": graphs,
-        "source_bundle": str(source),
-        "source_sha256": hashlib.sha256((source / MANIFEST_FILE).read_bytes()).hexdigest(),
+        "source_bundle": str(bundle.folder),
+        "source_sha256": bundle.manifest_sha256,
         "accuracy": None,
     }
-
-
-def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) 
-            if p.is_file() and p.name not in (MANIFEST_FILE, MANIFEST_DIGEST_FILE)}
 
 
 def _load_check(folder: Path) -> None:

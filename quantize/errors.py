@@ -16,7 +16,3 @@ class SourceBundleError(QuantizeError):
 
 class AlreadyQuantizedError(SourceBundleError):
     """The source bundle is itself the output of a quantization."""
-
-
-class BundleExistsError(QuantizeError):
-    """The output folder already holds something (or is the source) and --force was not given."""

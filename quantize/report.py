@@ -23,7 +23,8 @@ import numpy as np
 
 import runtime
 from runtime.images import load_image
-from runtime.model import load_calibration
+from runtime.bundle import Bundle
+from runtime.model import calibrated_steering
 from runtime.preprocess import pixel_values
 from runtime.steering import AdaptVis, describe, scale_tensor
 
@@ -157,14 +158,14 @@ def synthetic_items(folder: Path, n_items: int, seed: int, size: int = 336) -> l
     return list(load_dataset(generate(folder, n=n_items, seed=seed, size=size)).items)
 
 
-def measure(source: str | Path, quantized: str | Path, n_items: int = 40, seed: int = 0, fixed: int = FIXED_PROMPTS,
+def measure(source: str | Path | Bundle, quantized: str | Path | Bundle, n_items: int = 40, seed: int = 0, fixed: int = FIXED_PROMPTS,
             max_new_tokens: int = MAX_NEW_TOKENS, log=None) -> dict:
-    """The accuracy cost of ``quantized`` against ``source`` (both bundle folders); a JSON-friendly dict."""
+    """The accuracy cost of ``quantized`` against ``source`` (both bundles, or their folders); a JSON-friendly dict."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
     src = runtime.load(source, providers=["cpu"], decoder="standard")     # what was quantized
     q = runtime.load(quantized, providers=["cpu"])
-    steering = load_calibration(Path(source))      # the same AdaptVis for both: the source's calibration, else the paper's
+    steering = calibrated_steering(src.bundle)     # the same AdaptVis for both: the source's calibration, else the paper's
     with tempfile.TemporaryDirectory(prefix="quantize-report-") as tmp:
         items = synthetic_items(Path(tmp), n_items, seed)
         prompts = [(item.image_path, item.question) for item in items[:fixed]]
@@ -184,7 +185,7 @@ def measure(source: str | Path, quantized: str | Path, n_items: int = 40, seed: 
                       "max_new_tokens": max_new_tokens,
                       "steering": {"low": describe(steering.low), "high": describe(steering.high),
                                    "threshold": steering.threshold, "apply_to": steering.apply_to,
-                                   "from": "source calibration.json" if (Path(source) / "calibration.json").is_file()
+                                   "from": "the source's calibration" if src.bundle.calibration is not None
                                    else "paper default"},
                       **answers},
         "seconds": round(time.perf_counter() - t0, 1),

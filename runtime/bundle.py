@@ -1,33 +1,118 @@
-"""Open a bundle folder: read its manifest and check that every file is there, inside it and intact.
+"""A bundle folder, opened: its manifest, graphs by role, calibration and engine records, every one verified.
 
-    manifest.sha256 --digest of--> manifest.json --sha256 table--> graphs, tokenizer, weights
-         (1) the manifest is the one written   (3) every file is the one exported
-    (2) every field typed and in range; every file named stays inside the folder
+    manifest.sha256 --digest of--> manifest.json --sha256 table--> graphs, weights, tokenizer, calibration.json
+         (1) the manifest is the one written   (3) every file is the one signed
+    (2) every field typed and in range (fused records and IO specs too); every file named, and every
+        symlink among them, stays inside the folder
+    engines/<build>/engines.json   each names the manifest digest it was built from (read, checked when loaded)
 
-A bundle is trusted only when all three hold.  ``verify_checksums=False`` skips (1) and (3), never (2).
+A bundle is trusted only when all three hold.  ``verify_checksums=False`` skips (1) and (3), never (2);
+such a bundle answers, but is never re-signed (``runtime/bundle_write.py``, the one place that writes).
+A ``calibration.json`` that the digest table does not list (a bundle calibrated before calibrations were
+signed) is refused with checks on: delete it and calibrate again, which signs it.
 The digests catch accidental edits and corruption; whoever can write the folder can rewrite the
 manifest and its digest together, so they are no defence against a deliberate change.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
 from graphs.manifest_fields import ManifestFieldError, fused_record_files
 
+from .calibration_file import CALIBRATION_FILE, Calibration, read_calibration
+from .engine_layout import builds_in
 from .errors import BundleError
 
+GRAPH_ROLES = ("vision", "embed", "decoder")
 
-def open_bundle(folder: str | Path, verify_checksums: bool = True) -> Manifest:
-    """Returns the manifest; raises BundleError for a missing, corrupted, edited or unknown bundle."""
-    folder = Path(folder).expanduser()
+
+@dataclass(frozen=True)
+class FusedPair:
+    """A fused decoder pair of the bundle (``fused_decoders[dtype]``): its two graphs and their weights file."""
+
+    dtype: str
+    plain: Path
+    steered: Path
+    data: Path
+    record: dict
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    folder: Path
+    manifest: Manifest
+    manifest_sha256: str               # the digest of manifest.json's bytes (engine records name it)
+    calibration: Calibration | None    # calibration.json, read and checked; None when there is none
+    verified: bool                     # digests checked (only a verified bundle is ever re-signed)
+
+    @classmethod
+    def open(cls, folder: "str | Path | Bundle", verify_checksums: bool = True) -> "Bundle":
+        """The bundle at ``folder``; BundleError for a missing, corrupted, edited, unknown or unsafe one."""
+        if isinstance(folder, Bundle):
+            if verify_checksums and not folder.verified:
+                return cls.open(folder.folder, True)
+            return folder
+        folder = Path(folder).expanduser()
+        raw, data = _read_manifest(folder)
+        if verify_checksums:
+            _check_manifest_digest(folder, raw)
+        try:
+            manifest = Manifest.from_dict(data)
+        except (ManifestFieldError, KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{folder / MANIFEST_FILE} is malformed: {e}") from None
+        calibration = _check_files(folder, manifest, verify_checksums)
+        _check_engine_records(folder)
+        return cls(folder, manifest, hashlib.sha256(raw).hexdigest(),
+                   read_calibration(folder) if calibration else None, verify_checksums)
+
+    # -- what it holds, by role ------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """A file the manifest names (checked to stay inside the folder when opened)."""
+        return self.folder / name
+
+    def graph(self, role: str) -> Path:
+        """The ``vision``, ``embed`` or standard ``decoder`` graph."""
+        if role not in GRAPH_ROLES:
+            raise BundleError(f"graph role must be one of {', '.join(GRAPH_ROLES)}, got {role!r}")
+        return self.path(self.manifest.graphs[role])
+
+    def fused_pair(self, dtype: str) -> FusedPair:
+        """The fused pair of ``dtype`` (BundleError when the bundle has none of the current layout)."""
+        record = (self.manifest.fused_decoders or {}).get(dtype)
+        if record is None or "plain" not in record:
+            have = ", ".join(sorted(self.manifest.fused_decoders or {})) or "none"
+            raise BundleError(f"{self.folder} has no fused {dtype} decoder pair (fused decoders: {have})")
+        return FusedPair(dtype, *(self.path(record[k]) for k in ("plain", "steered", "data")), record)
+
+    def engine_builds(self) -> list[tuple[Path, dict | None]]:
+        """Every ``engines/<build>/engines.json`` with its record (None where unreadable)."""
+        return builds_in(self.folder)
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path(self.manifest.tokenizer_file)
+
+    @property
+    def model_sha256(self) -> str:
+        """The manifest's digest less its calibration's: what answers under a given steering depend on (cached
+        results and engine builds stay valid when ``just calibrate`` re-signs the bundle)."""
+        table = {k: v for k, v in self.manifest.sha256.items() if k != CALIBRATION_FILE}
+        return hashlib.sha256(dataclasses.replace(self.manifest, sha256=table).to_json().encode()).hexdigest()
+
+
+def _read_manifest(folder: Path) -> tuple[bytes, dict]:
     if not folder.is_dir():
         raise BundleError(f"bundle folder {folder} does not exist (export one with: just export <model> --out {folder})")
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"{folder} has no {MANIFEST_FILE}: not a bundle, or an export that did not finish")
+    _inside(folder, MANIFEST_FILE)
     try:
         raw = path.read_bytes()
         data = json.loads(raw)
@@ -37,14 +122,7 @@ def open_bundle(folder: str | Path, verify_checksums: bool = True) -> Manifest:
     if version != SCHEMA_VERSION:
         raise BundleError(f"{path} has manifest schema version {version!r}; this runtime reads version "
                           f"{SCHEMA_VERSION} (re-export the bundle with this version of the exporter)")
-    if verify_checksums:
-        _check_manifest_digest(folder, raw)
-    try:
-        manifest = Manifest.from_dict(data)
-    except (ManifestFieldError, KeyError, TypeError, ValueError) as e:
-        raise BundleError(f"{path} is malformed: {e}") from None
-    _check_files(folder, manifest, verify_checksums)
-    return manifest
+    return raw, data
 
 
 def _check_manifest_digest(folder: Path, raw: bytes) -> None:
@@ -52,6 +130,7 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
     if not digest_path.is_file():
         raise BundleError(f"{folder} has no {MANIFEST_DIGEST_FILE} (the digest of its manifest): re-export the "
                           f"bundle, or load it with verify_checksums=False to skip every checksum")
+    _inside(folder, MANIFEST_DIGEST_FILE)
     want = digest_path.read_text(errors="replace").split()[:1]
     got = manifest_digest_line(raw).split()[0]
     if want != [got]:
@@ -60,28 +139,51 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
                           f"expected {shown}...): the manifest was edited or corrupted; re-export the bundle")
 
 
-def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> None:
+def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> bool:
+    """Every file named is inside, present and (checks on) as signed; returns whether calibration.json is there."""
     needed = [*manifest.graphs.values(), manifest.tokenizer_file,
               *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
-    root = folder.resolve()
-    for name in [*needed, *manifest.sha256]:
-        if not (folder / name).resolve().is_relative_to(root):
-            raise BundleError(f"{folder / name} leads outside the bundle folder {folder}: refused")
+    calibrated = (folder / CALIBRATION_FILE).exists() or (folder / CALIBRATION_FILE).is_symlink()
+    for name in [*needed, *manifest.sha256, *([CALIBRATION_FILE] if calibrated else [])]:
+        _inside(folder, name)
     missing = [name for name in needed if not (folder / name).is_file()]
     missing += [name for name in manifest.sha256 if name not in missing and not (folder / name).is_file()]
     if missing:
         raise BundleError(f"bundle {folder} is missing {', '.join(sorted(missing))}")
     if not verify_checksums:
-        return
+        return calibrated
     unlisted = [name for name in needed if name not in manifest.sha256]
     if unlisted:
         raise BundleError(f"{folder / MANIFEST_FILE} lists no sha256 for {', '.join(unlisted)}: the checksum table "
                           f"is incomplete; re-export, or load with verify_checksums=False to skip every checksum")
+    if calibrated and CALIBRATION_FILE not in manifest.sha256:
+        raise BundleError(f"{folder / CALIBRATION_FILE} is not in the manifest's digest table (a bundle calibrated "
+                          f"before calibrations were signed), so it is not trusted to steer: delete it and run "
+                          f"just calibrate {folder} DATA again (which signs it), or load with verify_checksums=False")
     for name, want in manifest.sha256.items():
         got = sha256_file(folder / name)
         if got != want:
             raise BundleError(f"{folder / name} does not match its checksum in the manifest "
                               f"(sha256 {got[:12]}..., expected {want[:12]}...): the file is corrupted or was edited")
+    return calibrated
+
+
+def _check_engine_records(folder: Path) -> None:
+    """Every engine build folder and the files its record names stay inside the bundle (records are read,
+    and matched to this manifest's digest, when TensorRT loads them: ``runtime/engine_layout.py``)."""
+    for build, record in builds_in(folder):
+        _inside(folder, str(build.relative_to(folder)))
+        for entry in ((record or {}).get("engines") or {}).values():
+            for key in ("engine", "context_model"):
+                name = entry.get(key) if isinstance(entry, dict) else None
+                if isinstance(name, str):
+                    _inside(folder, str(build.relative_to(folder) / name))
+
+
+def _inside(folder: Path, name: str) -> None:
+    """``name`` (symlinks followed) must lead to a place inside ``folder``."""
+    if not (folder / name).resolve().is_relative_to(folder.resolve()):
+        raise BundleError(f"{folder / name} leads outside the bundle folder {folder}: refused")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -90,3 +192,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+__all__ = ["Bundle", "FusedPair", "GRAPH_ROLES", "sha256_file"]

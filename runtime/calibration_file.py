@@ -1,14 +1,14 @@
 """``calibration.json``: the AdaptVis settings ``just calibrate`` chose for a bundle, with the run's record.
 
-One reader and one writer for the file.  The runtime reads the settings it steers with
-(``adaptvis``); ``just evaluate`` also reads which subset they were chosen on and the best constant
-alpha of the dev split.  A malformed file is a ``BundleError`` naming the field, for every reader
-alike: a bundle never steers with settings half-read.
+One reader and one encoder for the file.  ``runtime.Bundle`` reads it when a bundle is opened (the
+settings it steers with, ``adaptvis``; ``just evaluate`` also reads which subset they were chosen on
+and the best constant alpha of the dev split); ``runtime.bundle_write.write_calibration`` writes and
+signs it (the document checked first, as a reader would).  A malformed file is a ``BundleError``
+naming the field, for every reader alike: a bundle never steers with settings half-read.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +26,20 @@ class Calibration:
 
 
 def read_calibration(folder: str | Path) -> Calibration | None:
-    """The bundle's calibration, or None when it has none; BundleError when the file is malformed."""
+    """The calibration in ``folder``, or None when it has none; BundleError when the file is malformed."""
     path = Path(folder) / CALIBRATION_FILE
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
+    return parse_calibration(doc, path)
+
+
+def parse_calibration(doc, where) -> Calibration:
+    """A ``calibration.json`` document, checked; BundleError naming ``where`` and the field."""
+    try:
         chosen = doc["adaptvis"]
         for key in ("alpha_low", "alpha_high"):
             check_alpha(key, chosen[key])
@@ -43,25 +51,15 @@ def read_calibration(folder: str | Path) -> Calibration | None:
         if scaling is not None:
             check_alpha("metrics.test.scalingvis.alpha", scaling)
             scaling = float(scaling)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, SteeringError) as e:
-        raise BundleError(f"{path} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
+    except (ValueError, KeyError, TypeError, AttributeError, SteeringError) as e:
+        raise BundleError(f"{where} is malformed ({type(e).__name__}: {e}); fix or delete it") from None
     return Calibration(adaptvis, subset if isinstance(subset, str) else None, scaling)
 
 
-def write_calibration(folder: str | Path, document: dict) -> Path:
-    """Write ``folder/calibration.json`` atomically: a temporary file in the same folder,
-    fsynced, then renamed over the target (never a half-written file)."""
-    folder = Path(folder)
-    target = folder / CALIBRATION_FILE
-    tmp = folder / f".{CALIBRATION_FILE}.tmp-{os.getpid()}"
+def encode_calibration(document: dict) -> bytes:
+    """The file's bytes for ``document``, after checking it as ``read_calibration`` would (BundleError)."""
+    parse_calibration(document, "the calibration document")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+        return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"the calibration document cannot be written as JSON: {e}") from None

@@ -137,7 +137,7 @@ def builds_in(bundle: Path) -> list[tuple[Path, dict | None]]:
     return found
 
 
-def select_engines(bundle: Path, target: EngineTarget, manifest_sha256: str) -> EngineSet | None:
+def select_engines(bundle: Path, target: EngineTarget, manifest_sha256: str | tuple[str, ...]) -> EngineSet | None:
     """The build of ``bundle`` for ``target``; None if the bundle has no engines at all.
 
     Raises EngineError when the bundle has engines but none for this TensorRT and GPU, when the
@@ -164,7 +164,9 @@ def select_engines(bundle: Path, target: EngineTarget, manifest_sha256: str) -> 
         raise EngineError(
             f"{mine} holds engines built for {built_for.describe()}, not for this machine's {target.describe()} "
             f"(the folder was copied or renamed). Rebuild them here: {rebuild_command(bundle, record)}")
-    if record["bundle_manifest_sha256"] != manifest_sha256:
+    # the bundle's model_sha256 (engines built now), or its manifest file's digest (engines built before)
+    accepted = (manifest_sha256,) if isinstance(manifest_sha256, str) else manifest_sha256
+    if record["bundle_manifest_sha256"] not in accepted:
         raise EngineError(
             f"the engines in {mine} were built from an earlier export of {bundle} (its manifest.json has changed "
             f"since). Rebuild them: {rebuild_command(bundle, record)}")

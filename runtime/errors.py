@@ -38,5 +38,13 @@ class BundleError(RuntimeInputError):
     """A bundle folder is incomplete, corrupted, or of an unknown schema."""
 
 
+class BundleExistsError(BundleError):
+    """A new bundle's folder already holds something (or is its source) and replacing it was not asked for."""
+
+
+class IOSpecError(BundleError):
+    """A graph's inputs or outputs differ from what the manifest says they are (names, dtypes, ranks, roles)."""
+
+
 class ProviderError(RuntimeInputError):
     """An execution provider was requested that this machine cannot run."""

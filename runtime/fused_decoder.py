@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import IMAGE_ATTENTION_SCALE, IMAGE_ATTENTION_SHARE, IMAGE_TOKEN_MASK, LAST_ROW_ATTENTION
-
 from .errors import PromptError
+from .graph_io import DecoderNames
 from .kv_buffers import KVBuffers, KVPool, make_buffers
 from .standard_decoder import attention_rows
 
@@ -42,14 +41,17 @@ class PrefixSnapshot:
 
 class FusedDecoder:
     def __init__(self, plain: ort.InferenceSession, steered: ort.InferenceSession, embed: ort.InferenceSession,
-                 past_names, present_names, dtype, device: str, shape: dict, max_capacity: int,
-                 cuda_graph: bool = False):
+                 plain_names: DecoderNames, steered_names: DecoderNames, embed_names: tuple[str, str], dtype,
+                 device: str, shape: dict, max_capacity: int, cuda_graph: bool = False):
         self.plain, self.steered, self.embed = plain, steered, embed
-        self.past_names, self.present_names = past_names, present_names
+        # each graph's tensor names by role (the manifest's io); embed: (input_ids, inputs_embeds)
+        self.plain_names, self.steered_names, self.embed_names = plain_names, steered_names, embed_names
         self.dtype, self.device = np.dtype(dtype), device
         self.cuda_graph = cuda_graph
         # the embedding graph writes straight into the step's input when their float types agree
-        self._embed_direct = embed.get_outputs()[0].type == plain.get_inputs()[0].type
+        made = next(t.type for t in embed.get_outputs() if t.name == embed_names[1])
+        taken = next(t.type for t in plain.get_inputs() if t.name == plain_names.inputs_embeds)
+        self._embed_direct = made == taken
         self.pool = KVPool(lambda capacity, graph_id: make_buffers(capacity, graph_id, dtype=self.dtype,
                                                                    device=device, **shape), max_capacity)
         self._prefill_options = ort.RunOptions()
@@ -79,23 +81,23 @@ class FusedDecoder:
 
         The steered graph runs when ``scale`` [1, L, H] is not all ones or ``attention`` is asked for."""
         steered = attention or not np.all(scale == 1.0)
-        session = self.steered if steered else self.plain
+        session, n = (self.steered, self.steered_names) if steered else (self.plain, self.plain_names)
         total = cache.length + embeds.shape[1]
         self._check_room(cache, total)
         binding = session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.dtype))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_output("logits", "cpu")                  # outputs come back in binding order: logits first
-        self._bind_buffers(binding, cache.buffers)
+        binding.bind_cpu_input(n.inputs_embeds, np.ascontiguousarray(embeds, dtype=self.dtype))     # [1, S, C]
+        binding.bind_cpu_input(n.attention_mask, np.ones((1, total), dtype=np.int64))              # [1, P + S]
+        binding.bind_output(n.logits, "cpu")                  # outputs come back in binding order: logits first
+        self._bind_buffers(binding, n, cache.buffers)
         if steered:
-            binding.bind_cpu_input(IMAGE_ATTENTION_SCALE, np.ascontiguousarray(scale, dtype=np.float32))
-            binding.bind_cpu_input(IMAGE_TOKEN_MASK, np.ascontiguousarray(image_mask[:, :total]))
-            binding.bind_output(LAST_ROW_ATTENTION, "cpu")
-            binding.bind_output(IMAGE_ATTENTION_SHARE, "cpu")
+            binding.bind_cpu_input(n.scale, np.ascontiguousarray(scale, dtype=np.float32))            # [1, L, H]
+            binding.bind_cpu_input(n.image_mask, np.ascontiguousarray(image_mask[:, :total]))        # [1, P + S]
+            binding.bind_output(n.last_row, "cpu")
+            binding.bind_output(n.image_share, "cpu")
         session.run_with_iobinding(binding, self._prefill_options)
         outputs = binding.get_outputs()
         logits = outputs[0].numpy()[0].astype(np.float32, copy=False)                     # [V]
-        n_kv = len(self.present_names)
+        n_kv = len(n.present)
         rows = attention_rows(outputs[1 + n_kv], outputs[2 + n_kv]) if attention else None
         return logits, FusedCache(cache.buffers, total), rows
 
@@ -109,7 +111,7 @@ class FusedDecoder:
         if self._embed_direct:
             self.embed.run_with_iobinding(bindings["embed"])
         else:       # an fp16 decoder in an fp32 bundle: the embedding crosses the host once, cast
-            row = self.embed.run(None, {"input_ids": np.array([[token]], dtype=np.int64)})[0]
+            row = self.embed.run(None, {self.embed_names[0]: np.array([[token]], dtype=np.int64)})[0]   # [1, 1, C]
             buffers.embeds.update_inplace(row.astype(self.dtype))
         buffers.set_mask_length(total)
         self.plain.run_with_iobinding(bindings["decode"], bindings["options"])
@@ -117,20 +119,23 @@ class FusedDecoder:
 
     # -- bindings --------------------------------------------------------------------------
 
-    def _bind_buffers(self, binding, buffers: KVBuffers) -> None:
-        for past, present, value in zip(self.past_names, self.present_names, buffers.values):
+    @staticmethod
+    def _bind_buffers(binding, names: DecoderNames, buffers: KVBuffers) -> None:
+        for past, present, value in zip(names.past, names.present, buffers.values):
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
 
     def _decode_bindings(self, buffers: KVBuffers) -> dict:
+        ids, embeds = self.embed_names
+        n = self.plain_names
         embed = self.embed.io_binding()
-        embed.bind_ortvalue_input("input_ids", buffers.token)
-        embed.bind_ortvalue_output("inputs_embeds", buffers.embeds)
+        embed.bind_ortvalue_input(ids, buffers.token)
+        embed.bind_ortvalue_output(embeds, buffers.embeds)
         decode = self.plain.io_binding()
-        decode.bind_ortvalue_input("inputs_embeds", buffers.embeds)
-        decode.bind_ortvalue_input("attention_mask", buffers.mask)
-        self._bind_buffers(decode, buffers)
-        decode.bind_ortvalue_output("logits", buffers.logits)
+        decode.bind_ortvalue_input(n.inputs_embeds, buffers.embeds)
+        decode.bind_ortvalue_input(n.attention_mask, buffers.mask)
+        self._bind_buffers(decode, n, buffers)
+        decode.bind_ortvalue_output(n.logits, buffers.logits)
         options = ort.RunOptions()
         if self.cuda_graph:
             options.add_run_config_entry("gpu_graph_id", str(buffers.graph_id))

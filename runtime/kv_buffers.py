@@ -30,7 +30,7 @@ class KVBuffers:
     capacity: int
     device: str
     host: list[np.ndarray | None]       # CPU: the numpy arrays behind ``values`` (None on a GPU)
-    values: list[ort.OrtValue]          # 2L, ordered like manifest.past_names()
+    values: list[ort.OrtValue]          # 2L, ordered like DecoderNames.past
     embeds: ort.OrtValue
     token: ort.OrtValue
     mask: ort.OrtValue

@@ -35,8 +35,7 @@ from graphs.manifest import Manifest
 
 from .answer import Answer, AttentionMaps, ImageInfluence, Timings
 from .attention import attention_maps
-from .bundle import open_bundle
-from .calibration_file import read_calibration
+from .bundle import Bundle
 from .errors import NumericalError, PromptError, SteeringError
 from .images import load_image
 from .preprocess import crop_box, pixel_values
@@ -55,15 +54,16 @@ ANSWER_TOKENS = 16
 PROMPT_TOKENS = 32
 
 class VLM:
-    def __init__(self, bundle: str | Path, providers=("cpu",), fallback: bool = False,
+    def __init__(self, bundle: str | Path | Bundle, providers=("cpu",), fallback: bool = False,
                  verify_checksums: bool = True, threads: int | None = None, decoder: str = "auto",
                  cuda_graph: bool = False):
-        self.folder = Path(bundle).expanduser()
-        self.manifest: Manifest = open_bundle(self.folder, verify_checksums)
+        self.bundle = Bundle.open(bundle, verify_checksums)
+        self.folder = self.bundle.folder
+        self.manifest: Manifest = self.bundle.manifest
         self.providers = resolve_providers(providers, fallback)
-        self.sessions = BundleSessions(self.folder, self.manifest, self.providers, threads, decoder, cuda_graph)
-        self.prompts = PromptBuilder(Tokenizer.from_file(str(self.folder / self.manifest.tokenizer_file)), self.manifest)
-        self.default_steering = load_calibration(self.folder)
+        self.sessions = BundleSessions(self.bundle, self.providers, threads, decoder, cuda_graph)
+        self.prompts = PromptBuilder(Tokenizer.from_file(str(self.bundle.tokenizer)), self.manifest)
+        self.default_steering = calibrated_steering(self.bundle)
         d = self.manifest.decoder
         self._ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)     # [1, L, H]
         self._lock = threading.Lock()
@@ -313,10 +313,9 @@ class VLM:
                             f"got {type(steering).__name__}")
 
 
-def load_calibration(folder: Path) -> AdaptVis:
+def calibrated_steering(bundle: Bundle) -> AdaptVis:
     """The AdaptVis of the bundle's calibration.json (written by `just calibrate`), else the paper's defaults."""
-    calibration = read_calibration(folder)
-    return calibration.adaptvis if calibration is not None else PAPER_DEFAULT
+    return bundle.calibration.adaptvis if bundle.calibration is not None else PAPER_DEFAULT
 
 
 def _alphas(steering) -> list:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .bundle import sha256_file
 from .engine_layout import EngineError, builds_in, no_engines_message, select_engines
 from . import engine_target
 from .errors import BundleError, ProviderError
@@ -48,7 +47,7 @@ def device_of(providers: list[str]) -> str:
     return "cuda" if providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
 
 
-def tensorrt_engines(folder: Path, manifest_file: Path, providers: list[str]):
+def tensorrt_engines(folder: Path, manifest_sha256: tuple[str, ...], providers: list[str]):
     """The bundle's prebuilt TensorRT engines for this machine (``runtime.engine_layout.EngineSet``), or None.
 
     Only looked at when TensorRT is the first provider; only then are ``tensorrt`` (if installed),
@@ -67,7 +66,7 @@ def tensorrt_engines(folder: Path, manifest_file: Path, providers: list[str]):
         warnings.warn(no_engines_message(folder, None), RuntimeWarning, stacklevel=4)
         return None
     try:
-        chosen = select_engines(folder, target, sha256_file(manifest_file))
+        chosen = select_engines(folder, target, manifest_sha256)
     except EngineError as e:
         raise BundleError(str(e)) from None
     if chosen is None:

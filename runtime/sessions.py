@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import (ATTENTION_OUTPUTS, STEERING_INPUTS, GraphContract, bundle_contracts,
-                              plain_decoder_contract, steered_decoder_contract)
-from graphs.manifest import MANIFEST_FILE, Manifest
+from graphs.contracts import (ATTENTION_OUTPUTS, GraphContract, decoder_contract, embed_contract, plain_decoder_contract,
+                              steered_decoder_contract, vision_contract)
+from graphs.io_spec import GraphIO
+from graphs.manifest import Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
+from .bundle import Bundle
 from .decoders import choose_decoder
 from .errors import BundleError
 from .fused_decoder import FusedDecoder
+from .graph_io import DecoderNames, check_session
 from .providers import device_of, tensorrt_engines
 from .standard_decoder import KVCache, StandardDecoder, StepAttention
 
@@ -73,17 +76,18 @@ def steered_options(options: ort.SessionOptions, quantized: bool = False) -> ort
 
 
 class BundleSessions:
-    def __init__(self, folder: Path, manifest: Manifest, providers: list[str], threads: int | None = None,
-                 decoder: str = "auto", cuda_graph: bool = False):
-        self.folder = Path(folder)
-        self.manifest = manifest
+    def __init__(self, bundle: Bundle, providers: list[str], threads: int | None = None, decoder: str = "auto",
+                 cuda_graph: bool = False):
+        self.bundle = bundle
+        self.folder = bundle.folder
+        self.manifest = manifest = bundle.manifest
         self.providers = providers
         self.device = device_of(providers)
         self.float = _NP_FLOAT[manifest.dtype]
         self.decoder_choice = choose_decoder(manifest, providers, decoder)      # standard or fused, and its dtype
         self.decoder_float = _NP_FLOAT[self.decoder_choice.dtype]
         # prebuilt TensorRT engines for this machine (None unless TensorRT is asked for and the bundle has them)
-        self.engines = tensorrt_engines(self.folder, self.folder / MANIFEST_FILE, providers)
+        self.engines = tensorrt_engines(self.folder, (bundle.model_sha256, bundle.manifest_sha256), providers)
         longest = manifest.decoder.max_position_embeddings
         self.max_prompt = self.engines.max_prompt if self.engines else longest       # tokens one call may prefill
         self.max_context = self.engines.max_context if self.engines else longest     # prompt + generated tokens
@@ -91,73 +95,63 @@ class BundleSessions:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.vision = self._session(folder, "vision", options)
-        self.embed = self._session(folder, "embed", options)
-        self.decoder = self._session(folder, "decoder", options, self.decoder_choice.file,
-                                     cuda_graph=cuda_graph and self.decoder_choice.flavour == "fused")
-        self.past_names = manifest.past_names()
-        self.present_names = manifest.present_names()
         d = manifest.decoder
-        if self.decoder_choice.flavour == "fused":
+        L = d.num_layers
+        self.vision, vision_io = self._session("vision", options, vision_contract(), manifest.dtype)
+        self.embed, embed_io = self._session("embed", options, embed_contract(), manifest.dtype)
+        self._vision_names = (vision_io.name("pixel_values"), vision_io.name("image_features"))
+        self._embed_names = (embed_io.name("input_ids"), embed_io.name("inputs_embeds"))
+        fused = self.decoder_choice.flavour == "fused"
+        first = plain_decoder_contract(L) if fused else decoder_contract(L, manifest.has_attention_outputs)
+        self.decoder, decoder_io = self._session("decoder", options, first, self.decoder_choice.dtype,
+                                                 self.decoder_choice.file, cuda_graph=cuda_graph and fused)
+        names = DecoderNames.of(decoder_io, L)
+        if fused:
             quantized = manifest.fused_decoders[self.decoder_choice.dtype].get("quantization") is not None
-            self.steered = self._session(folder, "decoder", steered_options(options, quantized),
-                                         self.decoder_choice.steered_file)
-            self._check_contracts({"vision": self.vision, "embed": self.embed},
-                                  [(plain_decoder_contract(d.num_layers), self.decoder),
-                                   (steered_decoder_contract(d.num_layers), self.steered)])
-            shape = {"layers": d.num_layers, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
+            self.steered, steered_io = self._session("decoder", steered_options(options, quantized),
+                                                     steered_decoder_contract(L), self.decoder_choice.dtype,
+                                                     self.decoder_choice.steered_file)
+            shape = {"layers": L, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
                      "hidden": d.hidden_size, "vocab": d.vocab_size}
-            self.runner = FusedDecoder(self.decoder, self.steered, self.embed, self.past_names, self.present_names,
-                                       self.decoder_float, self.device, shape, self.max_context,
+            self.runner = FusedDecoder(self.decoder, self.steered, self.embed, names, DecoderNames.of(steered_io, L),
+                                       self._embed_names, self.decoder_float, self.device, shape, self.max_context,
                                        cuda_graph=cuda_graph and self.device == "cuda")
         else:
             self.steered = None
-            contracts = bundle_contracts(d.num_layers, manifest.has_attention_outputs)
-            self._check_contracts({"vision": self.vision, "embed": self.embed},
-                                  [(contracts["decoder"], self.decoder)])
-            self.runner = StandardDecoder(self.decoder, self.embeddings, self.past_names, self.present_names,
-                                          self.decoder_float, self.device, d.num_key_value_heads, d.head_dim)
+            self.runner = StandardDecoder(self.decoder, self.embeddings, names, self.decoder_float, self.device,
+                                          d.num_key_value_heads, d.head_dim)
 
-    def _session(self, folder: Path, graph: str, options, file: str | None = None,
-                 cuda_graph: bool = False) -> ort.InferenceSession:
-        path = Path(folder) / (file or self.manifest.graphs[graph])
+    def _session(self, graph: str, options, contract: GraphContract, float_type: str, file: str | None = None,
+                 cuda_graph: bool = False) -> tuple[ort.InferenceSession, GraphIO]:
+        """The session of ``file`` (default: the manifest's ``graph``), checked against its IO spec."""
+        file = file or self.manifest.graphs[graph]
+        path = self.bundle.path(file)
         if self.engines is not None:            # one EPContext node: nothing for ONNX Runtime to optimise
             path = self.engines.context_model(graph)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             session = ort.InferenceSession(str(path), options,
-                                           providers=_with_options(self.providers, folder, self.manifest, graph,
+                                           providers=_with_options(self.providers, self.folder, self.manifest, graph,
                                                                    self.engines, cuda_graph))
         except Exception as e:   # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BundleError(f"ONNX Runtime cannot load {path}: {e}") from None
         if session.get_providers()[0] != self.providers[0]:
             raise BundleError(f"{path} was loaded on {session.get_providers()[0]}, not the requested {self.providers[0]}")
-        return session
-
-    def _check_contracts(self, named: dict, decoders: list[tuple[GraphContract, ort.InferenceSession]]) -> None:
-        contracts = bundle_contracts(self.manifest.decoder.num_layers, self.manifest.has_attention_outputs)
-        pairs = [(contracts[name], session) for name, session in named.items()] + decoders
-        for contract, session in pairs:
-            have = {i.name for i in session.get_inputs()}
-            missing = [n for n in contract.input_names if n not in have]
-            if missing:
-                what = ("it has no image-attention steering inputs (exported without this project's exporter?)"
-                        if set(missing) & set(STEERING_INPUTS) else "")
-                raise BundleError(f"the {contract.name} graph lacks inputs {', '.join(missing)}; {what}".rstrip("; "))
-            outs = {o.name for o in session.get_outputs()}
-            missing = [n for n in contract.output_names if n not in outs]
-            if missing:
-                raise BundleError(f"the {contract.name} graph lacks outputs {', '.join(missing)}")
+        io = self.manifest.graph_io(file, contract, float_type)
+        check_session(session, io, contract, path)
+        return session, io
 
     # -- the three graphs ---------------------------------------------------------------
 
     def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
         # pixel_values [1, 3, H, W] -> [1, T, C]
-        return self.vision.run(["image_features"], {"pixel_values": pixel_values.astype(self.float)})[0]
+        pixels, features = self._vision_names
+        return self.vision.run([features], {pixels: pixel_values.astype(self.float)})[0]
 
     def embeddings(self, ids: np.ndarray) -> np.ndarray:
         # ids [n] int64 -> [1, n, C]
-        return self.embed.run(["inputs_embeds"], {"input_ids": ids[None]})[0]
+        ids_name, embeds_name = self._embed_names
+        return self.embed.run([embeds_name], {ids_name: ids[None]})[0]
 
     # -- the decoder's calls (runtime/standard_decoder.py, runtime/fused_decoder.py) ----------
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from graphs.contracts import IMAGE_ATTENTION_SCALE, IMAGE_ATTENTION_SHARE, IMAGE_TOKEN_MASK, LAST_ROW_ATTENTION
+from .graph_io import DecoderNames
 
 
 @dataclass(frozen=True)
 class KVCache:
-    values: tuple            # 2L OrtValues [1, KV, length, D], ordered like manifest.past_names()
+    values: tuple            # 2L OrtValues [1, KV, length, D], ordered like DecoderNames.past
     length: int
 
 
@@ -35,16 +35,16 @@ class StepAttention:
 
 
 class StandardDecoder:
-    def __init__(self, session: ort.InferenceSession, embed, past_names, present_names, dtype, device: str,
+    def __init__(self, session: ort.InferenceSession, embed, names: DecoderNames, dtype, device: str,
                  kv_heads: int, head_dim: int):
         self.session, self.embed = session, embed       # embed: ids [n] -> embeddings [1, n, C]
-        self.past_names, self.present_names = past_names, present_names
+        self.names = names                              # the graph's tensor names, by role (the manifest's io)
         self.dtype, self.device = dtype, device
         self._empty_shape = (1, kv_heads, 0, head_dim)
 
     def new_cache(self, capacity: int) -> KVCache:
         empty = np.zeros(self._empty_shape, dtype=self.dtype)
-        return KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.past_names), 0)
+        return KVCache(tuple(ort.OrtValue.ortvalue_from_numpy(empty, self.device, 0) for _ in self.names.past), 0)
 
     def release(self, cache: KVCache) -> None:
         """Nothing to give back: caches are immutable OrtValues, freed with their last reference."""
@@ -64,24 +64,25 @@ class StandardDecoder:
         """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, new cache, StepAttention or None)."""
         seq = embeds.shape[1]
         total = cache.length + seq
+        n = self.names
         binding = self.session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self.dtype))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(cache.length, total, dtype=np.int64)[None])
-        binding.bind_cpu_input(IMAGE_ATTENTION_SCALE, scale)
-        binding.bind_cpu_input(IMAGE_TOKEN_MASK, np.ascontiguousarray(image_mask[:, :total]))
-        for name, value in zip(self.past_names, cache.values):
+        binding.bind_cpu_input(n.inputs_embeds, np.ascontiguousarray(embeds, dtype=self.dtype))     # [1, S, C]
+        binding.bind_cpu_input(n.attention_mask, np.ones((1, total), dtype=np.int64))              # [1, P + S]
+        binding.bind_cpu_input(n.position_ids, np.arange(cache.length, total, dtype=np.int64)[None])   # [1, S]
+        binding.bind_cpu_input(n.scale, scale)                                                       # [1, L, H]
+        binding.bind_cpu_input(n.image_mask, np.ascontiguousarray(image_mask[:, :total]))           # [1, P + S]
+        for name, value in zip(n.past, cache.values):
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in self.present_names:
+        binding.bind_output(n.logits, "cpu")
+        for name in n.present:
             binding.bind_output(name, self.device, 0)
         if attention:                       # else left unbound: never copied out
-            binding.bind_output(LAST_ROW_ATTENTION, "cpu")
-            binding.bind_output(IMAGE_ATTENTION_SHARE, "cpu")
+            binding.bind_output(n.last_row, "cpu")
+            binding.bind_output(n.image_share, "cpu")
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()     # in binding order
         logits = outputs[0].numpy()[0].astype(np.float32, copy=False)          # [V]
-        n_kv = len(self.present_names)
+        n_kv = len(n.present)
         new_cache = KVCache(tuple(outputs[1: 1 + n_kv]), total)
         if not attention:
             return logits, new_cache, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from types import SimpleNamespace
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +37,9 @@ class FakeVLM:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "manifest.json").write_text(json.dumps({"fake": True}))
+        # what the Runner keys its cache by (a loaded VLM's Bundle.model_sha256)
+        self.bundle = SimpleNamespace(model_sha256=hashlib.sha256(b"fake " + bytes(self.folder)).hexdigest(),
+                                      calibration=None)
         self.calls: list[tuple[str, str]] = []          # (image name, steering kind)
 
     def answer(self, image, question, steering=None, max_new_tokens=16, measure_image_influence=False, blank_image=None):

@@ -15,7 +15,8 @@ from evaluation.cache import ResultCache
 from evaluation.runner import Runner
 from readers.workset import load_worksets
 import runtime
-from runtime.calibration_file import write_calibration
+from runtime.bundle_write import write_calibration
+from tests.manifest_edit import plant_file
 from scenes.synthetic import generate
 
 from .fakes import GOLD, HIGH_ALPHA, LOW_ALPHA, SPLIT, AttentionFakeVLM, FakeVLM, confidence_of
@@ -116,8 +117,8 @@ def test_a_calibration_alpha_out_of_range_is_refused(tmp_path, bundle_dir, syn8,
     bundle = shutil.copytree(bundle_dir("tiny"), tmp_path / "bundle")
     adaptvis = {"alpha_low": 0.5, "alpha_high": value if where == "adaptvis" else 1.5, "threshold": 0.4}
     scaling = value if where == "scalingvis" else 1.2
-    write_calibration(bundle, {"schema_version": 1, "adaptvis": adaptvis,
-                               "metrics": {"test": {"scalingvis": {"alpha": scaling}}}})
+    plant_file(bundle, "calibration.json", json.dumps({"schema_version": 1, "adaptvis": adaptvis,
+                                                       "metrics": {"test": {"scalingvis": {"alpha": scaling}}}}).encode())
     rc, _, err = _run(bundle, syn8, "--max-new-tokens", "2", "--out", tmp_path / "eval", "--quiet", "--limit", "4")
     assert rc == 2 and "BundleError" in err and r"must lie in [0.01, 100]" in err, err
     assert ("metrics.test.scalingvis.alpha must lie" in err) == (where == "scalingvis")

@@ -1,10 +1,12 @@
 """The quantized bundle as a folder: atomic, self-describing, and refused for bad sources and targets.
 
-Every refusal is a QuantizeError subclass whose message says what was expected, and leaves
+Every refusal is a QuantizeError subclass (an occupied target: runtime's BundleExistsError) whose message
+says what was expected, and leaves
 neither a bundle nor a partial folder behind; the source is never modified.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -16,6 +18,7 @@ from quantize import (AlreadyQuantizedError, BundleExistsError, OptionError, Qua
                       quantize_bundle)
 from quantize import bundle as B
 from runtime.bundle import sha256_file
+from runtime.bundle_write import write_calibration
 from tests.manifest_edit import rewrite_manifest
 
 
@@ -62,8 +65,7 @@ def test_old_manifests_without_the_field_still_load(bundle_dir):
 
 
 def test_the_source_is_never_modified_and_calibration_is_not_copied(source, tmp_path):
-    (source / "calibration.json").write_text(json.dumps(
-        {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": 0.1}}))
+    write_calibration(source, {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": 0.1}})   # signed
     before = _snapshot(source)
     _quantize(source, tmp_path / "out", to="fp16")
     assert _snapshot(source) == before
@@ -155,6 +157,9 @@ def test_an_fp16_export_is_refused(source, tmp_path):
     ({"to": "int8", "accuracy_level": 7}, "--accuracy-level must be one of"),
     ({"to": "int4", "embed": True}, "--embed works with --to fp16 only"),
     ({"to": "fp16", "report": True, "report_items": 2}, "--report-items must be an int >= 4"),
+    ({"to": "fp16", "report_items": True}, "--report-items must be an int >= 4"),
+    ({"to": "int4", "bits": 3}, "unknown quantize option.*bits"),
+    ({"symmetric": True}, "the precision is required"),
 ])
 def test_bad_options_are_refused_before_any_work(source, tmp_path, kwargs, match):
     with pytest.raises(OptionError, match=match):
@@ -174,8 +179,8 @@ def test_a_failure_midway_leaves_nothing_behind(source, tmp_path, monkeypatch):
 def test_a_bundle_the_runtime_cannot_load_is_not_published(source, tmp_path, monkeypatch):
     real = B.write_quantized
 
-    def corrupting(src, manifest, folder, settings, log):
-        written = real(src, manifest, folder, settings, log)
+    def corrupting(src, folder, settings, log):
+        written = real(src, folder, settings, log)
         (folder / "decoder.onnx").write_bytes(b"not onnx")
         return written
     monkeypatch.setattr(B, "write_quantized", corrupting)
@@ -209,7 +214,20 @@ def test_graphs_with_external_weights_are_read_copied_and_written(source, tmp_pa
 
 
 def test_default_accuracy_level_is_int8_arithmetic():
-    from quantize.bundle import Settings
+    from quantize.settings import Settings
 
     assert Settings("int8").check().accuracy_level == 4 and Settings("int4").check().accuracy_level == 4
     assert Settings("int8", accuracy_level=0).check().accuracy_level == 0          # still a choice
+
+
+def test_the_settings_are_checked_once_and_passed_whole(source, tmp_path):
+    from quantize.settings import Settings
+
+    settings = Settings.build(to="int4", block_size=64)
+    assert (settings.block_size, settings.accuracy_level, settings.report_items) == (64, 4, 40)
+    manifest = quantize_bundle(source, tmp_path / "out", settings, log=lambda m: None)
+    assert (manifest.quantization["precision"], manifest.quantization["block_size"]) == ("int4", 64)
+    with pytest.raises(OptionError, match="--block-size must be one of"):
+        Settings.build(settings, block_size=48)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.to = "int8"

@@ -1,7 +1,6 @@
 """The accuracy cost: measured against the source, written into the manifest and quantization.md."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -11,6 +10,7 @@ import runtime
 from quantize import quantize_bundle
 from quantize.report import kl, markdown, measure, steering_cosine
 from quantize.tolerances import TOLERANCES
+from runtime.bundle_write import write_calibration
 
 
 def test_kl_and_cosine_basics():
@@ -32,8 +32,7 @@ def calibrated(bundle_dir, tmp_path_factory):
     items = synthetic_items(tmp_path_factory.mktemp("syn"), 12, seed=0)
     conf = sorted(vlm.answer(i.image_path, i.question, steering=None, max_new_tokens=1).confidence for i in items)
     threshold = round(float(np.median(conf)), 4)
-    (src / "calibration.json").write_text(json.dumps(
-        {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": threshold}}))
+    write_calibration(vlm.bundle, {"adaptvis": {"alpha_low": 0.5, "alpha_high": 2.0, "threshold": threshold}})
     return src, threshold
 
 
@@ -49,7 +48,7 @@ def test_report_measures_logits_agreement_accuracy_and_alpha_flips(calibrated, t
     assert 0 <= f["mean_abs_dlogits"] <= f["max_abs_dlogits"] and f["max_kl"] >= f["mean_kl"] >= 0
     assert f["tolerance"] == TOLERANCES[to].as_dict() and f["within_tolerance"] is True
     assert b["n_items"] == 12 and b["steering"]["threshold"] == threshold
-    assert b["steering"]["from"] == "source calibration.json"
+    assert b["steering"]["from"] == "the source's calibration"
     for name in ("none", "adaptvis"):
         r = b[name]
         assert 0 <= r["all_tokens_agreement"] <= r["first_token_agreement"] <= 1

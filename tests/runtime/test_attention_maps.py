@@ -232,7 +232,7 @@ def _as_old_bundle(folder, drop_graph_outputs: bool) -> None:
         onnx.save(model, str(folder / "decoder.onnx"))
         data["sha256"]["decoder.onnx"] = sha256_file(folder / "decoder.onnx")
     data["outputs"]["decoder"] = [n for n in data["outputs"]["decoder"] if n not in ATTENTION_OUTPUTS]
-    for key in ("image_grid", "image_cls_token"):
+    for key in ("image_grid", "image_cls_token", "io"):        # io came after the attention outputs
         del data[key]
     del data["parity"]["decoder.attention"]
     rewrite_manifest(folder, data)

@@ -96,8 +96,9 @@ def test_cuda_graph_settings_reach_the_provider_and_the_decode_step(vlm):
     d = vlm.manifest.decoder
     shape = {"layers": d.num_layers, "kv_heads": d.num_key_value_heads, "head_dim": d.head_dim,
              "hidden": d.hidden_size, "vocab": d.vocab_size}
-    graphed = FusedDecoder(s.decoder, s.steered, s.embed, s.past_names, s.present_names, np.float32, "cpu", shape,
-                           d.max_position_embeddings, cuda_graph=True)
+    runner = s.runner
+    graphed = FusedDecoder(s.decoder, s.steered, s.embed, runner.plain_names, runner.steered_names, runner.embed_names,
+                           np.float32, "cpu", shape, d.max_position_embeddings, cuda_graph=True)
     assert graphed._prefill_options.get_run_config_entry("gpu_graph_id") == "-1"     # prompts never captured
     ones = np.ones((1, d.num_layers, d.num_attention_heads), np.float32)
     results = []

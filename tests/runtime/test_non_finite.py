@@ -11,6 +11,7 @@ import runtime
 from runtime import model as model_module
 from runtime.errors import BundleError, NumericalError, RuntimeInputError
 from tests.conftest import random_image
+from tests.manifest_edit import plant_file
 
 QUESTION = "Where is the mug in relation to the plate?"
 
@@ -136,6 +137,6 @@ def test_the_blank_image_pass(monkeypatch, vlm, baseline, n):
 def test_a_calibration_json_alpha_out_of_range_is_refused_at_load(bundle_dir, tmp_path, field, value):
     bundle = shutil.copytree(bundle_dir("tiny"), tmp_path / "bundle")
     chosen = {"alpha_low": 0.5, "alpha_high": 1.5, "threshold": 0.4} | {field: value}
-    (bundle / "calibration.json").write_text(json.dumps({"adaptvis": chosen}))
+    plant_file(bundle, "calibration.json", json.dumps({"adaptvis": chosen}).encode())      # resealed by hand
     with pytest.raises(BundleError, match=r"calibration.json is malformed .*must lie in \[0.01, 100\]"):
         runtime.load(bundle)
