@@ -142,9 +142,9 @@ def test_manifests_without_the_field_read_as_scaled_logits(bundle_dir, tmp_path)
 
 
 def test_cli_passes_the_form(monkeypatch, tmp_path):
-    import export
+    import export.route
     from export.__main__ import main
     seen = {}
-    monkeypatch.setattr(export, "export_llava", lambda *a, **k: seen.update(k))
+    monkeypatch.setattr(export.route, "export_model", lambda *a, **k: seen.update(k))
     assert main(["some/checkpoint", "--out", str(tmp_path / "b"), "--attention-form", "scaled-keys"]) == 0
     assert seen["attention_form"] == "scaled-keys"
