@@ -12,7 +12,6 @@ Everything goes into ``.<out>.partial-<pid>`` beside the target and is renamed a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from graphs.bundle_folder import occupied, replace_folder
 from graphs.manifest import DEFAULT_ATTENTION_FORM
 from graphs.qwen_manifest import QwenManifest
 from graphs.qwen_vl_contracts import qwen_contracts
+from runtime.bundle_write import check_target, staged_folder
 from runtime.families import Family
 
-from ..errors import BundleExistsError, ExportError
+from ..errors import ExportError
 from .onnx_export import DEFAULT_OPSET
 
 # Copied from the checkpoint when present: what the runtime reads besides the graphs
@@ -42,18 +41,9 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry."""
     log = log or _stderr_log
     out = Path(out).expanduser().resolve()
-    reason = occupied(out, force)
-    if reason:
-        raise BundleExistsError(reason)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    check_target(out, force)                   # BundleExistsError before any work
+    with staged_folder(out) as partial:        # renamed to out at the end; removed on failure
         manifest = _export_into(source, family, partial, opset, atol, attention_form, log)
-        replace_folder(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log(f"bundle ready: {out}")
     return manifest
 
