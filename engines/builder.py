@@ -23,6 +23,8 @@ from runtime.engine_target import local_target
 
 from runtime.engine_layout import (GRAPHS, RECORD_SCHEMA, TIMING_CACHE_FILE, EngineError, context_model_file, engine_file,
                      engines_root, write_record)
+from .build import build_engine
+from .context_model import write_context_model
 from .progress import make_monitor, start_progress
 from .profiles import Limits, engine_limits, engine_profiles, profiles_as_json
 
@@ -134,8 +136,6 @@ def build_bundle_engines(bundle: str | Path | Bundle, precision: str | None = No
 
 def _build_graph(trt, graph_path, partial, graph, profiles, strongly_typed, fp16_flag, workspace_gb, timing_cache,
                  monitor, target):
-    from .build import build_engine
-    from .context_model import write_context_model
     size, timing_cache = build_engine(
         trt, graph_path, partial / engine_file(graph), profiles, strongly_typed=strongly_typed, fp16_flag=fp16_flag,
         workspace_bytes=int(workspace_gb * 2**30) if workspace_gb else None, timing_cache=timing_cache,

@@ -18,9 +18,10 @@ import gc
 import sys
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
-from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+from graphs.contracts import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, bundle_contracts
 from graphs.io_spec import GraphIO
 from graphs.manifest import SCHEMA_VERSION, DecoderShape, Manifest, Preprocessing
 from runtime.bundle import Bundle
@@ -92,7 +93,6 @@ def _export_into(source, folder: Path, settings: ExportSettings, log, memory=NO_
     from optimum.exporters.onnx import export
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from graphs.contracts import bundle_contracts
 
     from .bound_weights import bind_weights, trace_only
     from .onnx_configs import DecoderOnnxConfig, EmbedOnnxConfig, VisionOnnxConfig
@@ -182,12 +182,9 @@ def _release(model, exported: str, checkpoint: Path) -> None:
 
 def _manifest(source, config, processor, settings: ExportSettings, parity) -> Manifest:
     """The manifest of the exported graphs (its digest table is filled in when it is signed)."""
-    import onnx
+    import onnx                                   # heavy, optional: the export extra
     import torch
     import transformers
-    from importlib.metadata import version
-
-    from graphs.contracts import bundle_contracts
 
     cfg, text = config, config.text_config
     heads = text.num_attention_heads

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from graphs.contracts import ATTENTION_OUTPUTS, bundle_contracts, decoder_contract
@@ -365,8 +366,6 @@ def _key(graph: str, name: str) -> str:
 
 def _compare_graph(path: Path, graph: str, steps: list[Step], cases: Cases, judge: Judge) -> None:
     """The whole graph in one ONNX Runtime session, step by step (the decoder carrying its K/V cache)."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = _output_names(graph, cases.num_layers)
     past_names = decoder_contract(cases.num_layers).input_names[3:-2] if graph == "decoder" else []

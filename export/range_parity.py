@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnx.utils import Extractor
 
 from graphs.contracts import IMAGE_ATTENTION_SHARE, LAST_ROW_ATTENTION, PAST_KEY, PAST_VALUE, PRESENT_KEY, \
     PRESENT_VALUE, decoder_contract
@@ -197,8 +199,6 @@ class DecoderCutter:
 
     def extract(self, a: int, b: int) -> tuple[onnx.ModelProto, list[str], list[str]]:
         """(the range's model, its inputs, its outputs); its initializers still point into the data file."""
-        from onnx.utils import Extractor
-
         _, inputs = self.closure(a, b)
         _, outputs = self.io(a, b)
         if self._extractor is None:
@@ -245,8 +245,6 @@ def _check_range(cutter: DecoderCutter, a: int, b: int, steps: list, hidden: lis
     """Layers [a, b) in a session of their own, step by step; ``hidden`` and ``rows`` move on to layer b.
 
     The session is local: it is gone (and its model file deleted) before the next range's is made."""
-    import onnxruntime as ort
-
     L, layout = cutter.layout.num_layers, cutter.layout
     sub, inputs, outputs = cutter.extract(a, b)
     tmp = cutter.path.parent / f".{cutter.path.stem}.layers-{a}-{b - 1}.onnx"

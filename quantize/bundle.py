@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import onnxruntime
+
+import runtime
 from fused.external import external_files
 from graphs.manifest import Manifest
 from graphs.manifest_fields import fused_record_files
@@ -32,6 +35,7 @@ from runtime.errors import BundleError, BundleExistsError
 from . import weights as W
 from .errors import AlreadyQuantizedError, OptionError, QuantizeError, SourceBundleError
 from .fused_pair import quantize_pair
+from .report import markdown, measure
 from .settings import Settings
 
 REPORT_FILE = "quantization.md"
@@ -62,7 +66,6 @@ def quantize_bundle(source: str | Path | Bundle, out: str | Path | None = None, 
         log(f"quantized in {time.perf_counter() - t0:.1f}s; loading it")
         _load_check(partial)
         if settings.report:
-            from .report import markdown, measure
             accuracy = measure(source, partial, n_items=settings.report_items, seed=settings.report_seed, log=log)
             (partial / REPORT_FILE).write_text(markdown(written, accuracy))
             written = finish_manifest(partial, written, accuracy)
@@ -169,8 +172,6 @@ def finish_manifest(folder: Path, manifest: Manifest, accuracy: dict) -> Manifes
 
 
 def _record(bundle: Bundle, settings: Settings, graphs: dict) -> dict:
-    import onnxruntime
-
     nbits = settings.to in W.NBITS
     method, tool = {
         "fp16": ("fp16 weights and activations, fp32 islands", W.FP16_TOOL),
@@ -196,7 +197,6 @@ def _record(bundle: Bundle, settings: Settings, graphs: dict) -> dict:
 
 
 def _load_check(folder: Path) -> None:
-    import runtime
     try:
         runtime.load(folder, providers=["cpu"])
     except BundleError as e:

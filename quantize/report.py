@@ -22,11 +22,14 @@ from pathlib import Path
 import numpy as np
 
 import runtime
+from evaluation.scoring import accuracy, score_item
+from readers.datasets import load_dataset
 from runtime.images import load_image
 from runtime.bundle import Bundle
 from runtime.model import calibrated_steering
 from runtime.preprocess import pixel_values
 from runtime.steering import AdaptVis, describe, scale_tensor
+from scenes.synthetic import generate
 
 from .tolerances import TOLERANCES
 
@@ -122,8 +125,6 @@ def compare_logits(source, quantized, prompts: list[tuple], alphas: dict[str, ob
 
 def compare_answers(source, quantized, items, steering: AdaptVis, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """Unsteered and AdaptVis answers of both bundles on benchmark items."""
-    from evaluation.scoring import accuracy, score_item
-
     rows = {"none": [], "adaptvis": []}
     for item in items:
         for name, s in (("none", None), ("adaptvis", steering)):
@@ -152,9 +153,6 @@ def compare_answers(source, quantized, items, steering: AdaptVis, max_new_tokens
 
 
 def synthetic_items(folder: Path, n_items: int, seed: int, size: int = 336) -> list:
-    from readers.datasets import load_dataset
-    from scenes.synthetic import generate
-
     return list(load_dataset(generate(folder, n=n_items, seed=seed, size=size)).items)
 
 

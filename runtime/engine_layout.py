@@ -12,6 +12,7 @@ builds for another TensorRT or GPU, or builds older than the bundle's graphs.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,6 @@ def select_engines(bundle: Path, target: EngineTarget, manifest_sha256: str | tu
     if missing:
         raise EngineError(f"{mine} is missing {', '.join(missing)}; rebuild: {rebuild_command(bundle, record)}")
     if built_for.gpu and target.gpu and built_for.gpu != target.gpu:
-        import warnings
         warnings.warn(f"the engines in {mine} were built on a {built_for.gpu}, this is a {target.gpu} with the same "
                       f"compute capability: TensorRT loads them, but they were tuned for the other GPU "
                       f"({rebuild_command(bundle, record)} retunes them)", RuntimeWarning, stacklevel=3)

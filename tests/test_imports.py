@@ -16,8 +16,42 @@ _MATPLOTLIB = "heavy, optional: matplotlib (the calibration extra), imported whe
 _RICH = "optional: rich (the calibration extra); without it, no progress bar"
 _TQDM = "optional: tqdm comes with transformers (the export extra), not with the runtime"
 
+_TRT = "optional: TensorRT's Python package, present only where engines are built"
+_HUB = "optional: the hub client (with transformers), reached only for a hub id"
+_EXPORTER = _TORCH + ": the exporter's modules import torch at their top"
+_ORT_TOOLS = "optional: onnxruntime's quantization tools import onnx (the export extra)"
+
 #: (file, module) -> why the import waits for its function.
 DEFERRED = {
+    ("engines/builder.py", "tensorrt"): _TRT,
+    ("engines/context_model.py", "onnx"): _ONNX,
+    ("engines/progress.py", "rich.progress"): _RICH,
+    ("export/__main__.py", "export.route"): _TORCH + "; the arguments are checked before it loads",
+    ("export/bound_weights.py", "onnx.reference"): _ONNX,
+    ("export/bound_weights.py", "torch"): _TORCH,
+    ("export/bundle.py", "export.bound_weights"): _EXPORTER,
+    ("export/bundle.py", "export.external_data"): _EXPORTER,
+    ("export/bundle.py", "export.onnx_configs"): _EXPORTER,
+    ("export/bundle.py", "export.parity"): _EXPORTER,
+    ("export/bundle.py", "export.wrappers"): _EXPORTER,
+    ("export/bundle.py", "onnx"): _ONNX,
+    ("export/bundle.py", "optimum.exporters.onnx"): _TORCH,
+    ("export/bundle.py", "torch"): _TORCH,
+    ("export/bundle.py", "transformers"): _TORCH,
+    ("export/external_data.py", "onnx.external_data_helper"): _ONNX,
+    ("export/external_data.py", "optimum.exporters.onnx"): _TORCH,
+    ("export/parity.py", "export.range_parity"): _ONNX + " (range_parity imports it at its top)",
+    ("export/release.py", "torch"): _TORCH,
+    ("export/shape_inference.py", "torch"): _TORCH,
+    ("export/source.py", "huggingface_hub"): _HUB,
+    ("export/source.py", "huggingface_hub.errors"): _HUB,
+    ("fused/weights.py", "torch"): _TORCH,
+    ("fused/weights.py", "transformers"): _TORCH,
+    ("fused/weights.py", "transformers.modeling_rope_utils"): _TORCH,
+    ("quantize/weights.py", "onnxruntime.quantization"): _ORT_TOOLS,
+    ("quantize/weights.py", "onnxruntime.quantization.matmul_nbits_quantizer"): _ORT_TOOLS,
+    ("quantize/weights.py", "onnxruntime.transformers.float16"): _ORT_TOOLS,
+    ("runtime/engine_target.py", "tensorrt"): _TRT,
     ("bench/__main__.py", "bench.reference"): _TORCH,
     ("bench/__main__.py", "onnx"): _ONNX,
     ("bench/artifacts.py", "export"): _ONNX + "; a built bundle needs no exporter",
@@ -72,51 +106,7 @@ DEFERRED = {
 
 #: Function-level imports of the packages whose imports are not sorted yet: each is to move to the top
 #: of its file, or into DEFERRED with its reason.
-UNSORTED = {
-    ("engines/builder.py", "engines.build"),
-    ("engines/builder.py", "engines.context_model"),
-    ("engines/builder.py", "tensorrt"),
-    ("engines/context_model.py", "onnx"),
-    ("engines/progress.py", "rich.progress"),
-    ("export/__main__.py", "export.export_llava"),
-    ("export/bound_weights.py", "onnx.reference"),
-    ("export/bound_weights.py", "torch"),
-    ("export/bundle.py", "export.bound_weights"),
-    ("export/bundle.py", "export.external_data"),
-    ("export/bundle.py", "export.onnx_configs"),
-    ("export/bundle.py", "export.parity"),
-    ("export/bundle.py", "export.wrappers"),
-    ("export/bundle.py", "graphs.contracts"),
-    ("export/bundle.py", "importlib.metadata"),
-    ("export/bundle.py", "onnx"),
-    ("export/bundle.py", "optimum.exporters.onnx"),
-    ("export/bundle.py", "torch"),
-    ("export/bundle.py", "transformers"),
-    ("export/external_data.py", "onnx.external_data_helper"),
-    ("export/external_data.py", "optimum.exporters.onnx"),
-    ("export/parity.py", "export.range_parity"),
-    ("export/parity.py", "onnxruntime"),
-    ("export/range_parity.py", "onnx.utils"),
-    ("export/range_parity.py", "onnxruntime"),
-    ("export/release.py", "torch"),
-    ("export/shape_inference.py", "torch"),
-    ("export/source.py", "huggingface_hub"),
-    ("export/source.py", "huggingface_hub.errors"),
-    ("fused/weights.py", "torch"),
-    ("fused/weights.py", "transformers"),
-    ("fused/weights.py", "transformers.modeling_rope_utils"),
-    ("quantize/bundle.py", "onnxruntime"),
-    ("quantize/bundle.py", "quantize.report"),
-    ("quantize/bundle.py", "runtime"),
-    ("quantize/report.py", "evaluation.scoring"),
-    ("quantize/report.py", "readers.datasets"),
-    ("quantize/report.py", "scenes.synthetic"),
-    ("quantize/weights.py", "onnxruntime.quantization"),
-    ("quantize/weights.py", "onnxruntime.quantization.matmul_nbits_quantizer"),
-    ("quantize/weights.py", "onnxruntime.transformers.float16"),
-    ("runtime/engine_layout.py", "warnings"),
-    ("runtime/engine_target.py", "tensorrt"),
-}
+UNSORTED: set = set()
 
 
 def packages() -> list[str]:
