@@ -12,7 +12,9 @@ from pathlib import Path
 
 from runtime.families import UnsupportedFamilyError, detect_family
 
+from .bundle import export_llava
 from .errors import ExportError, UnsupportedModelError
+from .qwen_vl.bundle import export_qwen
 from .source import locate
 
 QWEN_OPTIONS = ("opset", "atol", "force", "log", "attention_form")      # what the Qwen exporter takes
@@ -23,9 +25,7 @@ def export_model(model: str, out: Path, **options):
     source = locate(model, options.get("revision"))
     family = family_of(source.folder)
     if family.preprocessing != "qwen-patches":
-        from .bundle import export_llava
         return export_llava(model, out, **options)
-    from .qwen_vl.bundle import export_qwen
     if options.get("dtype") not in (None, "fp32"):
         raise ExportError(f"{family.name} exports in fp32 only for now (asked: {options['dtype']})")
     kept = {k: v for k, v in options.items() if k in QWEN_OPTIONS and v is not None}

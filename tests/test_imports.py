@@ -24,6 +24,17 @@ _ORT_TOOLS = "optional: onnxruntime's quantization tools import onnx (the export
 #: (file, module) -> why the import waits for its function.
 DEFERRED = {
     ("engines/builder.py", "tensorrt"): _TRT,
+    ("export/qwen_reference.py", "transformers"): _TORCH,
+    ("export/qwen_vl/bundle.py", "export.qwen_reference"): _EXPORTER,
+    ("export/qwen_vl/bundle.py", "export.qwen_vl.decoder"): _EXPORTER,
+    ("export/qwen_vl/bundle.py", "export.qwen_vl.onnx_export"): _EXPORTER,
+    ("export/qwen_vl/bundle.py", "export.qwen_vl.parity"): _EXPORTER,
+    ("export/qwen_vl/bundle.py", "export.qwen_vl.vision"): _EXPORTER,
+    ("export/qwen_vl/bundle.py", "onnx"): _ONNX,
+    ("export/qwen_vl/bundle.py", "torch"): _TORCH,
+    ("export/qwen_vl/bundle.py", "transformers"): _TORCH,
+    ("fixtures/qwen_checkpoints.py", "torch"): _TORCH,
+    ("fixtures/qwen_checkpoints.py", "transformers"): _TORCH,
     ("engines/context_model.py", "onnx"): _ONNX,
     ("engines/progress.py", "rich.progress"): _RICH,
     ("export/__main__.py", "export.route"): _TORCH + "; the arguments are checked before it loads",

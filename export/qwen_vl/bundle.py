@@ -18,14 +18,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+from PIL import Image
 
 from graphs.manifest import DEFAULT_ATTENTION_FORM
 from graphs.qwen_manifest import QwenManifest
 from graphs.qwen_vl_contracts import qwen_contracts
+from runtime.bundle import sha256_file
 from runtime.bundle_write import check_target, staged_folder
 from runtime.families import Family
+from runtime.qwen_vl.vision_feeds import VisionSpec
 
-from ..errors import ExportError
+from ..errors import ExportError, UnsupportedModelError
 from .onnx_export import DEFAULT_OPSET
 
 # Copied from the checkpoint when present: what the runtime reads besides the graphs
@@ -49,10 +53,8 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
 
 
 def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, log) -> QwenManifest:
-    import onnxruntime as ort
 
     from ..qwen_reference import QwenReference
-    from runtime.qwen_vl.vision_feeds import VisionSpec
     from . import parity
     from .decoder import QwenDecoder, QwenEmbedding
     from .onnx_export import decoder_trace_inputs, embed_trace_inputs, export_graph, vision_trace_inputs
@@ -61,7 +63,6 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
     t0 = time.perf_counter()
     missing = [f for f in REQUIRED_FILES if not (source.folder / f).is_file()]
     if missing:
-        from ..errors import UnsupportedModelError
         raise UnsupportedModelError(f"{source.folder} lacks {', '.join(missing)}: a Qwen bundle needs them")
     log(f"loading {source.name} ({family.name}, fp32)")
     reference = QwenReference(source.folder)
@@ -104,7 +105,6 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
 
 def parity_image():
     """A 150 x 90 image of smooth colour gradients (a non-square grid); deterministic."""
-    from PIL import Image
 
     y, x = np.mgrid[0:90, 0:150] / 150.0
     rgb = np.stack([np.sin(6 * x) * 0.5 + 0.5, np.cos(4 * y + x) * 0.5 + 0.5, (x + y) / 1.6], axis=-1)
@@ -116,8 +116,6 @@ def _manifest(source, family, config, spec, contracts, measured, limits, opset, 
     import onnx
     import torch
     import transformers
-
-    from runtime.bundle import sha256_file
 
     from .parity import ALPHAS, VISION_GRIDS
 
