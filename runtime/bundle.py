@@ -27,6 +27,7 @@ from graphs.manifest_fields import ManifestFieldError, fused_record_files
 from .calibration_file import CALIBRATION_FILE, Calibration, read_calibration
 from .engine_layout import builds_in
 from .errors import BundleError
+from .families import UnsupportedFamilyError
 
 GRAPH_ROLES = ("vision", "embed", "decoder")
 
@@ -118,6 +119,11 @@ def _read_manifest(folder: Path) -> tuple[bytes, dict]:
         data = json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
+    family = data.get("family") if isinstance(data, dict) else None
+    if family is not None:          # a Qwen-VL bundle: its own manifest, answered by runtime.qwen_vl for now
+        raise UnsupportedFamilyError(
+            f"{folder} is a {family} bundle: runtime.load opens LLaVA bundles only so far; answer it with "
+            f"runtime.qwen_vl.answer.QwenModel({str(folder)!r}) (docs/qwen-vl.md)")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise BundleError(f"{path} has manifest schema version {version!r}; this runtime reads version "

@@ -62,3 +62,13 @@ def test_tokens_equal_the_reference_in_every_steering_mode(size, pairs):
             assert abs(got.confidence - want.confidence) <= 1e-5
             assert (got.alpha is steering.low) == (branch == "low")
     print(f"{size}: {differs} of {3 * len(IMAGES)} ScalingVis answers differ from the plain one")
+
+
+def test_runtime_load_names_the_qwen_answer_path_for_a_qwen_bundle(qwen_bundle_dir):
+    """Until runtime.load opens Qwen bundles, it refuses one with a typed error that says what answers it."""
+    import runtime
+    from runtime.families import UnsupportedFamilyError
+
+    folder = qwen_bundle_dir("tiny-qwen2.5-vl")
+    with pytest.raises(UnsupportedFamilyError, match="qwen2_5_vl bundle.*QwenModel"):
+        runtime.load(folder)
