@@ -15,7 +15,7 @@ from runtime.families import UnsupportedFamilyError, detect_family
 from .errors import ExportError, UnsupportedModelError
 from .source import locate
 
-QWEN_OPTIONS = ("opset", "atol", "force", "log", "attention_form")      # what the Qwen exporter takes
+QWEN_OPTIONS = ("opset", "atol", "force", "log", "attention_form", "fused")      # what the Qwen exporter takes
 
 
 def export_model(model: str, out: Path, **options):

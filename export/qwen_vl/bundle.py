@@ -38,8 +38,11 @@ _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 
 def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET, atol: float | None = None,
-                force: bool = False, attention_form: str = DEFAULT_ATTENTION_FORM, log=None) -> QwenManifest:
-    """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry."""
+                force: bool = False, attention_form: str = DEFAULT_ATTENTION_FORM, fused: bool = True,
+                log=None) -> QwenManifest:
+    """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry.
+    ``fused``: also build the fused plain + steered decoder pair (``export/qwen_vl/fused.py``), checked against
+    decoder.onnx and the PyTorch reference, and record it as the manifest's ``fused_decoders``."""
     log = log or _stderr_log
     out = Path(out).expanduser().resolve()
     reason = occupied(out, force)
@@ -49,7 +52,7 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        manifest = _export_into(source, family, partial, opset, atol, attention_form, log)
+        manifest = _export_into(source, family, partial, opset, atol, attention_form, fused, log)
         replace_folder(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -58,7 +61,8 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     return manifest
 
 
-def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, log) -> QwenManifest:
+def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, fused: bool,
+                 log) -> QwenManifest:
     import onnxruntime as ort
 
     from ..qwen_reference import QwenReference
@@ -108,6 +112,17 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
     manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
                          reference)
     manifest.write(folder)
+    if fused:
+        import dataclasses
+
+        from runtime.bundle import sha256_file
+
+        from .fused import fused_record
+        record = fused_record(model, reference, folder, dict(limits.limits), parity.QUESTION, parity_image(), log)
+        names = [record[k] for k in ("plain", "steered", "data")]
+        manifest = dataclasses.replace(manifest, fused_decoders={"fp32": record},
+                                       sha256={**manifest.sha256, **{f: sha256_file(folder / f) for f in names}})
+        manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
