@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from graphs.contracts import IMAGE_ATTENTION_SCALE, IMAGE_TOKEN_MASK
-from runtime.errors import PromptError
+from runtime.errors import BundleError, PromptError
 from runtime.kv_buffers import KVBuffers, KVPool, make_buffers
 
 from .answer import QwenModel
@@ -44,7 +44,7 @@ class QwenFusedModel(QwenModel):
         folder = Path(bundle)
         record = files or (self.manifest.fused_decoders or {}).get(dtype)
         if not record:
-            raise PromptError(f"{folder} has no fused {dtype} decoder (export without --no-fused to write one)")
+            raise BundleError(f"{folder} has no fused {dtype} decoder (export without --no-fused to write one)")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.plain = ort.InferenceSession(str(folder / record["plain"]), options, providers=list(providers))

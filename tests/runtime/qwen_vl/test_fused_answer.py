@@ -115,3 +115,7 @@ def test_no_fused_writes_only_the_standard_decoder(checkpoint_dir, tmp_path):
     export_model(str(checkpoint_dir("tiny-qwen3-vl")), out, fused=False, log=lambda m: None)
     assert QwenManifest.read(out).fused_decoders is None
     assert not list(out.glob("decoder_*fp32*"))
+    from runtime.errors import BundleError
+    from runtime.qwen_vl.fused_decoder import QwenFusedModel
+    with pytest.raises(BundleError, match="no fused fp32 decoder"):
+        QwenFusedModel(out)
