@@ -11,6 +11,7 @@ Everything goes into ``.<out>.partial-<pid>`` beside the target and is renamed a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -113,8 +114,6 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
                          reference)
     manifest.write(folder)
     if fused:
-        import dataclasses
-
         from runtime.bundle import sha256_file
 
         from .fused import fused_record

@@ -15,14 +15,24 @@ model (check 2), so the two ONNX graphs may differ by twice it (check 1).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fused.graph import fused_files
 from fused.qwen_vl import build_qwen_fused
+from runtime.qwen_vl.answer import QwenModel
+from runtime.qwen_vl.fused_decoder import QwenFusedModel
+from runtime.qwen_vl.image import image_patches
+from runtime.qwen_vl.merge import deepstack_rows, scatter_image_rows
+from runtime.qwen_vl.positions import VisionTokens, decode_positions, rope_index
+from runtime.qwen_vl.vision_feeds import vision_feeds
 
 from ..errors import ParityError
+from . import parity
+from .bundle import parity_image
 
 KINDS = {"logits": "decoder", "kv": "decoder.present_relative", "attention": "decoder.attention"}
 TWO_GRAPHS = 2.0
@@ -72,11 +82,6 @@ def _rel(a, b) -> float:
 
 def compare_with_standard(standard, fused, image, question: str, seed: int = 0) -> dict[str, float]:
     """``standard``: a ``QwenModel``; ``fused``: a ``QwenFusedModel`` on the same bundle.  Largest differences."""
-    from runtime.qwen_vl.image import image_patches
-    from runtime.qwen_vl.merge import deepstack_rows, scatter_image_rows
-    from runtime.qwen_vl.positions import decode_positions, rope_index
-    from runtime.qwen_vl.vision_feeds import vision_feeds
-
     m = standard
     patches, grid = image_patches(image, m.image_spec)
     vision = m.sessions["vision"].run(None, vision_feeds(patches, grid, m.vision_spec))
@@ -127,14 +132,6 @@ def compare_with_standard(standard, fused, image, question: str, seed: int = 0) 
 
 def compare_with_reference(reference, fused, seed: int = 0) -> dict[str, float]:
     """The export parity's cases (``parity.ALPHAS``) through the fused pair against ``QwenReference``."""
-    import torch
-
-    from runtime.qwen_vl.merge import deepstack_rows, scatter_image_rows
-    from runtime.qwen_vl.positions import VisionTokens, rope_index
-
-    from . import parity
-    from .bundle import parity_image
-
     model = reference.model
     inputs = reference.inputs(parity_image(), parity.QUESTION)
     config = model.config
@@ -186,11 +183,6 @@ def check(worst: dict[str, float], limits: dict[str, float], against: str) -> No
 
 def fused_record(model, reference, folder: Path, tolerance: dict[str, float], question: str, image, log) -> dict:
     """Build the pair into ``folder``, run both checks (``ParityError`` if over), return the manifest record."""
-    import time
-
-    from runtime.qwen_vl.answer import QwenModel
-    from runtime.qwen_vl.fused_decoder import QwenFusedModel
-
     t = time.perf_counter()
     built = build_qwen_fused(model, folder, "fp32")
     files = fused_files("fp32")
