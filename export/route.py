@@ -17,7 +17,7 @@ from .errors import ExportError, UnsupportedModelError
 from .qwen_vl.bundle import export_qwen
 from .source import locate
 
-QWEN_OPTIONS = ("opset", "atol", "force", "log", "attention_form")      # what the Qwen exporter takes
+QWEN_OPTIONS = ("opset", "atol", "force", "log", "attention_form", "fused")      # what the Qwen exporter takes
 
 
 def export_model(model: str, out: Path, **options):

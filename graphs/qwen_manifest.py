@@ -12,7 +12,8 @@ runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
      "mrope": {"section": [...], "interleaved": bool}, "deepstack_layers": D,
      "tokens": {image, video, vision_start, vision_end, eos, pad}, "stop_token_ids": [...],
      "prompt_template": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>...",
-     "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...}}
+     "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...},
+     "fused_decoders": {"fp32": {"plain", "steered", "data", "parity", ...}} or null}
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ class QwenManifest:
     parity_cases: dict[str, Any]
     schema_version: int = QWEN_SCHEMA_VERSION
     sha256: dict[str, str] = field(default_factory=dict)
+    # dtype -> {plain, steered, data (file names), parity {standard, reference}, parity_tolerance, nodes_per_layer,
+    # rotary, ...}: the fused decoder pair (fused/qwen_vl.py), or None (exported with --no-fused)
+    fused_decoders: dict[str, dict[str, Any]] | None = None
 
     def write(self, folder: Path) -> Path:
         text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -71,6 +71,7 @@ DEFERRED = {
     ("bench/ours.py", "runtime"): "bench.memory imports this module before it reads its baseline RSS",
     ("bench/roofline.py", "onnx"): _ONNX,
     ("bench/variants.py", "fused"): _ONNX,
+    ("export/qwen_vl/bundle.py", "export.qwen_vl.fused"): _TORCH + "; only an export with the fused pair checks it",
     ("bench/variants.py", "onnx"): _ONNX,
     ("bench/variants.py", "quantize"): _ONNX,
     ("demo/scene_demo.py", "export"): _ONNX + "; a reused bundle needs no exporter",

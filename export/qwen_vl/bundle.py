@@ -11,6 +11,7 @@ Everything goes into ``.<out>.partial-<pid>`` beside the target and is renamed a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -41,18 +42,22 @@ _QUESTION_SENTINEL = "QUESTION_SENTINEL_7F3A"
 
 
 def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET, atol: float | None = None,
-                force: bool = False, attention_form: str = DEFAULT_ATTENTION_FORM, log=None) -> QwenManifest:
-    """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry."""
+                force: bool = False, attention_form: str = DEFAULT_ATTENTION_FORM, fused: bool = True,
+                log=None) -> QwenManifest:
+    """``source``: an ``export.source.Source`` of a Qwen checkpoint; ``family`` its ``runtime.families`` entry.
+    ``fused``: also build the fused plain + steered decoder pair (``export/qwen_vl/fused.py``), checked against
+    decoder.onnx and the PyTorch reference, and record it as the manifest's ``fused_decoders``."""
     log = log or _stderr_log
     out = Path(out).expanduser().resolve()
     check_target(out, force)                   # BundleExistsError before any work
     with staged_folder(out) as partial:        # renamed to out at the end; removed on failure
-        manifest = _export_into(source, family, partial, opset, atol, attention_form, log)
+        manifest = _export_into(source, family, partial, opset, atol, attention_form, fused, log)
     log(f"bundle ready: {out}")
     return manifest
 
 
-def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, log) -> QwenManifest:
+def _export_into(source, family: Family, folder: Path, opset: int, atol, attention_form: str, fused: bool,
+                 log) -> QwenManifest:
 
     from ..qwen_reference import QwenReference
     from . import parity
@@ -99,6 +104,13 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
     manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
                          reference)
     manifest.write(folder)
+    if fused:
+        from .fused import fused_record
+        record = fused_record(model, reference, folder, dict(limits.limits), parity.QUESTION, parity_image(), log)
+        names = [record[k] for k in ("plain", "steered", "data")]
+        manifest = dataclasses.replace(manifest, fused_decoders={"fp32": record},
+                                       sha256={**manifest.sha256, **{f: sha256_file(folder / f) for f in names}})
+        manifest.write(folder)
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 

@@ -149,7 +149,9 @@ def _reference_run(reference, inputs, alpha, rows) -> dict:
     logits and the cache after that step."""
     ids = inputs["input_ids"][0]
     with reference.steered(ids, alpha, rows), torch.no_grad():
-        out = reference.model.generate(**inputs, max_new_tokens=2, do_sample=False, output_logits=True,
+        # min_new_tokens: a second step even where the first token is a stop token (the raw logits, which
+        # output_logits returns, are untouched by the stop-token suppression; the token fed is what it picked)
+        out = reference.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False, output_logits=True,
                                        return_dict_in_generate=True, pad_token_id=reference.tokenizer.pad_token_id)
         attentions = reference.model(**inputs, output_attentions=True).attentions
     cache = out.past_key_values

@@ -82,7 +82,7 @@ class QwenModel:
             return self._step(embeds[:, lo:hi], positions[:, :, lo:hi], cache, scale, mask[:, :hi],
                               None if stack is None else stack[:, :, lo:hi])
 
-        _, cache = call(0, split, self._empty(), self.ones)
+        _, cache = call(0, split, self._empty(n + max_new_tokens), self.ones)
         confidence = plain = None
         if not isinstance(steering, ScalingVis):
             plain = call(split, n, cache, self.ones)
@@ -103,14 +103,19 @@ class QwenModel:
             logits, cache = self._step(self._embed(np.array([[token]], np.int64)), decode_positions(delta, length),
                                        cache, self.ones, mask[:, :length + 1], step_stack)
             token = int(np.argmax(logits))
+        self._release(cache)
         return QwenAnswer(out, self.tokenizer.decode(out), None if isinstance(steering, ScalingVis) else confidence,
                           alpha, ids)
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         return self.sessions["embed"].run(None, {"input_ids": ids.astype(np.int64)})[0]    # [1, S, C]
 
-    def _empty(self) -> list[np.ndarray]:
+    def _empty(self, capacity: int) -> list[np.ndarray]:
+        """An empty cache for an answer of at most ``capacity`` tokens (the standard decoder grows its own)."""
         return [np.zeros(self.kv_shape, np.float32) for _ in self.past_names]
+
+    def _release(self, cache) -> None:
+        """The answer is done with ``cache`` (the standard decoder's arrays are simply dropped)."""
 
     def _step(self, embeds, positions, cache, scale, image_mask, deepstack):
         """One decoder call: (logits [V], the new cache)."""
