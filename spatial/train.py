@@ -30,7 +30,6 @@ The run folder gets the parameters and ``training.json``; shipping them into
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -45,15 +44,14 @@ import numpy as np
 from scenes.reading_scenes import ANSWER_WORDS
 
 from . import recipe, smollm2
-from .architecture import (EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
+from .architecture import (EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config,
                            tokenizer_with_image_token, vision_config)
 from .scenes import CODE_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, TRAIN_SEED_BASE, VAL_SEED_BASE, draw_reading
+from .run_files import CLIP_MEAN, CLIP_STD, write_run
 from .train_relation import RelationTrainer
 from .train_settings import LOG_FILE, RESIZABLE, WEIGHTS_FILE, Progress, Settings, sincos_positions
 
 SHIPPED = Path(__file__).parent / "weights"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,27 +478,9 @@ class Trainer:
         return state
 
     def _write_weights(self) -> None:
-        from safetensors.torch import save_file           # heavy, optional: torch (the export extra)
-
-        from .lora import adapter_tensors                 # it imports torch
-
-        tensors = {f"vision_tower.{k}": v for k, v in self.tower.state_dict().items()}
-        tensors.update({f"multi_modal_projector.{k}": v for k, v in self.projector.state_dict().items()})
-        tensors.update(adapter_tensors(self.adapters))
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-        self.weights.mkdir(parents=True, exist_ok=True)
-        meta = {"format": "adaptvis-edge/spatial/1", "shapes": json.dumps(shapes_metadata(self.vision, self.lora_shape)),
-                "decoder": self.decoder_source.description.split("/")[-1]}
-        save_file(tensors, str(self.weights / WEIGHTS_FILE), metadata=meta)
-        log = {"recipe": self.recipe_name, "settings": asdict(self.s), "code": self.code, "shapes": shapes_metadata(self.vision, self.lora_shape),
-               "decoder": meta["decoder"], "training_wall_s": round(self.progress.elapsed, 1),
-               "history": self.progress.history,
-               "parameters": {k: int(sum(v.numel() for n, v in tensors.items() if n.startswith(k)))
-                              for k in ("vision_tower", "multi_modal_projector", "lora")}}
-        (self.weights / LOG_FILE).write_text(json.dumps(log, indent=1) + "\n")
-        size = (self.weights / WEIGHTS_FILE).stat().st_size
-        print(f"[train] wrote {self.weights / WEIGHTS_FILE} ({size / 1e6:.1f} MB) and {LOG_FILE}; "
-              f"training took {self.progress.elapsed / 60:.1f} min", file=sys.stderr)
+        write_run(self.weights, self.tower, self.projector, self.adapters, self.vision, self.lora_shape,
+                  self.decoder_source, {"recipe": self.recipe_name, "settings": asdict(self.s), "code": self.code,
+                                        "history": self.progress.history}, self.progress.elapsed)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ machine: ``eyes_steps`` 2,900, ``readout_planned`` 400 for the schedule, ``reado
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -29,13 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from . import smollm2
-from .architecture import (ANSWERS, EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config, shapes_metadata,
+from .architecture import (ANSWERS, EOS_TOKEN, PROMPT_TEMPLATE, LoraShape, VisionShape, llava_config,
                            tokenizer_with_image_token, vision_config)
 from .scenes import RELATIONS, TRAIN_SEED_BASE, VAL_SEED_BASE, draw
-from .train_settings import LOG_FILE, WEIGHTS_FILE, sincos_positions
+from .run_files import CLIP_MEAN, CLIP_STD, write_run
+from .train_settings import sincos_positions
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 LEFT, RIGHT = RELATIONS.index("left_of"), RELATIONS.index("right_of")
 
 
@@ -333,20 +331,6 @@ class RelationTrainer:
         return state
 
     def _write_weights(self) -> None:
-        from safetensors.torch import save_file           # heavy, optional: torch (the export extra)
-
-        from .lora import adapter_tensors                 # it imports torch
-
-        tensors = {f"vision_tower.{k}": v for k, v in self.tower.state_dict().items()}
-        tensors.update({f"multi_modal_projector.{k}": v for k, v in self.projector.state_dict().items()})
-        tensors.update(adapter_tensors(self.adapters))
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-        meta = {"format": "adaptvis-edge/spatial/1", "shapes": json.dumps(shapes_metadata(self.vision, self.lora_shape)),
-                "decoder": self.decoder_source.description.split("/")[-1]}
-        save_file(tensors, str(self.out / WEIGHTS_FILE), metadata=meta)
-        log = {"recipe": self.recipe_name, "settings": asdict(self.s), "code": self.code,
-               "shapes": shapes_metadata(self.vision, self.lora_shape), "decoder": meta["decoder"],
-               "training_wall_s": round(self.progress.elapsed, 1), "history": self.progress.history}
-        (self.out / LOG_FILE).write_text(json.dumps(log, indent=1) + "\n")
-        print(f"[train] wrote {self.out / WEIGHTS_FILE} and {LOG_FILE}; training took "
-              f"{self.progress.elapsed / 60:.1f} min", file=sys.stderr)
+        write_run(self.out, self.tower, self.projector, self.adapters, self.vision, self.lora_shape,
+                  self.decoder_source, {"recipe": self.recipe_name, "settings": asdict(self.s), "code": self.code,
+                                        "history": self.progress.history}, self.progress.elapsed)
