@@ -256,9 +256,13 @@ class Trainer:
                   *self.code_head.parameters(), *self.projector.parameters()]
         opt = torch.optim.AdamW(params, lr=self.s.eyes_lr, weight_decay=0.01)
         rng = np.random.default_rng(self.s.seed)
+        warm_from = 0                      # the warm-up restarts wherever the optimizer starts afresh
         if state is not None and state.get("optimizer") is not None:
             opt.load_state_dict(state["optimizer"])
             rng = state["rng"]
+        elif self.progress.step > 0:       # a finished run extended without its optimizer state
+            warm_from = self.progress.step
+            rng = np.random.default_rng([self.s.seed + 2, self.progress.step])
         total = self.s.eyes_steps
         bar = tqdm(desc="stage 1/2 eyes", unit="step", total=total, initial=self.progress.step)
         last_ckpt, t_step = time.perf_counter(), time.perf_counter()
@@ -369,9 +373,13 @@ class Trainer:
         base = [g["lr"] for g in groups]
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         rng = np.random.default_rng(self.s.seed + 2)
+        warm_from = 0                      # the warm-up restarts wherever the optimizer starts afresh
         if state is not None and state.get("optimizer") is not None:
             opt.load_state_dict(state["optimizer"])
             rng = state["rng"]
+        elif self.progress.step > 0:       # a finished run extended without its optimizer state
+            warm_from = self.progress.step
+            rng = np.random.default_rng([self.s.seed + 2, self.progress.step])
         total = self.s.readout_steps
         bar = tqdm(desc="stage 2/2 readout", unit="step", total=total, initial=self.progress.step)
         last_ckpt, t_step = time.perf_counter(), time.perf_counter()
@@ -382,7 +390,7 @@ class Trainer:
                 self._log(stage="readout", step=self.progress.step, stopped="time ceiling")
                 break
             step = self.progress.step
-            warm = min(1.0, (step + 1) / 20)
+            warm = min(1.0, (step - warm_from + 1) / 20)
             for g, lr in zip(opt.param_groups, base):
                 g["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
             idx = rng.integers(0, len(self.train), self.s.readout_batch)
@@ -412,7 +420,7 @@ class Trainer:
         print(f"[train] stage 2 done: {self.progress.step} steps; training took {self.progress.elapsed / 60:.1f} min",
               file=sys.stderr)
         self.progress.stage = "done"
-        self._save_state(None, None)
+        self._save_state(opt, rng)         # kept, so the finished run can be extended with more steps
 
     def _readout_accuracy(self) -> dict:
         """Greedy first answer token (whole vocabulary) against the gold one, on the validation items, per form."""
@@ -468,6 +476,13 @@ class Trainer:
         if changed:      # a run resized on resume (a busier CPU than planned): the schedules follow the new totals
             print(f"[train] resized on resume: {changed}", file=sys.stderr)
             self._log(stage=self.progress.stage, step=self.progress.step, resized=changed)
+        if self.progress.stage == "done" and self.s.readout_steps > self.progress.step:
+            # a finished run given more readout steps trains on: the cosine follows the new total (a warm
+            # restart from where it ended), re-warmed over a few steps when the optimizer state was not kept
+            print(f"[train] extending the finished run from readout step {self.progress.step} to "
+                  f"{self.s.readout_steps}", file=sys.stderr)
+            self.progress.stage = "readout"
+            self._log(stage="readout", step=self.progress.step, extended_to=self.s.readout_steps)
         for name in ("tower", "colour_head", "shape_head", "code_head", "projector"):
             getattr(self, name).load_state_dict(state[name])
         for key, a in self.adapters.items():

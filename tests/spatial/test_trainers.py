@@ -1,4 +1,5 @@
 """Both trainers run end to end for a few steps on real SmolLM2 and write a run folder that assembles."""
+import dataclasses
 import json
 
 import torch
@@ -28,6 +29,13 @@ def test_the_reading_trainer_runs_and_resumes(tmp_path):
     Trainer(s, tmp_path, "reading", None).run()          # a finished run resumes to the same parameters
     again, _, _ = read_trained(tmp_path / WEIGHTS_FILE)
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    longer = dataclasses.replace(s, readout_steps=3)
+    Trainer(longer, tmp_path, "reading", None).run()     # a finished run given more steps trains on
+    extended, _, _ = read_trained(tmp_path / WEIGHTS_FILE)
+    log = json.loads((tmp_path / LOG_FILE).read_text())
+    assert [h["step"] for h in log["history"] if h.get("extended_to") == 3] == [2]
+    assert log["history"][-1]["step"] == 3
+    assert any(not torch.equal(first[k], extended[k]) for k in first if k.startswith("lora."))
 
 
 def test_the_relation_trainer_runs(tmp_path):
