@@ -97,3 +97,7 @@ evaluate BUNDLE DATASET *ARGS:
 # Does the model read the question? Accuracy per kind (reversed names, distractors, yes/no, ...) with AdaptVis calibrated: `just reading BUNDLE [--n 100] [--seed 12]`.
 reading BUNDLE *ARGS:
     {{python}} -m evaluation.reading "$@"
+
+# What AdaptVis costs over plain decoding on one bundle (any family), cold and warm: `just bench-steering BUNDLE [--repeat 7] [--new-tokens 8] [--decoder auto]`.
+bench-steering BUNDLE *ARGS:
+    {{python}} -m bench.steering_cost "$@"
