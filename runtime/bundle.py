@@ -6,6 +6,10 @@
         symlink among them, stays inside the folder
     engines/<build>/engines.json   each names the manifest digest it was built from (read, checked when loaded)
 
+The manifest's ``family`` says whose it is: none is LLaVA's (``graphs/manifest.py``), ``qwen2_5_vl`` /
+``qwen3_vl`` a Qwen bundle's (``graphs/qwen_manifest.py``); ``Bundle.family`` is that ``runtime.families.Family``.
+Both are checked the same way; another family is an ``UnsupportedFamilyError`` naming the supported ones.
+
 A bundle is trusted only when all three hold.  ``verify_checksums=False`` skips (1) and (3), never (2);
 such a bundle answers, but is never re-signed (``runtime/bundle_write.py``, the one place that writes).
 A ``calibration.json`` that the digest table does not list (a bundle calibrated before calibrations were
@@ -23,11 +27,12 @@ from pathlib import Path
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
 from graphs.manifest_fields import ManifestFieldError, fused_record_files
+from graphs.qwen_manifest import QWEN_FAMILIES, QwenManifest, QwenManifestError
 
 from .calibration_file import CALIBRATION_FILE, Calibration, read_calibration
 from .engine_layout import builds_in
 from .errors import BundleError
-from .families import UnsupportedFamilyError
+from .families import FAMILIES, LLAVA, Family, UnsupportedFamilyError
 
 GRAPH_ROLES = ("vision", "embed", "decoder")
 
@@ -46,10 +51,11 @@ class FusedPair:
 @dataclass(frozen=True, eq=False)
 class Bundle:
     folder: Path
-    manifest: Manifest
+    manifest: Manifest | QwenManifest  # the family's manifest (``family``)
     manifest_sha256: str               # the digest of manifest.json's bytes (engine records name it)
     calibration: Calibration | None    # calibration.json, read and checked; None when there is none
     verified: bool                     # digests checked (only a verified bundle is ever re-signed)
+    family: Family = LLAVA
 
     @classmethod
     def open(cls, folder: "str | Path | Bundle", verify_checksums: bool = True) -> "Bundle":
@@ -60,16 +66,18 @@ class Bundle:
             return folder
         folder = Path(folder).expanduser()
         raw, data = _read_manifest(folder)
+        family = _family(folder, data)
         if verify_checksums:
             _check_manifest_digest(folder, raw)
         try:
-            manifest = Manifest.from_dict(data)
-        except (ManifestFieldError, KeyError, TypeError, ValueError) as e:
+            manifest = QwenManifest.from_dict(data, str(folder / MANIFEST_FILE)) if family.model_type in QWEN_FAMILIES \
+                else Manifest.from_dict(data)
+        except (ManifestFieldError, QwenManifestError, KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{folder / MANIFEST_FILE} is malformed: {e}") from None
-        calibration = _check_files(folder, manifest, verify_checksums)
+        calibration = _check_files(folder, manifest, _named_files(manifest), verify_checksums)
         _check_engine_records(folder)
         return cls(folder, manifest, hashlib.sha256(raw).hexdigest(),
-                   read_calibration(folder) if calibration else None, verify_checksums)
+                   read_calibration(folder) if calibration else None, verify_checksums, family)
 
     # -- what it holds, by role ------------------------------------------------------------
 
@@ -81,7 +89,8 @@ class Bundle:
         """The ``vision``, ``embed`` or standard ``decoder`` graph."""
         if role not in GRAPH_ROLES:
             raise BundleError(f"graph role must be one of {', '.join(GRAPH_ROLES)}, got {role!r}")
-        return self.path(self.manifest.graphs[role])
+        graph = self.manifest.graphs[role]
+        return self.path(graph["file"] if isinstance(self.manifest, QwenManifest) else graph)
 
     def fused_pair(self, dtype: str) -> FusedPair:
         """The fused pair of ``dtype`` (BundleError when the bundle has none of the current layout)."""
@@ -97,14 +106,18 @@ class Bundle:
 
     @property
     def tokenizer(self) -> Path:
-        return self.path(self.manifest.tokenizer_file)
+        m = self.manifest
+        return self.path(m.files["tokenizer"] if isinstance(m, QwenManifest) else m.tokenizer_file)
 
     @property
     def model_sha256(self) -> str:
         """The manifest's digest less its calibration's: what answers under a given steering depend on (cached
         results and engine builds stay valid when ``just calibrate`` re-signs the bundle)."""
         table = {k: v for k, v in self.manifest.sha256.items() if k != CALIBRATION_FILE}
-        return hashlib.sha256(dataclasses.replace(self.manifest, sha256=table).to_json().encode()).hexdigest()
+        unsigned = dataclasses.replace(self.manifest, sha256=table)
+        text = unsigned.to_json() if isinstance(unsigned, Manifest) else json.dumps(dataclasses.asdict(unsigned),
+                                                                                     indent=2, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_manifest(folder: Path) -> tuple[bytes, dict]:
@@ -119,12 +132,9 @@ def _read_manifest(folder: Path) -> tuple[bytes, dict]:
         data = json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
-    family = data.get("family") if isinstance(data, dict) else None
-    if family is not None:          # a Qwen-VL bundle: its own manifest, answered by runtime.qwen_vl for now
-        raise UnsupportedFamilyError(
-            f"{folder} is a {family} bundle: runtime.load opens LLaVA bundles only so far; answer it with "
-            f"runtime.qwen_vl.answer.QwenModel({str(folder)!r}) (docs/qwen-vl.md)")
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a manifest: a JSON object was expected, got {type(data).__name__}")
+    version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BundleError(f"{path} has manifest schema version {version!r}; this runtime reads version "
                           f"{SCHEMA_VERSION} (re-export the bundle with this version of the exporter)")
@@ -145,10 +155,26 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
                           f"expected {shown}...): the manifest was edited or corrupted; re-export the bundle")
 
 
-def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> bool:
+def _family(folder: Path, data: dict) -> Family:
+    """The manifest's family: LLaVA when it names none (every LLaVA manifest), else one of the Qwen ones."""
+    family = data.get("family", LLAVA.model_type)
+    if family not in FAMILIES or (family != LLAVA.model_type and family not in QWEN_FAMILIES):
+        supported = ", ".join(f"{f.model_type} ({f.name})" for f in FAMILIES.values())
+        raise UnsupportedFamilyError(f"{folder / MANIFEST_FILE} is of family {family!r}, which this runtime does "
+                                     f"not answer; supported families: {supported}")
+    return FAMILIES[family]
+
+
+def _named_files(manifest: Manifest | QwenManifest) -> list[str]:
+    """Every file the manifest names (graphs, tokenizer, the fused pairs' files; Qwen: its copied configs too)."""
+    if isinstance(manifest, QwenManifest):
+        return manifest.named_files()
+    return [*manifest.graphs.values(), manifest.tokenizer_file,
+            *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
+
+
+def _check_files(folder: Path, manifest: Manifest | QwenManifest, needed: list[str], verify_checksums: bool) -> bool:
     """Every file named is inside, present and (checks on) as signed; returns whether calibration.json is there."""
-    needed = [*manifest.graphs.values(), manifest.tokenizer_file,
-              *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
     calibrated = (folder / CALIBRATION_FILE).exists() or (folder / CALIBRATION_FILE).is_symlink()
     for name in [*needed, *manifest.sha256, *([CALIBRATION_FILE] if calibrated else [])]:
         _inside(folder, name)
