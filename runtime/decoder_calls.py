@@ -5,7 +5,8 @@ on whichever decoder runs them (``self.runner``: the standard decoder or the fus
     snapshot / restore / release        decode(token, cache, ones, image_mask, positions, deepstack)
 
 ``positions`` are the decoder's position_ids for the call (``Prompt.positions_at`` / ``decode_positions``:
-[1, S], or M-RoPE's [3, 1, S]); ``deepstack`` the DeepStack rows [D, 1, S, C] where the graph takes them.
+M-RoPE's [3, 1, S]; None: the cache positions, counted by the decoder); ``deepstack`` the DeepStack rows
+[D, 1, S, C] where the graph takes them.  Neither is passed on when None (a LLaVA call is as it always was).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class DecoderCalls:
         ``scale`` [1, L, H] multiplies the image-key logits of these S query rows;
         ``image_mask`` [1, cache.length + S] marks image-token keys.
         """
-        logits, new_cache, _ = self.runner.step(embeds, cache, scale, image_mask, False, positions, deepstack)
+        logits, new_cache, _ = self.runner.step(embeds, cache, scale, image_mask, False,
+                                                **_extra(positions, deepstack))
         return logits, new_cache
 
     def step_with_attention(self, embeds: np.ndarray, cache, scale: np.ndarray, image_mask: np.ndarray,
@@ -47,11 +49,15 @@ class DecoderCalls:
         Raises ``BundleError`` for a bundle exported before the decoder had attention outputs.
         """
         self.require_attention_outputs()
-        return self.runner.step(embeds, cache, scale, image_mask, True, positions, deepstack)
+        return self.runner.step(embeds, cache, scale, image_mask, True, **_extra(positions, deepstack))
 
     def decode(self, token: int, cache, ones: np.ndarray, image_mask: np.ndarray, positions=None, deepstack=None):
         """One generated token (alpha 1): (logits [V] float32, the cache one longer)."""
-        return self.runner.decode(token, cache, ones, image_mask, positions, deepstack)
+        return self.runner.decode(token, cache, ones, image_mask, **_extra(positions, deepstack))
 
     def require_attention_outputs(self) -> None:
         raise NotImplementedError
+
+
+def _extra(positions, deepstack) -> dict:
+    return {k: v for k, v in (("positions", positions), ("deepstack", deepstack)) if v is not None}

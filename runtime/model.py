@@ -3,8 +3,8 @@
 The schedule of one answer (n prompt tokens, image tokens at [s, e)):
 
     prepare(image)                        the family's image input: the vision feeds, the image's token count
-    prompt(question, image)               ids with the image's tokens, the decoder's positions ([1, n] or M-RoPE's
-                                          [3, 1, n] and the delta that decode steps continue with)
+    prompt(question, image)               ids with the image's tokens and the decoder's positions (LLaVA: the
+                                          cache positions; Qwen: M-RoPE's [3, 1, n], decode steps at c + delta)
     vision(image)                         once per image (cached by pixel digest)
     prefill [0, e)        alpha = 1       once per image (cached): the image prefix
     prefill [e, k)        alpha = 1       the question; k = n-1 (scale the last token, the paper's

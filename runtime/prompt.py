@@ -27,19 +27,20 @@ class Prompt:
     ids: np.ndarray           # int64 [n]: the prompt with the image placeholder expanded
     image_start: int          # index of the first image token
     image_end: int            # index after the last image token
-    positions: np.ndarray | None = None    # int64 [1, n] or M-RoPE [3, 1, n]; None: 0..n-1
+    positions: np.ndarray | None = None    # int64 M-RoPE [3, 1, n]; None: 0..n-1 (1-D, the cache positions)
     position_delta: int = 0   # a generated token at cache position c sits at c + delta (M-RoPE's rope delta)
 
-    def positions_at(self, lo: int, hi: int) -> np.ndarray:
-        """The decoder's position_ids for prompt rows [lo, hi): [1, S] or [3, 1, S]."""
-        if self.positions is None:
-            return np.arange(lo, hi, dtype=np.int64)[None]                               # [1, S]
-        return np.ascontiguousarray(self.positions[..., lo:hi])
+    def positions_at(self, lo: int, hi: int) -> np.ndarray | None:
+        """The decoder's position_ids for prompt rows [lo, hi): [3, 1, S]; None where they are the cache
+        positions lo..hi-1, which the decoder counts itself (LLaVA)."""
+        return None if self.positions is None else np.ascontiguousarray(self.positions[..., lo:hi])
 
-    def decode_positions(self, cache_length: int) -> np.ndarray:
-        """position_ids of a generated token at ``cache_length``: [1, 1] or [3, 1, 1], one value on every axis."""
-        lead = (1,) if self.positions is None else self.positions.shape[:-1]
-        return np.full((*lead, 1), cache_length + self.position_delta, dtype=np.int64)
+    def decode_positions(self, cache_length: int) -> np.ndarray | None:
+        """position_ids of a generated token at ``cache_length``: [3, 1, 1], one value on every axis (None: the
+        cache position itself)."""
+        if self.positions is None:
+            return None
+        return np.full((*self.positions.shape[:-1], 1), cache_length + self.position_delta, dtype=np.int64)
 
     @property
     def image_mask(self) -> np.ndarray:

@@ -58,14 +58,15 @@ class StandardDecoder:
     def decode(self, token: int, cache: KVCache, ones: np.ndarray, image_mask: np.ndarray, positions=None,
                deepstack=None):
         """One generated token: (logits [V] float32, the cache one longer)."""
+        extra = {k: v for k, v in (("positions", positions), ("deepstack", deepstack)) if v is not None}
         logits, cache, _ = self.step(self.embed(np.array([token], dtype=np.int64)), cache, ones, image_mask, False,
-                                     positions, deepstack)
+                                     **extra)
         return logits, cache
 
     def step(self, embeds, cache: KVCache, scale, image_mask, attention: bool, positions=None, deepstack=None):
         """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, new cache, StepAttention or None).
 
-        ``positions``: [1, S] or M-RoPE [3, 1, S] int64 (None: cache.length + 0..S-1); ``deepstack``:
+        ``positions``: M-RoPE's [3, 1, S] int64 (None: [1, S], cache.length + 0..S-1); ``deepstack``:
         [D, 1, S, C] for a graph that takes DeepStack rows."""
         seq = embeds.shape[1]
         total = cache.length + seq

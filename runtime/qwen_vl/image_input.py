@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from graphs.qwen_manifest import QwenManifest
+from runtime.errors import BundleError
 from runtime.image_input import PreparedImage, mean_colour
 from runtime.images import load_image
 
@@ -27,7 +28,13 @@ class QwenImages:
 
     @classmethod
     def from_bundle(cls, folder: Path, manifest: QwenManifest) -> "QwenImages":
-        config = json.loads((Path(folder) / manifest.files["preprocessor_config"]).read_text())
+        path = Path(folder) / manifest.files["preprocessor_config"]
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path} is not a readable preprocessor config: {e}") from None
+        if not isinstance(config, dict):
+            raise BundleError(f"{path} is not a preprocessor config: a JSON object was expected")
         vision = VisionSpec(**{k: manifest.vision.get(k) for k in ("patch_size", "merge_size", "window_size",
                                                                     "position_grid_side")})
         return cls(QwenImageSpec.from_config(config), vision)
