@@ -27,7 +27,7 @@ from pathlib import Path
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
 from graphs.manifest_fields import ManifestFieldError, fused_record_files
-from graphs.qwen_manifest import QWEN_FAMILIES, QwenManifest, QwenManifestError
+from graphs.qwen_manifest import QWEN_FAMILIES, QWEN_SCHEMA_VERSION, QwenManifest, QwenManifestError
 
 from .calibration_file import CALIBRATION_FILE, Calibration, read_calibration
 from .engine_layout import builds_in
@@ -67,6 +67,7 @@ class Bundle:
         folder = Path(folder).expanduser()
         raw, data = _read_manifest(folder)
         family = _family(folder, data)
+        _check_schema_version(folder, data, family)
         if verify_checksums:
             _check_manifest_digest(folder, raw)
         try:
@@ -134,11 +135,16 @@ def _read_manifest(folder: Path) -> tuple[bytes, dict]:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path} is not a manifest: a JSON object was expected, got {type(data).__name__}")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{path} has manifest schema version {version!r}; this runtime reads version "
-                          f"{SCHEMA_VERSION} (re-export the bundle with this version of the exporter)")
     return raw, data
+
+
+def _check_schema_version(folder: Path, data: dict, family: Family) -> None:
+    want = QWEN_SCHEMA_VERSION if family.model_type in QWEN_FAMILIES else SCHEMA_VERSION
+    version = data.get("schema_version")
+    if version != want:
+        raise BundleError(f"{folder / MANIFEST_FILE} has manifest schema version {version!r}; this runtime reads "
+                          f"version {want} of a {family.name} manifest (re-export the bundle with this version of the "
+                          f"exporter)")
 
 
 def _check_manifest_digest(folder: Path, raw: bytes) -> None:
