@@ -24,6 +24,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
 from graphs.manifest_fields import ManifestFieldError, fused_record_files
@@ -67,15 +68,15 @@ class Bundle:
         folder = Path(folder).expanduser()
         raw, data = _read_manifest(folder)
         family = _family(folder, data)
-        _check_schema_version(folder, data, family)
+        reader = _READERS[family.model_type]
+        _check_schema_version(folder, data, family, reader.version)
         if verify_checksums:
             _check_manifest_digest(folder, raw)
         try:
-            manifest = QwenManifest.from_dict(data, str(folder / MANIFEST_FILE)) if family.model_type in QWEN_FAMILIES \
-                else Manifest.from_dict(data)
+            manifest = reader.parse(data, folder / MANIFEST_FILE)
         except (ManifestFieldError, QwenManifestError, KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{folder / MANIFEST_FILE} is malformed: {e}") from None
-        calibration = _check_files(folder, manifest, _named_files(manifest), verify_checksums)
+        calibration = _check_files(folder, manifest, reader.files(manifest), verify_checksums)
         _check_engine_records(folder)
         return cls(folder, manifest, hashlib.sha256(raw).hexdigest(),
                    read_calibration(folder) if calibration else None, verify_checksums, family)
@@ -90,8 +91,7 @@ class Bundle:
         """The ``vision``, ``embed`` or standard ``decoder`` graph."""
         if role not in GRAPH_ROLES:
             raise BundleError(f"graph role must be one of {', '.join(GRAPH_ROLES)}, got {role!r}")
-        graph = self.manifest.graphs[role]
-        return self.path(graph["file"] if isinstance(self.manifest, QwenManifest) else graph)
+        return self.path(_READERS[self.family.model_type].graph_file(self.manifest, role))
 
     def fused_pair(self, dtype: str) -> FusedPair:
         """The fused pair of ``dtype`` (BundleError when the bundle has none of the current layout)."""
@@ -107,8 +107,7 @@ class Bundle:
 
     @property
     def tokenizer(self) -> Path:
-        m = self.manifest
-        return self.path(m.files["tokenizer"] if isinstance(m, QwenManifest) else m.tokenizer_file)
+        return self.path(_READERS[self.family.model_type].tokenizer_file(self.manifest))
 
     @property
     def model_sha256(self) -> str:
@@ -116,9 +115,7 @@ class Bundle:
         results and engine builds stay valid when ``just calibrate`` re-signs the bundle)."""
         table = {k: v for k, v in self.manifest.sha256.items() if k != CALIBRATION_FILE}
         unsigned = dataclasses.replace(self.manifest, sha256=table)
-        text = unsigned.to_json() if isinstance(unsigned, Manifest) else json.dumps(dataclasses.asdict(unsigned),
-                                                                                     indent=2, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(json.dumps(dataclasses.asdict(unsigned), indent=2, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(folder: Path) -> tuple[bytes, dict]:
@@ -138,8 +135,7 @@ def _read_manifest(folder: Path) -> tuple[bytes, dict]:
     return raw, data
 
 
-def _check_schema_version(folder: Path, data: dict, family: Family) -> None:
-    want = QWEN_SCHEMA_VERSION if family.model_type in QWEN_FAMILIES else SCHEMA_VERSION
+def _check_schema_version(folder: Path, data: dict, family: Family, want: int) -> None:
     version = data.get("schema_version")
     if version != want:
         raise BundleError(f"{folder / MANIFEST_FILE} has manifest schema version {version!r}; this runtime reads "
@@ -164,19 +160,34 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
 def _family(folder: Path, data: dict) -> Family:
     """The manifest's family: LLaVA when it names none (every LLaVA manifest), else one of the Qwen ones."""
     family = data.get("family", LLAVA.model_type)
-    if family not in FAMILIES or (family != LLAVA.model_type and family not in QWEN_FAMILIES):
+    if family not in _READERS:
         supported = ", ".join(f"{f.model_type} ({f.name})" for f in FAMILIES.values())
         raise UnsupportedFamilyError(f"{folder / MANIFEST_FILE} is of family {family!r}, which this runtime does "
                                      f"not answer; supported families: {supported}")
     return FAMILIES[family]
 
 
-def _named_files(manifest: Manifest | QwenManifest) -> list[str]:
-    """Every file the manifest names (graphs, tokenizer, the fused pairs' files; Qwen: its copied configs too)."""
-    if isinstance(manifest, QwenManifest):
-        return manifest.named_files()
+def _llava_files(manifest: Manifest) -> list[str]:
     return [*manifest.graphs.values(), manifest.tokenizer_file,
             *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """How one family's manifest is read: its schema version, its parser, and where it names its files."""
+
+    version: int
+    parse: Callable[[dict, Path], Manifest | QwenManifest]
+    files: Callable[..., list[str]]              # every file it names: graphs, tokenizer, fused pairs' files...
+    graph_file: Callable[..., str]               # (manifest, role) -> the graph's file
+    tokenizer_file: Callable[..., str]
+
+
+_LLAVA_READER = _Reader(SCHEMA_VERSION, lambda data, path: Manifest.from_dict(data), _llava_files,
+                        lambda m, role: m.graphs[role], lambda m: m.tokenizer_file)
+_QWEN_READER = _Reader(QWEN_SCHEMA_VERSION, lambda data, path: QwenManifest.from_dict(data, str(path)),
+                       QwenManifest.named_files, QwenManifest.graph_file, lambda m: m.files["tokenizer"])
+_READERS = {LLAVA.model_type: _LLAVA_READER, **{f: _QWEN_READER for f in QWEN_FAMILIES}}
 
 
 def _check_files(folder: Path, manifest: Manifest | QwenManifest, needed: list[str], verify_checksums: bool) -> bool:
