@@ -2,7 +2,6 @@
 (tokens equal to the reference through runtime.load(..., decoder="fused")) are checked in test_answer.py."""
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 
