@@ -116,7 +116,7 @@ _GRAPHS = ("vision", "embed", "decoder")
 _DECODER_INTS = ("num_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size", "vocab_size",
                  "max_position_embeddings")
 _VISION_INTS = ("patch_size", "merge_size", "temporal_patch_size")
-_TOKENS = ("image", "video", "vision_start", "vision_end")
+_TOKENS = ("image", "video", "vision_start")          # what the prompt layout and M-RoPE read
 _RECORD_KEYS = ("name", "dtype", "dims", "role")
 
 
