@@ -71,16 +71,32 @@ class QwenManifest:
 
     @classmethod
     def read(cls, folder: Path) -> "QwenManifest":
-        data = json.loads((Path(folder) / MANIFEST_FILE).read_text())
-        if data.get("family") not in QWEN_FAMILIES:
-            raise QwenManifestError(f"{folder}: manifest family {data.get('family')!r} is not a Qwen family "
+        return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()), str(folder))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "manifest") -> "QwenManifest":
+        """Build from parsed JSON after checking the family, that every field is there, and the types of
+        the fields a runtime reads (``QwenManifestError`` naming the field)."""
+        if not isinstance(data, dict) or data.get("family") not in QWEN_FAMILIES:
+            family = data.get("family") if isinstance(data, dict) else None
+            raise QwenManifestError(f"{where}: manifest family {family!r} is not a Qwen family "
                                     f"({', '.join(QWEN_FAMILIES)})")
         names = set(cls.__dataclass_fields__)
         missing = sorted(n for n, f in cls.__dataclass_fields__.items()
                          if n not in data and f.default is MISSING and f.default_factory is MISSING)
         if missing:
-            raise QwenManifestError(f"{folder}: the Qwen manifest lacks {', '.join(missing)}")
+            raise QwenManifestError(f"{where}: the Qwen manifest lacks {', '.join(missing)}")
+        _check_read_fields(data, where)
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def graph_file(self, graph: str) -> str:
+        return self.graphs[graph]["file"]
+
+    def named_files(self) -> list[str]:
+        """Every file the manifest names: the three graphs, the copied checkpoint files, the fused pair's files."""
+        fused = [record[k] for record in (self.fused_decoders or {}).values() for k in ("plain", "steered", "data")
+                 if isinstance(record, dict) and record.get(k)]
+        return [*(g["file"] for g in self.graphs.values()), *(f for f in self.files.values() if f), *fused]
 
     def input_names(self, graph: str) -> list[str]:
         return [t["name"] for t in self.graphs[graph]["inputs"]]
@@ -94,3 +110,84 @@ class QwenManifest:
             if t["role"] == role:
                 return t["name"]
         raise QwenManifestError(f"graph {graph!r} has no tensor with role {role!r}")
+
+
+_GRAPHS = ("vision", "embed", "decoder")
+_DECODER_INTS = ("num_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size", "vocab_size",
+                 "max_position_embeddings")
+_VISION_INTS = ("patch_size", "merge_size", "temporal_patch_size")
+_TOKENS = ("image", "video", "vision_start")          # what the prompt layout and M-RoPE read
+_RECORD_KEYS = ("name", "dtype", "dims", "role")
+
+
+def _check_read_fields(data: dict, where: str) -> None:
+    """The types of what a runtime reads; the parity tables and versions are for people, not checked here."""
+    def fail(field_name: str, want: str) -> None:
+        raise QwenManifestError(f"{where}: the Qwen manifest's {field_name} must be {want}; got "
+                                f"{_shown(_get(data, field_name))}")
+
+    graphs = data["graphs"]
+    if not isinstance(graphs, dict) or any(g not in graphs for g in _GRAPHS):
+        fail("graphs", f"an object with {', '.join(_GRAPHS)}")
+    for name, graph in graphs.items():
+        if not isinstance(graph, dict) or not _is_str(graph.get("file")):
+            fail(f"graphs.{name}", "an object with a file name, inputs and outputs")
+        for side in ("inputs", "outputs"):
+            rows = graph.get(side)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in _RECORD_KEYS)
+                                                     for r in rows):
+                fail(f"graphs.{name}.{side}", f"a list of records with {', '.join(_RECORD_KEYS)}")
+    for group, keys in (("decoder", _DECODER_INTS), ("vision", _VISION_INTS)):
+        if not isinstance(data[group], dict):
+            fail(group, "an object")
+        for key in keys:
+            if not _is_positive_int(data[group].get(key)):
+                fail(f"{group}.{key}", "a positive integer")
+    if not isinstance(data["tokens"], dict) or not all(_is_int(data["tokens"].get(k)) for k in _TOKENS):
+        fail("tokens", f"an object with integer {', '.join(_TOKENS)}")
+    stops = data["stop_token_ids"]
+    if not isinstance(stops, list) or not stops or not all(_is_int(t) for t in stops):
+        fail("stop_token_ids", "a non-empty list of integers")
+    if not isinstance(data["mrope"], dict) or not isinstance(data["mrope"].get("section"), list):
+        fail("mrope", "an object with a section list")
+    if not _is_int(data["deepstack_layers"]) or data["deepstack_layers"] < 0:
+        fail("deepstack_layers", "an integer >= 0")
+    for key in ("prompt_template", "image_placeholder", "dtype"):
+        if not _is_str(data[key]):
+            fail(key, "a non-empty string")
+    if data["image_placeholder"] not in data["prompt_template"] or "{question}" not in data["prompt_template"]:
+        fail("prompt_template", "a template holding {question} and the image placeholder")
+    files = data["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()) \
+            or not all(_is_str(files.get(k)) for k in ("tokenizer", "preprocessor_config")):
+        fail("files", "an object naming the tokenizer and preprocessor_config files")
+    if not isinstance(data.get("sha256", {}), dict):
+        fail("sha256", "an object of file -> digest")
+    fused = data.get("fused_decoders")
+    if fused is not None and not (isinstance(fused, dict) and all(
+            isinstance(r, dict) and all(_is_str(r.get(k)) for k in ("plain", "steered", "data")) for r in fused.values())):
+        fail("fused_decoders", "null or an object of dtype -> {plain, steered, data} file names")
+
+
+def _get(data: dict, dotted: str):
+    value = data
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_positive_int(v) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str) and bool(v)

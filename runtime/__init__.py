@@ -1,4 +1,4 @@
-"""A lightweight runtime for LLaVA bundles with AdaptVis image-attention steering.
+"""A lightweight runtime for LLaVA, Qwen2.5-VL and Qwen3-VL bundles with AdaptVis image-attention steering.
 
     import runtime
     vlm = runtime.load("bundles/llava-1.5-7b", providers=["cpu"])

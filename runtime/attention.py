@@ -1,7 +1,8 @@
 """The decoder's last-row attention -> per-layer maps on the image's patch grid.
 
     last_row [L, total]  --keys [image_start, image_end)-->  [L, T]
-        T = CLS? + rows * cols   (CLS first, then the patches row-major, as CLIP flattens its patch grid)
+        T = CLS? + rows * cols   (CLS first, then the patches row-major, as CLIP flattens its patch grid;
+                                  Qwen: the merged patches row-major, rows x cols = h/merge x w/merge)
         --drop CLS (kept in ``cls``)--> [L, rows * cols] --reshape--> maps [L, rows, cols]
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from graphs.manifest import Manifest
 
 from .answer import AttentionMaps
 from .errors import BundleError
-from .sessions import StepAttention
+from .standard_decoder import StepAttention
 
 
 def image_grid(manifest: Manifest) -> tuple[int, int, bool]:
@@ -36,10 +37,11 @@ def image_grid(manifest: Manifest) -> tuple[int, int, bool]:
     return rows, cols, cls
 
 
-def attention_maps(step: StepAttention, image_start: int, manifest: Manifest,
+def attention_maps(step: StepAttention, image_start: int, grid: tuple[int, int, bool],
                    box: tuple[float, float, float, float]) -> AttentionMaps:
-    """``step``'s last row over the image tokens at ``[image_start, image_start + T)``, on the grid."""
-    rows, cols, cls = image_grid(manifest)
+    """``step``'s last row over the image tokens at ``[image_start, image_start + T)``, on ``grid``
+    (rows, cols, CLS first: ``image_grid`` for LLaVA, the merged grid of the image for Qwen)."""
+    rows, cols, cls = grid
     tokens = step.last_row[:, image_start: image_start + rows * cols + cls]          # [L, T]
     return AttentionMaps(
         maps=np.ascontiguousarray(tokens[:, int(cls):].reshape(-1, rows, cols), dtype=np.float32),   # [L, rows, cols]

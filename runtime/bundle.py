@@ -6,6 +6,10 @@
         symlink among them, stays inside the folder
     engines/<build>/engines.json   each names the manifest digest it was built from (read, checked when loaded)
 
+The manifest's ``family`` says whose it is: none is LLaVA's (``graphs/manifest.py``), ``qwen2_5_vl`` /
+``qwen3_vl`` a Qwen bundle's (``graphs/qwen_manifest.py``); ``Bundle.family`` is that ``runtime.families.Family``.
+Both are checked the same way; another family is an ``UnsupportedFamilyError`` naming the supported ones.
+
 A bundle is trusted only when all three hold.  ``verify_checksums=False`` skips (1) and (3), never (2);
 such a bundle answers, but is never re-signed (``runtime/bundle_write.py``, the one place that writes).
 A ``calibration.json`` that the digest table does not list (a bundle calibrated before calibrations were
@@ -20,14 +24,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, SCHEMA_VERSION, Manifest, manifest_digest_line
 from graphs.manifest_fields import ManifestFieldError, fused_record_files
+from graphs.qwen_manifest import QWEN_FAMILIES, QWEN_SCHEMA_VERSION, QwenManifest, QwenManifestError
 
 from .calibration_file import CALIBRATION_FILE, Calibration, read_calibration
 from .engine_layout import builds_in
 from .errors import BundleError
-from .families import UnsupportedFamilyError
+from .families import FAMILIES, LLAVA, Family, UnsupportedFamilyError
 
 GRAPH_ROLES = ("vision", "embed", "decoder")
 
@@ -46,10 +52,11 @@ class FusedPair:
 @dataclass(frozen=True, eq=False)
 class Bundle:
     folder: Path
-    manifest: Manifest
+    manifest: Manifest | QwenManifest  # the family's manifest (``family``)
     manifest_sha256: str               # the digest of manifest.json's bytes (engine records name it)
     calibration: Calibration | None    # calibration.json, read and checked; None when there is none
     verified: bool                     # digests checked (only a verified bundle is ever re-signed)
+    family: Family = LLAVA
 
     @classmethod
     def open(cls, folder: "str | Path | Bundle", verify_checksums: bool = True) -> "Bundle":
@@ -60,16 +67,19 @@ class Bundle:
             return folder
         folder = Path(folder).expanduser()
         raw, data = _read_manifest(folder)
+        family = _family(folder, data)
+        reader = _READERS[family.model_type]
+        _check_schema_version(folder, data, family, reader.version)
         if verify_checksums:
             _check_manifest_digest(folder, raw)
         try:
-            manifest = Manifest.from_dict(data)
-        except (ManifestFieldError, KeyError, TypeError, ValueError) as e:
+            manifest = reader.parse(data, folder / MANIFEST_FILE)
+        except (ManifestFieldError, QwenManifestError, KeyError, TypeError, ValueError) as e:
             raise BundleError(f"{folder / MANIFEST_FILE} is malformed: {e}") from None
-        calibration = _check_files(folder, manifest, verify_checksums)
+        calibration = _check_files(folder, manifest, reader.files(manifest), verify_checksums)
         _check_engine_records(folder)
         return cls(folder, manifest, hashlib.sha256(raw).hexdigest(),
-                   read_calibration(folder) if calibration else None, verify_checksums)
+                   read_calibration(folder) if calibration else None, verify_checksums, family)
 
     # -- what it holds, by role ------------------------------------------------------------
 
@@ -81,7 +91,7 @@ class Bundle:
         """The ``vision``, ``embed`` or standard ``decoder`` graph."""
         if role not in GRAPH_ROLES:
             raise BundleError(f"graph role must be one of {', '.join(GRAPH_ROLES)}, got {role!r}")
-        return self.path(self.manifest.graphs[role])
+        return self.path(_READERS[self.family.model_type].graph_file(self.manifest, role))
 
     def fused_pair(self, dtype: str) -> FusedPair:
         """The fused pair of ``dtype`` (BundleError when the bundle has none of the current layout)."""
@@ -97,14 +107,15 @@ class Bundle:
 
     @property
     def tokenizer(self) -> Path:
-        return self.path(self.manifest.tokenizer_file)
+        return self.path(_READERS[self.family.model_type].tokenizer_file(self.manifest))
 
     @property
     def model_sha256(self) -> str:
         """The manifest's digest less its calibration's: what answers under a given steering depend on (cached
         results and engine builds stay valid when ``just calibrate`` re-signs the bundle)."""
         table = {k: v for k, v in self.manifest.sha256.items() if k != CALIBRATION_FILE}
-        return hashlib.sha256(dataclasses.replace(self.manifest, sha256=table).to_json().encode()).hexdigest()
+        unsigned = dataclasses.replace(self.manifest, sha256=table)
+        return hashlib.sha256(json.dumps(dataclasses.asdict(unsigned), indent=2, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(folder: Path) -> tuple[bytes, dict]:
@@ -119,16 +130,17 @@ def _read_manifest(folder: Path) -> tuple[bytes, dict]:
         data = json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
-    family = data.get("family") if isinstance(data, dict) else None
-    if family is not None:          # a Qwen-VL bundle: its own manifest, answered by runtime.qwen_vl for now
-        raise UnsupportedFamilyError(
-            f"{folder} is a {family} bundle: runtime.load opens LLaVA bundles only so far; answer it with "
-            f"runtime.qwen_vl.answer.QwenModel({str(folder)!r}) (docs/qwen-vl.md)")
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{path} has manifest schema version {version!r}; this runtime reads version "
-                          f"{SCHEMA_VERSION} (re-export the bundle with this version of the exporter)")
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a manifest: a JSON object was expected, got {type(data).__name__}")
     return raw, data
+
+
+def _check_schema_version(folder: Path, data: dict, family: Family, want: int) -> None:
+    version = data.get("schema_version")
+    if version != want:
+        raise BundleError(f"{folder / MANIFEST_FILE} has manifest schema version {version!r}; this runtime reads "
+                          f"version {want} of a {family.name} manifest (re-export the bundle with this version of the "
+                          f"exporter)")
 
 
 def _check_manifest_digest(folder: Path, raw: bytes) -> None:
@@ -145,10 +157,41 @@ def _check_manifest_digest(folder: Path, raw: bytes) -> None:
                           f"expected {shown}...): the manifest was edited or corrupted; re-export the bundle")
 
 
-def _check_files(folder: Path, manifest: Manifest, verify_checksums: bool) -> bool:
+def _family(folder: Path, data: dict) -> Family:
+    """The manifest's family: LLaVA when it names none (every LLaVA manifest), else one of the Qwen ones."""
+    family = data.get("family", LLAVA.model_type)
+    if family not in _READERS:
+        supported = ", ".join(f"{f.model_type} ({f.name})" for f in FAMILIES.values())
+        raise UnsupportedFamilyError(f"{folder / MANIFEST_FILE} is of family {family!r}, which this runtime does "
+                                     f"not answer; supported families: {supported}")
+    return FAMILIES[family]
+
+
+def _llava_files(manifest: Manifest) -> list[str]:
+    return [*manifest.graphs.values(), manifest.tokenizer_file,
+            *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """How one family's manifest is read: its schema version, its parser, and where it names its files."""
+
+    version: int
+    parse: Callable[[dict, Path], Manifest | QwenManifest]
+    files: Callable[..., list[str]]              # every file it names: graphs, tokenizer, fused pairs' files...
+    graph_file: Callable[..., str]               # (manifest, role) -> the graph's file
+    tokenizer_file: Callable[..., str]
+
+
+_LLAVA_READER = _Reader(SCHEMA_VERSION, lambda data, path: Manifest.from_dict(data), _llava_files,
+                        lambda m, role: m.graphs[role], lambda m: m.tokenizer_file)
+_QWEN_READER = _Reader(QWEN_SCHEMA_VERSION, lambda data, path: QwenManifest.from_dict(data, str(path)),
+                       QwenManifest.named_files, QwenManifest.graph_file, lambda m: m.files["tokenizer"])
+_READERS = {LLAVA.model_type: _LLAVA_READER, **{f: _QWEN_READER for f in QWEN_FAMILIES}}
+
+
+def _check_files(folder: Path, manifest: Manifest | QwenManifest, needed: list[str], verify_checksums: bool) -> bool:
     """Every file named is inside, present and (checks on) as signed; returns whether calibration.json is there."""
-    needed = [*manifest.graphs.values(), manifest.tokenizer_file,
-              *(f for record in (manifest.fused_decoders or {}).values() for f in fused_record_files(record))]
     calibrated = (folder / CALIBRATION_FILE).exists() or (folder / CALIBRATION_FILE).is_symlink()
     for name in [*needed, *manifest.sha256, *([CALIBRATION_FILE] if calibrated else [])]:
         _inside(folder, name)

@@ -40,20 +40,27 @@ class DecoderChoice:
 
 
 def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto") -> DecoderChoice:
+    return choose(manifest.graphs["decoder"], manifest.dtype, manifest.fused_decoders, providers, wanted)
+
+
+def choose(decoder_file: str, bundle_dtype: str, fused_decoders: dict | None, providers: list[str],
+           wanted: str = "auto") -> DecoderChoice:
+    """``choose_decoder`` from what any family's manifest records: its standard decoder's file, its float
+    type and its fused decoder records (``{dtype: {"plain", "steered", ...}}`` or None)."""
     if wanted not in DECODERS:
         raise BundleError(f"decoder must be one of {', '.join(DECODERS)}, got {wanted!r}")
-    standard = DecoderChoice("standard", manifest.graphs["decoder"], manifest.dtype)
-    fused = {d: r for d, r in (manifest.fused_decoders or {}).items() if not is_legacy(r)}
-    legacy = sorted(d for d, r in (manifest.fused_decoders or {}).items() if is_legacy(r))
+    standard = DecoderChoice("standard", decoder_file, bundle_dtype)
+    fused = {d: r for d, r in (fused_decoders or {}).items() if not is_legacy(r)}
+    legacy = sorted(d for d, r in (fused_decoders or {}).items() if is_legacy(r))
     tensorrt = providers[0] == "TensorrtExecutionProvider"
-    if wanted == "standard" or (wanted == "auto" and (tensorrt or manifest.dtype not in fused
-                                                      or _cpu_attention_on_cuda(fused[manifest.dtype], providers))):
+    if wanted == "standard" or (wanted == "auto" and (tensorrt or bundle_dtype not in fused
+                                                      or _cpu_attention_on_cuda(fused[bundle_dtype], providers))):
         return standard
     if tensorrt:
         raise ProviderError("the fused decoder uses ONNX Runtime's com.microsoft ops, which TensorRT's parser does "
                             "not read; load it with providers=['cuda'] or ['cpu'], or use decoder='standard'")
     if wanted in ("auto", "fused"):
-        dtype = manifest.dtype if manifest.dtype in fused else next(iter(sorted(fused or legacy, key=_fp32_first)), None)
+        dtype = bundle_dtype if bundle_dtype in fused else next(iter(sorted(fused or legacy, key=_fp32_first)), None)
     else:
         dtype = wanted.split("-")[1]
     if dtype not in fused:
@@ -62,7 +69,7 @@ def choose_decoder(manifest: Manifest, providers: list[str], wanted: str = "auto
                               f"(one graph, no shared KV buffer); rebuild it with: just fuse BUNDLE --dtype {dtype}")
         have = ", ".join(f"fused-{d}" for d in sorted(fused)) or "none"
         raise BundleError(f"decoder={wanted!r}: the bundle has no such fused decoder (fused decoders: {have}); "
-                          f"build one with: just fuse BUNDLE --dtype {dtype or manifest.dtype}")
+                          f"build one with: just fuse BUNDLE --dtype {dtype or bundle_dtype}")
     record = fused[dtype]           # file names checked with the manifest
     return DecoderChoice("fused", record["plain"], dtype, record["steered"])
 

@@ -9,6 +9,9 @@
                            nothing copied but the logits; a CUDA graph per set when enabled)
              pool.release(set)
 
+A pair that takes its positions as an input (Qwen's M-RoPE ``position_ids [3, 1, S]``, and DeepStack rows
+for Qwen3-VL) decodes through the per-call binding instead: those inputs change every step.
+
 A cache is (the set, the tokens in it).  A call from a cache of length P writes positions
 [P, P + S) and reads [0, P + S), so two continuations of one cache run one after the other (the
 confidence pass and the rescaled pass) give what two independent ones would: the second
@@ -76,10 +79,12 @@ class FusedDecoder:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def step(self, embeds: np.ndarray, cache: FusedCache, scale: np.ndarray, image_mask: np.ndarray, attention: bool):
+    def step(self, embeds: np.ndarray, cache: FusedCache, scale: np.ndarray, image_mask: np.ndarray, attention: bool,
+             positions=None, deepstack=None):
         """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, the cache S longer, StepAttention or None).
 
-        The steered graph runs when ``scale`` [1, L, H] is not all ones or ``attention`` is asked for."""
+        The steered graph runs when ``scale`` [1, L, H] is not all ones or ``attention`` is asked for.
+        ``positions`` [3, 1, S] and ``deepstack`` [D, 1, S, C] go to a pair that takes them (Qwen's)."""
         steered = attention or not np.all(scale == 1.0)
         session, n = (self.steered, self.steered_names) if steered else (self.plain, self.plain_names)
         total = cache.length + embeds.shape[1]
@@ -87,6 +92,10 @@ class FusedDecoder:
         binding = session.io_binding()
         binding.bind_cpu_input(n.inputs_embeds, np.ascontiguousarray(embeds, dtype=self.dtype))     # [1, S, C]
         binding.bind_cpu_input(n.attention_mask, np.ones((1, total), dtype=np.int64))              # [1, P + S]
+        if n.position_ids is not None:
+            binding.bind_cpu_input(n.position_ids, np.ascontiguousarray(positions, dtype=np.int64))  # [3, 1, S]
+        if n.deepstack is not None:
+            binding.bind_cpu_input(n.deepstack, np.ascontiguousarray(deepstack, dtype=self.dtype))   # [D, 1, S, C]
         binding.bind_output(n.logits, "cpu")                  # outputs come back in binding order: logits first
         self._bind_buffers(binding, n, cache.buffers)
         if steered:
@@ -101,8 +110,12 @@ class FusedDecoder:
         rows = attention_rows(outputs[1 + n_kv], outputs[2 + n_kv]) if attention else None
         return logits, FusedCache(cache.buffers, total), rows
 
-    def decode(self, token: int, cache: FusedCache, ones=None, image_mask=None):
+    def decode(self, token: int, cache: FusedCache, ones=None, image_mask=None, positions=None, deepstack=None):
         """One generated token through the plain graph on the set's fixed binding: (logits [V] float32, cache + 1)."""
+        if self.plain_names.position_ids is not None:       # positions fed per step: a per-call binding
+            row = self.embed.run(None, {self.embed_names[0]: np.array([[token]], dtype=np.int64)})[0]   # [1, 1, C]
+            logits, cache, _ = self.step(row, cache, ones, image_mask, False, positions, deepstack)
+            return logits, cache
         buffers = cache.buffers
         total = cache.length + 1
         self._check_room(cache, total)

@@ -19,6 +19,9 @@ from graphs.io_spec import GraphIO
 
 from .errors import BundleError, IOSpecError
 
+MROPE_POSITION_IDS = "mrope_position_ids"      # the Qwen decoders' role for position_ids [3, B, S]
+DEEPSTACK_EMBEDS = "deepstack_embeds"          # the Qwen3-VL decoders' role for the DeepStack rows
+
 # ONNX Runtime's type strings -> the manifest's numpy dtype names
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(bool)": "bool"}
@@ -30,7 +33,7 @@ class DecoderNames:
 
     inputs_embeds: str
     attention_mask: str
-    position_ids: str | None    # the standard decoder's; the fused pair counts positions itself
+    position_ids: str | None    # 1-D [1, S] or M-RoPE [3, 1, S]; None: the graph counts positions itself (LLaVA's pair)
     logits: str
     past: tuple[str, ...]       # 2L: key then value of each layer, the KV cache's order
     present: tuple[str, ...]
@@ -38,6 +41,7 @@ class DecoderNames:
     image_mask: str | None
     last_row: str | None        # the attention outputs (None: the plain graph, or an export before them)
     image_share: str | None
+    deepstack: str | None = None    # Qwen3-VL: vision features added after the first decoder layers [D, 1, S, C]
 
     @classmethod
     def of(cls, io: GraphIO, num_layers: int) -> "DecoderNames":
@@ -46,9 +50,9 @@ class DecoderNames:
 
         def kv(kind):
             return tuple(io.name(f"{kind}_{part}.{i}") for i in range(num_layers) for part in ("key", "value"))
-        return cls(io.name("inputs_embeds"), io.name("attention_mask"), get("position_ids"), io.name("logits"),
-                   kv("past"), kv("present"), get(IMAGE_ATTENTION_SCALE), get(IMAGE_TOKEN_MASK),
-                   get(LAST_ROW_ATTENTION), get(IMAGE_ATTENTION_SHARE))
+        return cls(io.name("inputs_embeds"), io.name("attention_mask"), get("position_ids") or get(MROPE_POSITION_IDS),
+                   io.name("logits"), kv("past"), kv("present"), get(IMAGE_ATTENTION_SCALE), get(IMAGE_TOKEN_MASK),
+                   get(LAST_ROW_ATTENTION), get(IMAGE_ATTENTION_SHARE), get(DEEPSTACK_EMBEDS))
 
 
 def check_session(session: ort.InferenceSession, io: GraphIO, contract: GraphContract, path) -> None:

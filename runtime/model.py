@@ -1,7 +1,10 @@
-"""A loaded bundle that answers questions about images, with AdaptVis steering.
+"""A loaded bundle that answers questions about images, with AdaptVis steering: every family, one schedule.
 
 The schedule of one answer (n prompt tokens, image tokens at [s, e)):
 
+    prepare(image)                        the family's image input: the vision feeds, the image's token count
+    prompt(question, image)               ids with the image's tokens and the decoder's positions (LLaVA: the
+                                          cache positions; Qwen: M-RoPE's [3, 1, n], decode steps at c + delta)
     vision(image)                         once per image (cached by pixel digest)
     prefill [0, e)        alpha = 1       once per image (cached): the image prefix
     prefill [e, k)        alpha = 1       the question; k = n-1 (scale the last token, the paper's
@@ -17,6 +20,10 @@ Each answer takes a cache with room for n + max_new_tokens tokens from the decod
 (``runtime/sessions.py``: the fused pair's preallocated KV buffers, or the standard decoder's
 immutable caches), starts it from the image prefix (kept as a snapshot across answers) and
 gives it back when the answer ends, however it ends.
+
+What differs between families (LLaVA, Qwen2.5-VL, Qwen3-VL) are the objects this schedule calls
+(``runtime/model_parts.py``): the sessions, the image input, the prompt's layout and positions, the stop
+tokens; DeepStack's rows (Qwen3-VL) ride along with each decoder call, zero on generated tokens.
 """
 from __future__ import annotations
 
@@ -28,20 +35,17 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image
-from tokenizers import Tokenizer
-
-from graphs.manifest import Manifest
 
 from .answer import Answer, AttentionMaps, ImageInfluence, Timings
 from .attention import attention_maps
 from .bundle import Bundle
 from .errors import NumericalError, PromptError, SteeringError
+from .image_features import ImageFeatures
+from .image_input import PreparedImage
 from .images import load_image
-from .preprocess import crop_box, pixel_values
-from .prompt import Prompt, PromptBuilder
+from .model_parts import model_parts
+from .prompt import Prompt
 from .providers import resolve_providers
-from .sessions import BundleSessions
 from .steering import PAPER_DEFAULT, AdaptVis, ScalingVis, brief, describe, scale_tensor
 
 _DEFAULT = object()        # "use the bundle's calibration, else the paper's defaults"
@@ -59,13 +63,14 @@ class VLM:
                  cuda_graph: bool = False):
         self.bundle = Bundle.open(bundle, verify_checksums)
         self.folder = self.bundle.folder
-        self.manifest: Manifest = self.bundle.manifest
+        self.manifest = self.bundle.manifest          # graphs.manifest.Manifest, or a QwenManifest
+        self.family = self.bundle.family
         self.providers = resolve_providers(providers, fallback)
-        self.sessions = BundleSessions(self.bundle, self.providers, threads, decoder, cuda_graph)
-        self.prompts = PromptBuilder(Tokenizer.from_file(str(self.bundle.tokenizer)), self.manifest)
+        parts = model_parts(self.bundle, self.providers, threads, decoder, cuda_graph)
+        self.sessions, self.images, self.prompts = parts.sessions, parts.images, parts.prompts
+        self.shape, self.stop_ids = parts.shape, parts.stop_ids
         self.default_steering = calibrated_steering(self.bundle)
-        d = self.manifest.decoder
-        self._ones = scale_tensor(1.0, d.num_layers, d.num_attention_heads)     # [1, L, H]
+        self._ones = scale_tensor(1.0, self.shape.num_layers, self.shape.num_attention_heads)     # [1, L, H]
         self._lock = threading.Lock()
         self._images: OrderedDict[str, tuple] = OrderedDict()      # key -> (features, prefix snapshot)
 
@@ -87,14 +92,13 @@ class VLM:
         [layers, prompt] array per pass; a bundle exported before the decoder had attention
         outputs raises ``BundleError`` (re-export it), and answers as before without it.
         """
-        prompt = self.prompts.from_question(question)
-        return self._drain(self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
-                                     return_attention))
+        return self._drain(self._run(image, question, self.prompts.from_question, steering, max_new_tokens,
+                                     measure_image_influence, blank_image, return_attention))
 
     def generate(self, image, prompt: str, steering=_DEFAULT, max_new_tokens: int = PROMPT_TOKENS,
                  measure_image_influence: bool = False, blank_image=None, return_attention: bool = False) -> Answer:
         """A raw prompt (no template) holding the image placeholder once; ``return_attention`` as in ``answer``."""
-        return self._drain(self._run(image, self.prompts.from_raw(prompt), steering, max_new_tokens,
+        return self._drain(self._run(image, prompt, self.prompts.from_raw, steering, max_new_tokens,
                                      measure_image_influence, blank_image, return_attention))
 
     def stream(self, image, question: str, steering=_DEFAULT, max_new_tokens: int = ANSWER_TOKENS) -> Iterator[str]:
@@ -111,9 +115,8 @@ class VLM:
         The pieces join into ``Answer.text``, and the ``Answer`` equals ``answer()``'s with the
         same arguments.  Bad input raises on the first ``next()``, before any piece; logits that come
         out NaN or infinite while decoding raise ``NumericalError`` after the pieces given so far."""
-        prompt = self.prompts.from_question(question)
-        run = self._run(image, prompt, steering, max_new_tokens, measure_image_influence, blank_image,
-                        return_attention)
+        run = self._run(image, question, self.prompts.from_question, steering, max_new_tokens,
+                        measure_image_influence, blank_image, return_attention)
         ids: list[int] = []
         shown = ""
         while True:
@@ -146,67 +149,74 @@ class VLM:
             except StopIteration as stop:
                 return stop.value
 
-    def _run(self, image, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool,
+    def _run(self, image, text: str, build, steering, max_new_tokens: int, measure_image_influence: bool,
              blank_image, return_attention: bool = False):
-        """Generator: yields generated token ids; its return value is the Answer."""
+        """Generator: yields generated token ids; its return value is the Answer.  ``build(text, image)``
+        makes the prompt (``from_question`` or ``from_raw``) once the image's token count is known."""
         steering = self._steering(steering)
         if return_attention:
             self.sessions.require_attention_outputs()
-        d = self.manifest.decoder
+        d = self.shape
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise PromptError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-        n = len(prompt.ids)
-        context = self.sessions.max_context      # the model's, or less: what prebuilt TensorRT engines were built for
-        engines = "" if context == d.max_position_embeddings else " the TensorRT engines were built for"
-        if n + max_new_tokens > context:
-            raise PromptError(f"the prompt has {n} tokens (with {self.manifest.image_tokens_per_image} image tokens) "
-                              f"and {max_new_tokens} new tokens were asked for: {n + max_new_tokens} exceeds the "
-                              f"context of {context}{engines}")
-        if n > self.sessions.max_prompt:
-            raise PromptError(f"the prompt has {n} tokens (with {self.manifest.image_tokens_per_image} image tokens): "
-                              f"more than the {self.sessions.max_prompt} the TensorRT engines were built for "
-                              f"(rebuild them with a larger --max-prompt: just engines {self.folder} ...)")
         for alpha in _alphas(steering):        # shapes checked before any work
             scale_tensor(alpha, d.num_layers, d.num_attention_heads)
         picture = load_image(image)
-        pixels = pixel_values(picture, self.manifest.preprocessing)              # [1, 3, H, W]
-        # return_attention: "confidence" / "rescaled" -> AttentionMaps, and where the grid lies on the image
+        prepared = self.images.prepare(picture)
+        prompt = build(text, prepared)
+        self._check_length(prompt, max_new_tokens)
+        # return_attention: "confidence" / "rescaled" -> AttentionMaps
         maps: dict[str, AttentionMaps] | None = {} if return_attention else None
-        box = crop_box(picture.width, picture.height, self.manifest.preprocessing) if return_attention else None
-        blank = self._blank_pixels(blank_image) if measure_image_influence else None
+        blank = None
+        if measure_image_influence:
+            blank = self.images.blank(blank_image, prepared)
+            blank = (blank, build(text, blank))
 
         t = time.perf_counter
         t0 = t()
         # the answer's own cache, holding the image prefix: room for the prompt and every new token
-        features, prefix, vision_s, prefix_s = self._image_prefix(pixels, prompt, n + max_new_tokens)
+        features, prefix, vision_s, prefix_s = self._image_prefix(prepared, prompt, len(prompt.ids) + max_new_tokens)
         try:
             answer = yield from self._answer(prompt, steering, max_new_tokens, measure_image_influence, blank, maps,
-                                             box, features, prefix, t0, vision_s)
+                                             prepared, features, prefix, t0, vision_s)
         finally:
             self.sessions.release(prefix)
         return answer
 
+    def _check_length(self, prompt: Prompt, max_new_tokens: int) -> None:
+        n, image_tokens = len(prompt.ids), prompt.image_end - prompt.image_start
+        context = self.sessions.max_context      # the model's, or less: what prebuilt TensorRT engines were built for
+        engines = "" if context == self.shape.max_position_embeddings else " the TensorRT engines were built for"
+        if n + max_new_tokens > context:
+            raise PromptError(f"the prompt has {n} tokens (with {image_tokens} image tokens) "
+                              f"and {max_new_tokens} new tokens were asked for: {n + max_new_tokens} exceeds the "
+                              f"context of {context}{engines}")
+        if n > self.sessions.max_prompt:
+            raise PromptError(f"the prompt has {n} tokens (with {image_tokens} image tokens): "
+                              f"more than the {self.sessions.max_prompt} the TensorRT engines were built for "
+                              f"(rebuild them with a larger --max-prompt: just engines {self.folder} ...)")
+
     def _answer(self, prompt: Prompt, steering, max_new_tokens: int, measure_image_influence: bool, blank, maps,
-                box, features, prefix, t0: float, vision_s: float):
+                image: PreparedImage, features: ImageFeatures, prefix, t0: float, vision_s: float):
         """The schedule after the image prefix (``_run``'s sketch), in the cache ``prefix`` starts."""
         t = time.perf_counter
-        d = self.manifest.decoder
+        d = self.shape
         n = len(prompt.ids)
         image_mask = np.zeros((1, n + max_new_tokens), dtype=bool)               # [1, n + new]
         image_mask[0, prompt.image_start: prompt.image_end] = True
-        embeds = self.sessions.embeddings(prompt.ids)                            # [1, n, C]
-        embeds[0, prompt.image_start: prompt.image_end] = features[0]
+        embeds = self._embeds(prompt, features)                                  # [1, n, C]
         split = n - 1 if steering is None or steering.apply_to == "last_token" else max(prompt.image_end, 1)
         split = min(split, n - 1)
         t1 = t()
         cache = prefix
         if split > prefix.length:
-            _, cache = self.sessions.step(embeds[:, prefix.length: split], prefix, self._ones, image_mask)
+            _, cache = self.sessions.step(embeds[:, prefix.length: split], prefix, self._ones, image_mask,
+                                          *self._rows(prompt, features, prefix.length, split))
         t2 = t()
-        tail = embeds[:, split:]
+        tail = (embeds[:, split:], *self._rows(prompt, features, split, n))
         confidence = plain = None
         if not isinstance(steering, ScalingVis) or measure_image_influence:
-            plain = self._prompt_end(tail, cache, self._ones, image_mask, maps, "confidence", prompt, box)
+            plain = self._prompt_end(tail, cache, self._ones, image_mask, maps, "confidence", prompt, image)
             confidence = float(_softmax(_finite(plain[0], "the confidence pass (alpha = 1)")).max())
         t3 = t()
         if steering is None:
@@ -214,23 +224,25 @@ class VLM:
         else:
             alpha = steering.choose(confidence) if isinstance(steering, AdaptVis) else steering.alpha
             scale = scale_tensor(alpha, d.num_layers, d.num_attention_heads)
-            logits, cache = self._prompt_end(tail, cache, scale, image_mask, maps, "rescaled", prompt, box)
+            logits, cache = self._prompt_end(tail, cache, scale, image_mask, maps, "rescaled", prompt, image)
             _finite(logits, "the rescaled pass", alpha)
         t4 = t()
         first_probs = _softmax(logits)
         ids: list[int] = []
         token = int(np.argmax(logits))
-        while token != self.manifest.eos_token_id:
+        no_deepstack = features.deepstack_rows(0, 0, 0, 1)                      # [D, 1, 1, C] zeros, or None
+        while token not in self.stop_ids:
             ids.append(token)
             yield token
             if len(ids) >= max_new_tokens:
                 break
-            logits, cache = self.sessions.decode(token, cache, self._ones, image_mask)
+            logits, cache = self.sessions.decode(token, cache, self._ones, image_mask,
+                                                 prompt.decode_positions(cache.length), no_deepstack)
             token = int(np.argmax(_finite(logits, f"the step for generated token {len(ids) + 1}")))
         t5 = t()
         influence = None
         if measure_image_influence:
-            influence = self._image_influence(prompt, plain[0], image_mask, blank)
+            influence = self._image_influence(*blank, plain[0])
         return Answer(
             text=self.prompts.decode(ids), token_ids=ids,
             confidence=None if isinstance(steering, ScalingVis) else confidence,
@@ -240,20 +252,35 @@ class VLM:
                             confidence_step=t3 - t2, rescaled_step=t4 - t3, decode=t5 - t4),
             prompt_tokens=n, image_influence=influence, first_token_probs=first_probs, attention=maps)
 
-    def _prompt_end(self, tail, cache, scale, image_mask, maps, which: str, prompt: Prompt, box):
-        """The confidence or the rescaled pass over the prompt's last token(s); with ``maps``
-        (return_attention), also the last row's attention on the grid, as ``maps[which]``."""
+    def _embeds(self, prompt: Prompt, features: ImageFeatures, end: int | None = None) -> np.ndarray:
+        """The prompt's embeddings up to ``end`` [1, end, C], the image features on its image rows."""
+        end = len(prompt.ids) if end is None else end
+        embeds = self.sessions.embeddings(prompt.ids[:end])                     # [1, end, C]
+        last = min(prompt.image_end, end)
+        embeds[0, prompt.image_start: last] = features.rows[: last - prompt.image_start]
+        return embeds
+
+    @staticmethod
+    def _rows(prompt: Prompt, features: ImageFeatures, lo: int, hi: int) -> tuple:
+        """The decoder's per-row inputs for prompt rows [lo, hi): positions, DeepStack rows (or None)."""
+        return prompt.positions_at(lo, hi), features.deepstack_rows(prompt.image_start, prompt.image_end, lo, hi)
+
+    def _prompt_end(self, tail, cache, scale, image_mask, maps, which: str, prompt: Prompt, image: PreparedImage):
+        """The confidence or the rescaled pass over the prompt's last token(s) (``tail``: embeddings, positions,
+        DeepStack rows); with ``maps`` (return_attention), also the last row's attention on the image's grid,
+        as ``maps[which]``."""
+        embeds, positions, deepstack = tail
         if maps is None:
-            return self.sessions.step(tail, cache, scale, image_mask)
-        logits, after, rows = self.sessions.step_with_attention(tail, cache, scale, image_mask)
-        maps[which] = attention_maps(rows, prompt.image_start, self.manifest, box)
+            return self.sessions.step(embeds, cache, scale, image_mask, positions, deepstack)
+        logits, after, rows = self.sessions.step_with_attention(embeds, cache, scale, image_mask, positions, deepstack)
+        maps[which] = attention_maps(rows, prompt.image_start, self.images.map_grid(image), image.box)
         return logits, after
 
-    def _image_prefix(self, pixels: np.ndarray, prompt: Prompt, capacity: int):
+    def _image_prefix(self, image: PreparedImage, prompt: Prompt, capacity: int):
         """Image features and a new cache (room for ``capacity`` tokens) holding the prompt up to the end of
         the image; the prefix is computed once per image and kept (a snapshot: copied in per question)."""
         end = min(prompt.image_end, len(prompt.ids) - 1)
-        key = hashlib.sha1(pixels.tobytes() + prompt.ids[:end].tobytes()).hexdigest()
+        key = hashlib.sha1(image.key + prompt.ids[:end].tobytes()).hexdigest()
         with self._lock:
             hit = self._images.get(key)
             if hit is not None:
@@ -261,15 +288,14 @@ class VLM:
         if hit is not None:
             return hit[0], self.sessions.restore(hit[1], capacity), 0.0, 0.0
         t0 = time.perf_counter()
-        features = self.sessions.image_features(pixels)                     # [1, T, C]
+        features = self.sessions.features(image)                              # rows [T, C]
         t1 = time.perf_counter()
-        embeds = self.sessions.embeddings(prompt.ids[:end])                 # [1, end, C]
-        embeds[0, prompt.image_start: end] = features[0, : end - prompt.image_start]
+        embeds = self._embeds(prompt, features, end)                            # [1, end, C]
         mask = np.zeros((1, end), dtype=bool)
         mask[0, prompt.image_start: end] = True
         cache = self.sessions.new_cache(capacity)
         try:
-            _, cache = self.sessions.step(embeds, cache, self._ones, mask)
+            _, cache = self.sessions.step(embeds, cache, self._ones, mask, *self._rows(prompt, features, 0, end))
             snapshot = self.sessions.snapshot(cache)
         except BaseException:
             self.sessions.release(cache)
@@ -281,21 +307,16 @@ class VLM:
                 self._images.popitem(last=False)
         return features, cache, t1 - t0, t2 - t1
 
-    def _blank_pixels(self, blank_image) -> np.ndarray:
-        spec = self.manifest.preprocessing
-        if blank_image is None:
-            blank_image = Image.new("RGB", (spec.crop_width, spec.crop_height),
-                                    tuple(int(m * 255) for m in spec.image_mean))
-        return pixel_values(load_image(blank_image), spec)                       # [1, 3, H, W]
-
-    def _image_influence(self, prompt: Prompt, logits_with_image: np.ndarray, image_mask,
-                         blank_pixels: np.ndarray) -> ImageInfluence:
-        features = self.sessions.image_features(blank_pixels)
-        embeds = self.sessions.embeddings(prompt.ids)
-        embeds[0, prompt.image_start: prompt.image_end] = features[0]
+    def _image_influence(self, blank: PreparedImage, prompt: Prompt, logits_with_image: np.ndarray) -> ImageInfluence:
+        """The unsteered first-token distribution with ``blank`` in place of the image (its own prompt: a
+        family whose token count follows the image's size lays it out for the blank's)."""
+        features = self.sessions.features(blank)
+        embeds = self._embeds(prompt, features)                                 # [1, n, C]
+        image_mask = prompt.image_mask[None]                                    # [1, n]
         cache = self.sessions.new_cache(len(prompt.ids))
         try:
-            logits, _ = self.sessions.step(embeds, cache, self._ones, image_mask)
+            logits, _ = self.sessions.step(embeds, cache, self._ones, image_mask,
+                                           *self._rows(prompt, features, 0, len(prompt.ids)))
         finally:
             self.sessions.release(cache)
         _finite(logits, "the blank-image pass (alpha = 1)")

@@ -1,4 +1,12 @@
-"""Prompt -> token ids with the image placeholder expanded, and the image-token mask."""
+"""Prompt -> token ids with the image placeholder expanded, the image-token span and the decoder's positions.
+
+    text --template--> "... <image> question ..." --tokenizer--> ids with one image token
+         --layout.expand--> Prompt: ids with the image's tokens, [image_start, image_end), positions
+
+The family's image-token layout (``layout``) says how many tokens an image takes and which positions
+the decoder sees: LLaVA's ``FixedLayout`` (a fixed run, positions 0..n-1), Qwen's
+``runtime.qwen_vl.layout.GridLayout`` (t*h*w / merge^2 tokens, M-RoPE positions [3, 1, n]).
+"""
 from __future__ import annotations
 
 import unicodedata
@@ -14,11 +22,25 @@ from .errors import PromptError
 MAX_QUESTION_CHARS = 4000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prompt:
     ids: np.ndarray           # int64 [n]: the prompt with the image placeholder expanded
     image_start: int          # index of the first image token
     image_end: int            # index after the last image token
+    positions: np.ndarray | None = None    # int64 M-RoPE [3, 1, n]; None: 0..n-1 (1-D, the cache positions)
+    position_delta: int = 0   # a generated token at cache position c sits at c + delta (M-RoPE's rope delta)
+
+    def positions_at(self, lo: int, hi: int) -> np.ndarray | None:
+        """The decoder's position_ids for prompt rows [lo, hi): [3, 1, S]; None where they are the cache
+        positions lo..hi-1, which the decoder counts itself (LLaVA)."""
+        return None if self.positions is None else np.ascontiguousarray(self.positions[..., lo:hi])
+
+    def decode_positions(self, cache_length: int) -> np.ndarray | None:
+        """position_ids of a generated token at ``cache_length``: [3, 1, 1], one value on every axis (None: the
+        cache position itself)."""
+        if self.positions is None:
+            return None
+        return np.full((*self.positions.shape[:-1], 1), cache_length + self.position_delta, dtype=np.int64)
 
     @property
     def image_mask(self) -> np.ndarray:
@@ -27,28 +49,44 @@ class Prompt:
         return mask
 
 
-class PromptBuilder:
-    def __init__(self, tokenizer: Tokenizer, manifest: Manifest):
-        self.tokenizer = tokenizer
-        self.manifest = manifest
-        self.image_id = manifest.image_token_id
-        self.image_tokens = manifest.image_tokens_per_image
+class FixedLayout:
+    """LLaVA: the image token becomes a fixed run of ``count`` tokens; positions 0..n-1."""
 
-    def from_question(self, question: str) -> Prompt:
-        """Apply the bundle's chat template (LLaVA-1.5: 'USER: <image>\\n{question} ASSISTANT:')."""
+    def __init__(self, image_id: int, count: int):
+        self.image_id, self.count = image_id, count
+
+    def expand(self, ids: list[int], at: int, image=None) -> Prompt:
+        expanded = ids[:at] + [self.image_id] * self.count + ids[at + 1:]
+        return Prompt(np.asarray(expanded, dtype=np.int64), at, at + self.count)
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: Tokenizer, template: str, placeholder: str, image_id: int, layout):
+        self.tokenizer = tokenizer
+        self.template, self.placeholder, self.image_id = template, placeholder, image_id
+        self.layout = layout             # FixedLayout or runtime.qwen_vl.layout.GridLayout
+
+    @classmethod
+    def for_llava(cls, tokenizer: Tokenizer, manifest: Manifest) -> "PromptBuilder":
+        return cls(tokenizer, manifest.prompt_template, manifest.image_placeholder, manifest.image_token_id,
+                   FixedLayout(manifest.image_token_id, manifest.image_tokens_per_image))
+
+    def from_question(self, question: str, image=None) -> Prompt:
+        """Apply the bundle's chat template (LLaVA-1.5: 'USER: <image>\\n{question} ASSISTANT:'); ``image``
+        (a ``runtime.image_input.PreparedImage``) where the family's token count depends on it."""
         check_text(question, "question")
-        placeholder = self.manifest.image_placeholder
+        placeholder = self.placeholder
         if placeholder in question:
             raise PromptError(f"the question contains the image placeholder {placeholder!r} "
                               f"{_times(question.count(placeholder))}; the chat template already holds the one image "
                               f"slot, so each {placeholder!r} in the question would add another: "
                               f"remove it (or pass a whole prompt with one placeholder to generate())")
-        return self.from_raw(self.manifest.prompt_template.format(question=question.strip()))
+        return self.from_raw(self.template.format(question=question.strip()), image)
 
-    def from_raw(self, prompt: str) -> Prompt:
+    def from_raw(self, prompt: str, image=None) -> Prompt:
         """A raw prompt holding exactly one image placeholder."""
         check_text(prompt, "prompt", limit=MAX_QUESTION_CHARS * 4)
-        placeholder = self.manifest.image_placeholder
+        placeholder = self.placeholder
         if prompt.count(placeholder) != 1:
             raise PromptError(f"the prompt must contain the image placeholder {placeholder!r} exactly once, "
                               f"found it {_times(prompt.count(placeholder))}")
@@ -56,9 +94,7 @@ class PromptBuilder:
         where = [i for i, t in enumerate(ids) if t == self.image_id]
         if len(where) != 1:
             raise PromptError(f"the tokenizer produced {len(where)} image tokens for the placeholder, expected 1")
-        at = where[0]
-        expanded = ids[:at] + [self.image_id] * self.image_tokens + ids[at + 1:]
-        return Prompt(np.asarray(expanded, dtype=np.int64), at, at + self.image_tokens)
+        return self.layout.expand(ids, where[0], image)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -6,9 +6,9 @@
                                                 KV buffers, the decode step replayed on fixed bindings)
     (``runtime/decoders.py`` chooses)
 
-Both decoders answer the same calls: ``new_cache(capacity)``, ``step`` (the prompt's rows, steered or
-not, with the attention read-outs when asked), ``decode`` (one generated token), ``snapshot`` /
-``restore`` (the image prefix kept across answers), ``release``.
+Both decoders answer the same calls (``runtime/decoder_calls.py``): ``new_cache(capacity)``, ``step`` (the
+prompt's rows, steered or not, with the attention read-outs when asked), ``decode`` (one generated token),
+``snapshot`` / ``restore`` (the image prefix kept across answers), ``release``.
 
 With TensorRT first among the providers and prebuilt engines in the bundle for this TensorRT
 and GPU (``just engines``; ``runtime/engine_layout.py``), each session is opened on the one-node EPContext
@@ -30,10 +30,13 @@ from graphs.manifest import Manifest
 from graphs.tensorrt_profiles import tensorrt_profile
 
 from .bundle import Bundle
+from .decoder_calls import DecoderCalls
 from .decoders import choose_decoder
 from .errors import BundleError
 from .fused_decoder import FusedDecoder
 from .graph_io import DecoderNames, check_session
+from .image_features import ImageFeatures
+from .image_input import PreparedImage
 from .providers import device_of, tensorrt_engines
 from .standard_decoder import KVCache, StandardDecoder, StepAttention
 
@@ -75,7 +78,7 @@ def steered_options(options: ort.SessionOptions, quantized: bool = False) -> ort
     return steered
 
 
-class BundleSessions:
+class BundleSessions(DecoderCalls):
     def __init__(self, bundle: Bundle, providers: list[str], threads: int | None = None, decoder: str = "auto",
                  cuda_graph: bool = False):
         self.bundle = bundle
@@ -148,48 +151,13 @@ class BundleSessions:
         pixels, features = self._vision_names
         return self.vision.run([features], {pixels: pixel_values.astype(self.float)})[0]
 
+    def features(self, image: PreparedImage) -> ImageFeatures:
+        return ImageFeatures(self.image_features(image.inputs)[0])                # [T, C]
+
     def embeddings(self, ids: np.ndarray) -> np.ndarray:
         # ids [n] int64 -> [1, n, C]
         ids_name, embeds_name = self._embed_names
         return self.embed.run([embeds_name], {ids_name: ids[None]})[0]
-
-    # -- the decoder's calls (runtime/standard_decoder.py, runtime/fused_decoder.py) ----------
-
-    def new_cache(self, capacity: int):
-        """An empty cache with room for ``capacity`` tokens (the fused pair: KV buffers from its pool)."""
-        return self.runner.new_cache(capacity)
-
-    def release(self, cache) -> None:
-        self.runner.release(cache)
-
-    def snapshot(self, cache):
-        """What a cache holds, kept apart from it (the image prefix across answers)."""
-        return self.runner.snapshot(cache)
-
-    def restore(self, snapshot, capacity: int):
-        """A cache with room for ``capacity`` tokens that starts with ``snapshot``."""
-        return self.runner.restore(snapshot, capacity)
-
-    def step(self, embeds: np.ndarray, cache, scale: np.ndarray, image_mask: np.ndarray):
-        """Run the decoder on ``embeds`` [1, S, C] after ``cache``; returns (logits [V] float32, new cache).
-
-        ``scale`` [1, L, H] multiplies the image-key logits of these S query rows;
-        ``image_mask`` [1, cache.length + S] marks image-token keys.
-        """
-        logits, new_cache, _ = self.runner.step(embeds, cache, scale, image_mask, False)
-        return logits, new_cache
-
-    def step_with_attention(self, embeds: np.ndarray, cache, scale: np.ndarray, image_mask: np.ndarray):
-        """``step``, also returning the attention of its last query row (the last of ``embeds``).
-
-        Raises ``BundleError`` for a bundle exported before the decoder had attention outputs.
-        """
-        self.require_attention_outputs()
-        return self.runner.step(embeds, cache, scale, image_mask, True)
-
-    def decode(self, token: int, cache, ones: np.ndarray, image_mask: np.ndarray):
-        """One generated token (alpha 1): (logits [V] float32, the cache one longer)."""
-        return self.runner.decode(token, cache, ones, image_mask)
 
     def require_attention_outputs(self) -> None:
         if not self.manifest.has_attention_outputs:

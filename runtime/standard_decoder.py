@@ -55,20 +55,30 @@ class StandardDecoder:
     def restore(self, snapshot: KVCache, capacity: int) -> KVCache:
         return snapshot
 
-    def decode(self, token: int, cache: KVCache, ones: np.ndarray, image_mask: np.ndarray):
+    def decode(self, token: int, cache: KVCache, ones: np.ndarray, image_mask: np.ndarray, positions=None,
+               deepstack=None):
         """One generated token: (logits [V] float32, the cache one longer)."""
-        logits, cache, _ = self.step(self.embed(np.array([token], dtype=np.int64)), cache, ones, image_mask, False)
+        extra = {k: v for k, v in (("positions", positions), ("deepstack", deepstack)) if v is not None}
+        logits, cache, _ = self.step(self.embed(np.array([token], dtype=np.int64)), cache, ones, image_mask, False,
+                                     **extra)
         return logits, cache
 
-    def step(self, embeds, cache: KVCache, scale, image_mask, attention: bool):
-        """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, new cache, StepAttention or None)."""
+    def step(self, embeds, cache: KVCache, scale, image_mask, attention: bool, positions=None, deepstack=None):
+        """``embeds`` [1, S, C] after ``cache``: (logits [V] float32, new cache, StepAttention or None).
+
+        ``positions``: M-RoPE's [3, 1, S] int64 (None: [1, S], cache.length + 0..S-1); ``deepstack``:
+        [D, 1, S, C] for a graph that takes DeepStack rows."""
         seq = embeds.shape[1]
         total = cache.length + seq
         n = self.names
+        if positions is None:
+            positions = np.arange(cache.length, total, dtype=np.int64)[None]                       # [1, S]
         binding = self.session.io_binding()
         binding.bind_cpu_input(n.inputs_embeds, np.ascontiguousarray(embeds, dtype=self.dtype))     # [1, S, C]
         binding.bind_cpu_input(n.attention_mask, np.ones((1, total), dtype=np.int64))              # [1, P + S]
-        binding.bind_cpu_input(n.position_ids, np.arange(cache.length, total, dtype=np.int64)[None])   # [1, S]
+        binding.bind_cpu_input(n.position_ids, np.ascontiguousarray(positions, dtype=np.int64))    # [1, S] / [3, 1, S]
+        if n.deepstack is not None:
+            binding.bind_cpu_input(n.deepstack, np.ascontiguousarray(deepstack, dtype=self.dtype))  # [D, 1, S, C]
         binding.bind_cpu_input(n.scale, scale)                                                       # [1, L, H]
         binding.bind_cpu_input(n.image_mask, np.ascontiguousarray(image_mask[:, :total]))           # [1, P + S]
         for name, value in zip(n.past, cache.values):

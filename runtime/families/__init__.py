@@ -30,4 +30,4 @@ def detect_family(config: dict) -> Family:
     return FAMILIES[model_type]
 
 
-__all__ = ["FAMILIES", "Family", "UnsupportedFamilyError", "detect_family"]
+__all__ = ["FAMILIES", "LLAVA", "QWEN2_5_VL", "QWEN3_VL", "Family", "UnsupportedFamilyError", "detect_family"]

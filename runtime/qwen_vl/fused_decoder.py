@@ -1,15 +1,14 @@
-"""A Qwen bundle's fused decoder pair (plain + steered, one shared KV buffer per layer) behind ``QwenModel``'s loop.
+"""A Qwen bundle's fused decoder pair (plain + steered, one shared KV buffer per layer), called one by one.
 
-    QwenFusedModel(bundle).answer(image, question, steering)      same schedule as QwenModel (answer.py):
-        cache = (KVBuffers from the pool, tokens in it)           one set per answer, given back at the end
-        call  = the plain graph when alpha is 1 everywhere, else the steered graph; a call from a cache of
-                length P writes positions [P, P + S) and reads [0, P + S), so the confidence pass and the
-                steered pass both continue the same prefix (the second overwrites the first's rows)
+    QwenFusedModel(bundle)._step(...)     ``QwenModel._step`` on the pair: the plain graph when alpha is 1
+                                          everywhere, else the steered one; a call from a cache of length P
+                                          writes positions [P, P + S) and reads [0, P + S)
         feeds: inputs_embeds [1, S, C], attention_mask ones [1, P + S], position_ids [3, 1, S],
                (Qwen3-VL) deepstack_embeds [D, 1, S, C], (steered) image_attention_scale, image_token_mask
+    QwenFusedModel(bundle).answer(...)    ``runtime.load(bundle, decoder="fused")``'s answer (runtime/model.py)
 
-Decode steps go through the same per-call binding (one token); the fixed-shape replayed binding of
-LLaVA's ``runtime.fused_decoder`` (a CUDA graph per set) is not used for Qwen yet.
+The export's checks of the pair (export/qwen_vl/fused.py) drive ``_step`` by hand; answers go through the
+runtime's one schedule and ``runtime/fused_decoder.py``.
 """
 from __future__ import annotations
 
@@ -37,6 +36,8 @@ class QwenFusedCache:
 
 class QwenFusedModel(QwenModel):
     """``QwenModel`` whose decoder calls run the bundle's fused pair (``manifest.fused_decoders[dtype]``)."""
+
+    decoder = "fused"
 
     def __init__(self, bundle: str | Path, providers=("CPUExecutionProvider",), dtype: str = "fp32",
                  files: dict | None = None):

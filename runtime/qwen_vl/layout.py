@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import PromptError
+from runtime.prompt import Prompt
+
+from .positions import VisionTokens, rope_index
 
 
 def image_token_count(grid, merge_size: int) -> int:
@@ -32,3 +35,19 @@ def expand_image_tokens(ids, image_token: int, grids, merge_size: int) -> np.nda
         at = pos + 1
     out.extend(ids[at:])
     return np.asarray(out, dtype=np.int64)
+
+
+class GridLayout:
+    """Qwen-VL's image-token layout for ``runtime.prompt.PromptBuilder``: one ``<|image_pad|>`` becomes
+    t*h*w / merge^2 of them (the image's grid), the decoder's positions are M-RoPE's ``[3, 1, n]``."""
+
+    def __init__(self, tokens: VisionTokens, merge_size: int):
+        self.tokens, self.merge_size = tokens, merge_size
+
+    def expand(self, ids: list[int], at: int, image) -> Prompt:
+        if image is None or image.grid is None:
+            raise PromptError("a Qwen-VL prompt needs its image's grid to lay out the image tokens")
+        expanded = expand_image_tokens(ids, self.tokens.image, [image.grid], self.merge_size)       # [n]
+        positions, delta = rope_index(expanded[None], np.asarray([image.grid]), self.tokens, self.merge_size)
+        count = image_token_count(image.grid, self.merge_size)
+        return Prompt(expanded, at, at + count, positions, int(delta[0, 0]))                  # positions [3, 1, n]
