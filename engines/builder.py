@@ -57,6 +57,10 @@ def check_request(bundle: Path | Bundle, precision: str | None, max_prompt: int 
                   workspace_gb: float | None) -> tuple[Bundle, Limits, tuple[str, bool, bool]]:
     """Everything that can be refused without TensorRT or a GPU; BundleError / EngineError."""
     bundle = Bundle.open(bundle, verify_checksums=True)
+    if not bundle.family.tensorrt_engines:
+        raise EngineError(f"{bundle.folder} is a {bundle.family.name} bundle: TensorRT engines are prebuilt for "
+                          f"LLaVA bundles only so far; `just check {bundle.folder}` says which of its graphs "
+                          f"TensorRT's parser would take")
     manifest = bundle.manifest
     limits = engine_limits(manifest, max_prompt, max_context)
     mode = build_mode(graph_precision(manifest), precision)

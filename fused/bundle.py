@@ -50,6 +50,10 @@ def fuse_bundle(bundle: str | Path | Bundle, dtype: str = "fp32", checkpoint: st
     except BundleError as e:
         raise FuseError(f"{bundle} does not verify, so it is not re-signed with a fused decoder: {e}") from None
     folder, manifest = opened.folder, opened.manifest
+    if not opened.family.fused_after_export:
+        raise FuseError(f"{folder} is a {opened.family.name} bundle: its fused pair is built at export "
+                        f"(python -m export CHECKPOINT --out {folder} --force; --no-fused leaves it out), "
+                        f"and just fuse adds one to LLaVA bundles only")
     if manifest.quantization is not None:
         raise FuseError(f"{folder} is a quantized bundle; build the fused decoder into its source bundle "
                         f"(just quantize then quantizes the pair with the rest)")

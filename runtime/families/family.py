@@ -16,3 +16,5 @@ class Family:
                              # between <|vision_start|> and <|vision_end|>
     deepstack: bool = False  # vision features also added to the first decoder layers' outputs
     window_attention: bool = False   # vision tower: windowed blocks besides full-attention ones
+    fused_after_export: bool = True  # `just fuse` adds the fused pair to an exported bundle (else: built at export)
+    tensorrt_engines: bool = True    # `just engines` prebuilds TensorRT engines for its bundles

@@ -85,3 +85,10 @@ def test_just_recipe_passes_the_arguments(bundle_dir):
                           str(bundle_dir("tiny")), "--max-prompt", "60", "--max-context", "48"],
                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120)
     _refused(out, "at most --max-context (48)")
+
+
+def test_a_qwen_bundle_is_refused_and_pointed_at_the_graph_check(qwen_bundle_dir):
+    bundle = qwen_bundle_dir("tiny-qwen2.5-vl")
+    before = sorted(p.name for p in bundle.iterdir())
+    _refused(_engines(bundle), "TensorRT engines are prebuilt for LLaVA bundles only")
+    assert sorted(p.name for p in bundle.iterdir()) == before

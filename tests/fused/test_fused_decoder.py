@@ -291,3 +291,11 @@ def test_an_export_without_room_for_the_pair_check_writes_none_and_says_why(chec
     manifest = export_llava(str(checkpoint_dir("tiny")), tmp_path / "b", log=said.append)
     assert manifest.fused_decoders is None
     assert any(line.startswith("no fused decoder pair") and "needs about" in line for line in said)
+
+
+def test_a_qwen_bundle_is_refused_with_where_its_pair_comes_from(qwen_bundle_dir):
+    bundle = qwen_bundle_dir("tiny-qwen3-vl")
+    before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()}
+    with pytest.raises(FuseError, match="its fused pair is built at export"):
+        fuse_bundle(bundle)
+    assert {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()} == before
