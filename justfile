@@ -22,7 +22,7 @@ demo *ARGS:
 test *ARGS:
     {{python}} -m pytest -q "$@"
 
-# Export a LLaVA checkpoint in its own dtype (says its peak memory first): `just export llava`, `just export <hub-id|folder> --out DIR [--dtype fp16]`.
+# Export a checkpoint (LLaVA in its own dtype, saying its peak memory first; Qwen2.5-VL / Qwen3-VL in fp32): `just export llava|qwen2.5-vl|qwen3-vl`, `just export <hub-id|folder> --out DIR [--dtype fp16]`.
 export MODEL *ARGS:
     {{python}} -m export "$@"
 

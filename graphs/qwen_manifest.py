@@ -2,7 +2,8 @@
 
 Pure Python (the runtime imports it).  Unlike the LLaVA manifest's name lists, each graph is described
 by its inputs and outputs as records (name, dtype, dims, role: ``graphs/qwen_vl_contracts.py``), so a
-runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
+runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py`` and ``quantize/qwen_bundle.py``, signed by ``runtime.bundle_write.sign``
+(which re-reads what it signs with ``from_dict``):
 
     {"family": "qwen2_5_vl", "schema_version": 1,
      "graphs": {"vision": {"file": "vision.onnx", "inputs": [{"name", "dtype", "dims", "role"}, ...],
@@ -13,7 +14,8 @@ runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
      "tokens": {image, video, vision_start, vision_end, eos, pad}, "stop_token_ids": [...],
      "prompt_template": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>...",
      "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...},
-     "fused_decoders": {"fp32": {"plain", "steered", "data", "parity", ...}} or null}
+     "fused_decoders": {"fp32": {"plain", "steered", "data", "parity", ...}} or null,
+     "quantization": {"precision", "method", "bits", "graphs", "source_sha256", "accuracy", ...} or null}
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, manifest_digest_line
+from .manifest import MANIFEST_FILE
+from .manifest_fields import ManifestFieldError, check_file_name, check_fused_record, check_types
 
 QWEN_SCHEMA_VERSION = 1
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
@@ -61,26 +64,44 @@ class QwenManifest:
     # dtype -> {plain, steered, data (file names), parity {standard, reference}, parity_tolerance, nodes_per_layer,
     # rotary, ...}: the fused decoder pair (fused/qwen_vl.py), or None (exported with --no-fused)
     fused_decoders: dict[str, dict[str, Any]] | None = None
+    # set by `python -m quantize` (quantize/qwen_bundle.py): method, bits, the graphs converted, the source's
+    # manifest sha256, the accuracy measured against the source; None in an export
+    quantization: dict[str, Any] | None = None
 
-    def write(self, folder: Path) -> Path:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        path = Path(folder) / MANIFEST_FILE
-        path.write_text(text)
-        (Path(folder) / MANIFEST_DIGEST_FILE).write_text(manifest_digest_line(text.encode()))
-        return path
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def read(cls, folder: Path) -> "QwenManifest":
-        data = json.loads((Path(folder) / MANIFEST_FILE).read_text())
-        if data.get("family") not in QWEN_FAMILIES:
-            raise QwenManifestError(f"{folder}: manifest family {data.get('family')!r} is not a Qwen family "
+    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> "QwenManifest":
+        """Build from parsed JSON after checking its family, that no field is missing and every field's type
+        (``QwenManifestError``, a ValueError)."""
+        if not isinstance(data, dict) or data.get("family") not in QWEN_FAMILIES:
+            family = data.get("family") if isinstance(data, dict) else None
+            raise QwenManifestError(f"{where}: manifest family {family!r} is not a Qwen family "
                                     f"({', '.join(QWEN_FAMILIES)})")
-        names = set(cls.__dataclass_fields__)
         missing = sorted(n for n, f in cls.__dataclass_fields__.items()
                          if n not in data and f.default is MISSING and f.default_factory is MISSING)
         if missing:
-            raise QwenManifestError(f"{folder}: the Qwen manifest lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+            raise QwenManifestError(f"{where}: the Qwen manifest lacks {', '.join(missing)}")
+        try:
+            check_types(cls, data)
+            for graph in ("vision", "embed", "decoder"):
+                record = data["graphs"].get(graph)
+                if record is None or not {"file", "inputs", "outputs"} <= set(record):
+                    raise ManifestFieldError(f"graphs[{graph!r}] must name its file, inputs and outputs")
+                check_file_name(record["file"], f"graphs[{graph!r}]['file']")
+            for key, name in data["files"].items():
+                if name:                               # chat_template is "" when the checkpoint had none
+                    check_file_name(name, f"files[{key!r}]")
+            for dtype, record in (data.get("fused_decoders") or {}).items():
+                check_fused_record(dtype, record)
+        except ManifestFieldError as e:
+            raise QwenManifestError(f"{where}: {e}") from None
+        return cls(**data)
+
+    @classmethod
+    def read(cls, folder: Path) -> "QwenManifest":
+        return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()), str(folder))
 
     def input_names(self, graph: str) -> list[str]:
         return [t["name"] for t in self.graphs[graph]["inputs"]]
