@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .manifest import MANIFEST_FILE
-from .manifest_fields import ManifestFieldError, check_file_name, check_fused_record, check_types
+from .manifest_fields import FUSED_DTYPES, FUSED_FILES, ManifestFieldError, check_file_name, check_types
 
 QWEN_SCHEMA_VERSION = 1
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
@@ -94,7 +94,7 @@ class QwenManifest:
                 if name:                               # chat_template is "" when the checkpoint had none
                     check_file_name(name, f"files[{key!r}]")
             for dtype, record in (data.get("fused_decoders") or {}).items():
-                check_fused_record(dtype, record)
+                _check_fused_files(dtype, record)
         except ManifestFieldError as e:
             raise QwenManifestError(f"{where}: {e}") from None
         return cls(**data)
@@ -115,3 +115,16 @@ class QwenManifest:
             if t["role"] == role:
                 return t["name"]
         raise QwenManifestError(f"graph {graph!r} has no tensor with role {role!r}")
+
+
+def _check_fused_files(dtype: Any, record: Any) -> None:
+    """A Qwen fused record keyed by its float type names its plain, steered and weights files inside the bundle
+    (its parity is nested per reference, ``{"standard": {...}, "reference": {...}}``, unlike LLaVA's record)."""
+    where = f"fused_decoders[{dtype!r}]"
+    if dtype not in FUSED_DTYPES or not isinstance(record, dict):
+        raise ManifestFieldError(f"{where} must be an object keyed by one of {', '.join(FUSED_DTYPES)}")
+    for key in FUSED_FILES:
+        file = record.get(key)
+        if not isinstance(file, str) or file.startswith("."):
+            raise ManifestFieldError(f"{where}[{key!r}] must name a file inside the bundle folder, got {file!r}")
+        check_file_name(file, f"{where}[{key!r}]")
