@@ -10,8 +10,8 @@ fused attention kernels can take (``graphs/attention_form.py``), and which decod
 fused) each kind of target can run (``graphs/decoder_flavours.py``).
 
 A Qwen2.5-VL / Qwen3-VL bundle (its manifest's ``family``) gets ``graphs/qwen_check.py`` instead: per graph
-(vision, embed, decoder, the fused pair) whether TensorRT's parser could take it, statically; exit 1 only
-where a graph is off its manifest or a graph of standard ops is refused.
+(vision, embed, decoder, the fused pair) whether TensorRT's parser could take it, statically; exit 1 where a
+graph is off its manifest or vision, embed or decoder is refused (the fused pair is ONNX Runtime's: reported only).
 """
 from __future__ import annotations
 

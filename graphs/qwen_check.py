@@ -6,11 +6,12 @@ the inputs it must see as constants) and the shape-input rule (``shape_inputs``)
 against the manifest's IO records.  A "yes" is necessary, not sufficient (types, dynamic-shape limits and
 the restrictions kept as text are not checked; no engine profile exists for Qwen graphs yet).
 
-    vision, embed, decoder            standard ONNX ops: expected to pass; a problem here fails the check
+    vision, embed, decoder            what TensorRT would be given: a problem here fails the check (exit 1),
+                                      a quantized decoder's too (MatMulNBits is com.microsoft; MatMulInteger and
+                                      DynamicQuantizeLinear are not in the parser's table), as LLaVA's check does
     fused pair (plain, steered)       ONNX Runtime's com.microsoft ops (GroupQueryAttention, RotaryEmbedding,
                                       SkipSimplifiedLayerNormalization ...): TensorRT's parser does not read
                                       that domain; reported, never a failure (the pair is for ONNX Runtime)
-    quantized graphs                  MatMulNBits / MatMulInteger: the same (com.microsoft), reported as such
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class QwenGraphVerdict:
 
     @property
     def fails(self) -> bool:
-        """Off its contract, or a graph of standard ops (a quantized one aside) the parser table refuses."""
-        return not self.contract_ok or (not self.fused and not self.contrib_ops and not self.parser_takes_it)
+        """Off its contract, or a graph TensorRT would be given (vision, embed, decoder) that its parser refuses."""
+        return not self.contract_ok or (not self.fused and not self.parser_takes_it)
 
 
 def check_qwen_bundle(folder: Path, target: str) -> list[QwenGraphVerdict]:

@@ -12,7 +12,8 @@ The same measures as LLaVA's report (``report.py``), through the Qwen loops (``r
     decoders        the source's standard decoder against the quantized bundle's standard decoder, and against
                     its fused pair where it has one (the pair is what a CPU answer runs by default)
 
-Pure measurement: numpy and onnxruntime, never torch.
+No tolerance is attached: LLaVA's (tolerances.py) are findings on its tiny fixtures, and the Qwen2.5-VL fixture's
+sharpened attention moves further (docs/qwen-vl.md has the numbers).  Pure measurement: numpy and onnxruntime.
 """
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from runtime.steering import AdaptVis, describe, scale_tensor
 
 from .report import ALPHAS, FIXED_PROMPTS, MAX_NEW_TOKENS, PER_HEAD, compare_answers, compare_logits, per_head_alpha
 from .report import synthetic_items
-from .tolerances import TOLERANCES
 
 IMAGE_SIDE = 112        # the synthetic scenes' side in pixels: the tiny fixtures cap an image at 48 merged patches
 
@@ -96,11 +96,6 @@ def measure(source: Path, quantized: Path, n_items: int = 40, seed: int = 0, fix
             log(f"report ({name} decoder): first-token logits on {len(prompts)} prompts x {len(ALPHAS) + 1} alphas, "
                 f"{len(items)} items answered unsteered and with AdaptVis")
             logits = compare_logits(src, q, prompts, alpha_cases(src), first_token=first_token_logits)
-            tolerance = TOLERANCES.get(q.manifest.quantization["precision"])
-            if tolerance is not None:
-                logits["tolerance"] = tolerance.as_dict()
-                logits["within_tolerance"] = tolerance.holds(logits["max_abs_dlogits"], logits["max_kl"],
-                                                             logits.get("min_steering_cosine", 1.0))
             answers = compare_answers(_ImagePaths(src), _ImagePaths(q), items, steering, max_new_tokens)
             decoders[name] = {"fixed_prompts": logits,
                               "benchmark": {"dataset": "scenes.synthetic", "n_items": len(items), "seed": seed,

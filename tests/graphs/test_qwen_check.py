@@ -33,14 +33,15 @@ def test_the_standard_graphs_pass_and_the_fused_pair_is_onnx_runtime_only(bundle
     assert out.count("TensorRT parser: yes") == 3 and out.count("TensorRT parser: no (com.microsoft") == 2
 
 
-def test_a_quantized_decoder_is_reported_as_onnx_runtime_only(bundle, tmp_path, capsys):
+def test_a_quantized_decoder_is_flagged_for_tensorrt(bundle, tmp_path, capsys):
     from quantize import quantize_bundle
 
     quantize_bundle(bundle, tmp_path / "int4", to="int4", log=lambda m: None)
     verdicts = {v.graph: v for v in check_qwen_bundle(tmp_path / "int4", "jetpack7")}
-    assert "MatMulNBits" in verdicts["decoder"].contrib_ops and not verdicts["decoder"].parser_takes_it
-    assert verdicts["vision"].parser_takes_it and not any(v.fails for v in verdicts.values())
-    assert main(["check", str(tmp_path / "int4"), "--target", "jetpack7"]) == 0
+    assert "MatMulNBits" in verdicts["decoder"].contrib_ops and verdicts["decoder"].fails
+    assert verdicts["vision"].parser_takes_it and not verdicts["vision"].fails
+    assert not verdicts["fused fp32 plain"].fails and "MatMulNBits" in verdicts["fused fp32 plain"].contrib_ops
+    assert main(["check", str(tmp_path / "int4"), "--target", "jetpack7"]) == 1
     assert "decoder.onnx: TensorRT parser: no (com.microsoft MatMulNBits" in capsys.readouterr().out
 
 
