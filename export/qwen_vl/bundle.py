@@ -7,8 +7,9 @@
     parity (ONNX Runtime vs transformers / the reference; tolerance by fp32 rounding; ParityError if over)
     tokenizer.json, chat_template.json, preprocessor_config.json copied; manifest.json (graphs/qwen_manifest.py)
 
-Everything goes into ``.<out>.partial-<pid>`` beside the target (``runtime.bundle_write.new_bundle``), is signed
-once at the end by ``runtime.bundle_write.sign`` (the digest table, manifest.json, manifest.sha256) and renamed.
+Everything goes into ``.<out>.partial-<pid>`` beside the target (``runtime.bundle_write.new_bundle``), is signed by
+``runtime.bundle_write.sign`` (the digest table, manifest.json, manifest.sha256 last) once the three graphs are
+checked, again with the fused pair's record and files, and renamed at the end.
 """
 from __future__ import annotations
 
@@ -103,11 +104,11 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
             shutil.copyfile(source.folder / name, folder / name)
     manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
                          reference)
+    manifest = sign(folder, manifest)          # the fused pair's checks open the bundle (QwenModel) from here
     if fused:
         from .fused import fused_record
         record = fused_record(model, reference, folder, dict(limits.limits), parity.QUESTION, parity_image(), log)
-        manifest = dataclasses.replace(manifest, fused_decoders={"fp32": record})
-    manifest = sign(folder, manifest)          # the digest of every file in the folder, then manifest.json
+        manifest = sign(folder, dataclasses.replace(manifest, fused_decoders={"fp32": record}))   # the pair's files too
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
