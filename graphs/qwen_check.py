@@ -21,7 +21,6 @@ from pathlib import Path
 import onnx
 
 from .decoder_flavours import CONTRIB_DOMAIN
-from .manifest_fields import fused_record_files
 from .qwen_manifest import QwenManifest
 from .shape_inputs import shape_input_problems
 from .tensorrt_support import check_tensorrt
@@ -55,8 +54,8 @@ def check_qwen_bundle(folder: Path, target: str) -> list[QwenGraphVerdict]:
     order = sorted(m.graphs, key=lambda g: (GRAPH_ORDER.index(g) if g in GRAPH_ORDER else len(GRAPH_ORDER), g))
     graphs = [(name, m.graphs[name]["file"], m.input_names(name), m.output_names(name)) for name in order]
     for dtype, record in sorted((m.fused_decoders or {}).items()):
-        for which, file in zip(("plain", "steered"), fused_record_files(record)):
-            graphs.append((f"fused {dtype} {which}", file, None, None))
+        for which in ("plain", "steered"):
+            graphs.append((f"fused {dtype} {which}", record[which], None, None))
     verdicts = []
     for name, file, inputs, outputs in graphs:
         model = onnx.load(str(folder / file), load_external_data=False)
