@@ -2,12 +2,14 @@
 that records it, answers through the Qwen loops, the distance from the fp32 bundle measured, bad input refused."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 
 from graphs.manifest import manifest_digest_line
 from graphs.qwen_manifest import QwenManifest
@@ -90,7 +92,7 @@ def test_int8_stays_close_to_the_fp32_bundle_and_both_loops_answer(size, quantiz
     from quantize.qwen_report import alpha_cases, first_token_logits
 
     folder = quantized(size, "int8")
-    image = random_image(3, 60, 90)
+    image = Image.fromarray(random_image(3, 60, 90))            # the Qwen loops take a PIL image
     question = "Where is the red ball in relation to the blue box?"
     src = QwenModel(qwen_bundle_dir(size))
     for model in (QwenModel(folder), QwenFusedModel(folder)):
@@ -110,11 +112,10 @@ def test_int8_dynamic_converts_the_decoder_and_leaves_the_pair_out(quantized):
     assert not list(folder.glob("decoder_*fp32*"))
     with pytest.raises(Exception, match="no fused fp32 decoder"):
         QwenFusedModel(folder)
-    assert QwenModel(folder).answer(random_image(1), "Where?", max_new_tokens=2) is not None
+    assert QwenModel(folder).answer(Image.fromarray(random_image(1)), "Where?", max_new_tokens=2) is not None
 
 
-def test_what_cannot_work_is_refused_with_a_typed_error_and_nothing_written(qwen_bundle_dir, quantized, tmp_path,
-                                                                            capsys):
+def test_what_cannot_work_is_refused_with_a_typed_error_and_nothing_written(qwen_bundle_dir, quantized, tmp_path):
     source = qwen_bundle_dir("tiny-qwen2.5-vl")
     with pytest.raises(OptionError, match="fp16 is not offered for Qwen"):
         quantize_bundle(source, tmp_path / "a", to="fp16", log=lambda m: None)
@@ -129,6 +130,7 @@ def test_what_cannot_work_is_refused_with_a_typed_error_and_nothing_written(qwen
     (damaged / "manifest.json").write_text(json.dumps({**data, "deepstack_layers": "two"}))
     with pytest.raises(SourceBundleError, match="deepstack_layers"):
         quantize_bundle(damaged, tmp_path / "d", to="int4", log=lambda m: None)
-    assert main([str(source), "--to", "fp16", "--out", str(tmp_path / "e"), "--quiet"]) == 2
-    assert "fp16 is not offered for Qwen" in capsys.readouterr().err
+    err = io.StringIO()
+    assert main([str(source), "--to", "fp16", "--out", str(tmp_path / "e"), "--quiet"], err=err) == 2
+    assert "fp16 is not offered for Qwen" in err.getvalue()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]
