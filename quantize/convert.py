@@ -69,9 +69,11 @@ def convert_graphs(source: Path, graph_files: dict[str, str], folder: Path, sett
 
 
 def fused_pairs(source: Path, records: dict[str, dict] | None, folder: Path, settings: Settings, graphs: dict,
-                log) -> tuple[dict[str, dict], set[str]]:
+                log, other_pair: str | None = None) -> tuple[dict[str, dict], set[str]]:
     """Quantize every fused pair of the source (int8, int4), or say why the quantized bundle has none:
-    ({dtype: record}, the source's fused file names, written or not)."""
+    ({dtype: record}, the source's fused file names, written or not).  ``other_pair``: how a pair for the other
+    precisions is had (default: ``just fuse`` builds a native fp16 one)."""
+    other_pair = other_pair or f"just fuse {source} --dtype fp16 builds a native fp16 pair"
     records = records or {}
     files = {f for r in records.values() for f in fused_record_files(r)}
     fused = {}
@@ -79,8 +81,7 @@ def fused_pairs(source: Path, records: dict[str, dict] | None, folder: Path, set
         if "plain" not in record:
             why = "built by an earlier version (one graph); rebuild it in the source with just fuse"
         elif settings.to not in W.NBITS:
-            why = (f"--to {settings.to} does not convert the fused pair (int8 and int4 do); "
-                   f"just fuse {source} --dtype fp16 builds a native fp16 pair")
+            why = f"--to {settings.to} does not convert the fused pair (int8 and int4 do); {other_pair}"
         else:
             fused[dtype], stats = quantize_pair(source, record, folder, settings, log)
             graphs.update({f"fused_{dtype}_{which}": s for which, s in stats.items()})

@@ -60,7 +60,8 @@ def write_quantized(source: QwenSource, folder: Path, settings: Settings, log) -
     """Convert or copy every file of the source into ``folder`` and sign the new manifest."""
     m = source.manifest
     graphs, done = convert_graphs(source.folder, source.graph_files(), folder, settings, log)
-    fused, fused_files = fused_pairs(source.folder, m.fused_decoders, folder, settings, graphs, log)
+    fused, fused_files = fused_pairs(source.folder, m.fused_decoders, folder, settings, graphs, log,
+                                     other_pair="a Qwen pair is written at export only, in fp32")
     copy_rest(source.folder, m.sha256, done | fused_files, folder)
     record = quantization_record(settings, graphs, m.dtype, source.folder, source.manifest_sha256)
     return sign(folder, dataclasses.replace(m, fused_decoders=fused or None, quantization=record))

@@ -45,7 +45,7 @@ def open_qwen(folder: Path) -> QwenSource:
     folder = Path(folder)
     try:
         raw = (folder / MANIFEST_FILE).read_bytes()
-        manifest = QwenManifest.from_dict(json.loads(raw), str(folder))
+        manifest = QwenManifest.from_dict(json.loads(raw), MANIFEST_FILE)
         digest = (folder / MANIFEST_DIGEST_FILE).read_text(errors="replace").split()[:1]
     except (OSError, ValueError) as e:           # QwenManifestError, bad JSON, a missing file
         raise SourceBundleError(f"cannot quantize {folder}: {e}") from None
