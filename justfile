@@ -22,7 +22,7 @@ demo *ARGS:
 test *ARGS:
     {{python}} -m pytest -q "$@"
 
-# Export a LLaVA checkpoint in its own dtype (says its peak memory first): `just export llava`, `just export <hub-id|folder> --out DIR [--dtype fp16]`.
+# Export a checkpoint (LLaVA in its own dtype, saying its peak memory first; Qwen2.5-VL / Qwen3-VL in fp32): `just export llava|qwen2.5-vl|qwen3-vl`, `just export <hub-id|folder> --out DIR [--dtype fp16]`.
 export MODEL *ARGS:
     {{python}} -m export "$@"
 
@@ -42,7 +42,7 @@ ship-spatial RUN *ARGS:
 fuse BUNDLE *ARGS:
     {{python}} -m fused "$@"
 
-# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8 / int4: int8 arithmetic by default; --accuracy-level 0: fp32 arithmetic, 3-5x slower; the fused decoder pair is quantized too).
+# Quantize a bundle into a new one: `just quantize BUNDLE --to fp16|int8|int4|int8-dynamic [--report]` (int8 / int4: int8 arithmetic by default; --accuracy-level 0: fp32 arithmetic, 3-5x slower; the fused decoder pair is quantized too; a Qwen bundle: int8|int4|int8-dynamic).
 quantize BUNDLE *ARGS:
     {{python}} -m quantize "$@"
 
@@ -54,7 +54,7 @@ explain BUNDLE IMAGE QUESTION *ARGS:
 probe BUNDLE DATASET *ARGS:
     {{python}} -m diagnostics probe "$@"
 
-# Check a bundle's graphs without a GPU: contracts, TensorRT parser tables, shape inputs, profiles, fp16 safety, fusable attention: `just check BUNDLE [--target jetpack6|jetpack7|desktop]`.
+# Check a bundle's graphs without a GPU: contracts, TensorRT parser tables, shape inputs, profiles, fp16 safety, fusable attention (a Qwen bundle: per graph, whether TensorRT's parser could take it): `just check BUNDLE [--target jetpack6|jetpack7|desktop]`.
 check BUNDLE *ARGS:
     {{python}} -m graphs check "$@"
 

@@ -1,5 +1,11 @@
 """python -m export <alias|hub-id|folder> (LLaVA-1.5, Qwen2.5-VL or Qwen3-VL: by its config's model_type) [--out DIR] [--dtype fp32|fp16] [--opset N] [--force] [--exporter-writes-weights]
-[--parity-layers N] [--parity-cases all|per-layer-head] [--memory-log FILE] [--no-memory-check]"""
+[--parity-layers N] [--parity-cases all|per-layer-head] [--memory-log FILE] [--no-memory-check]
+
+Aliases: llava (llava-hf/llava-1.5-7b-hf), qwen2.5-vl (Qwen/Qwen2.5-VL-3B-Instruct), qwen3-vl
+(Qwen/Qwen3-VL-2B-Instruct), fetched from the Hugging Face Hub or its local cache.  A Qwen checkpoint takes
+--out, --opset, --atol, --attention-form, --no-fused, --revision, --force and --dtype fp32; the LLaVA-only
+options (--pad-to-square, --exporter-writes-weights, --parity-layers, --parity-cases, --memory-log,
+--no-memory-check, --dtype fp16) are refused for it: exit status 2, nothing written."""
 from __future__ import annotations
 
 import argparse

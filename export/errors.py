@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from runtime.errors import BundleExistsError    # the one class: the output folder holds something, no --force
 
-__all__ = ["ExportError", "UnsupportedModelError", "SourceNotFoundError", "BundleExistsError", "ParityError"]
+__all__ = ["ExportError", "UnsupportedModelError", "UnsupportedOptionError", "SourceNotFoundError",
+           "BundleExistsError", "ParityError"]
 
 
 class ExportError(RuntimeError):
@@ -12,6 +13,10 @@ class ExportError(RuntimeError):
 
 class UnsupportedModelError(ExportError):
     """The checkpoint is not an architecture this exporter handles."""
+
+
+class UnsupportedOptionError(ExportError):
+    """An option the checkpoint's family's exporter does not take (a LLaVA-only one for a Qwen checkpoint)."""
 
 
 class SourceNotFoundError(ExportError):

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from .errors import SourceNotFoundError, UnsupportedModelError
 
-ALIASES = {"llava": "llava-hf/llava-1.5-7b-hf"}
+ALIASES = {"llava": "llava-hf/llava-1.5-7b-hf", "qwen2.5-vl": "Qwen/Qwen2.5-VL-3B-Instruct",
+           "qwen3-vl": "Qwen/Qwen3-VL-2B-Instruct"}
+# the family (config.json's model_type) each alias names, known before anything is downloaded
+ALIAS_MODEL_TYPES = {"llava": "llava", "qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
 SUPPORTED_MODEL_TYPES = ("llava",)          # LlavaForConditionalGeneration: CLIP + projector + Llama
 SUPPORTED_TEXT_TYPES = ("llama",)
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]

@@ -8,6 +8,10 @@ the image-key scaling in float32.  Each problem names the graph, the node, its o
 any problem exits 1.  Then, for information, whether each decoder layer's attention is in a form
 fused attention kernels can take (``graphs/attention_form.py``), and which decoder flavour (standard,
 fused) each kind of target can run (``graphs/decoder_flavours.py``).
+
+A Qwen2.5-VL / Qwen3-VL bundle (its manifest's ``family``) gets ``graphs/qwen_check.py`` instead: per graph
+(vision, embed, decoder, the fused pair) whether TensorRT's parser could take it, statically; exit 1 where a
+graph is off its manifest or vision, embed or decoder is refused (the fused pair is ONNX Runtime's: reported only).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from .decoder_flavours import decoder_flavours
 from .dynamic_dims import dynamic_dim_problems
 from .manifest import Manifest
 from .precision import fp16_problems
+from .qwen_check import check_qwen_bundle, report_lines
+from .qwen_manifest import QWEN_FAMILIES
 from .shape_inputs import shape_input_problems
 from .tensorrt_support import check_tensorrt
 from .tensorrt_tables import DEFAULT_TARGET, TARGETS
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = TARGETS[args.target]
     print(f"target {args.target}: TensorRT {spec.tensorrt} (onnx-tensorrt table {spec.table})")
+    family = _family(args.bundle)
+    if family in QWEN_FAMILIES:
+        return _check_qwen(args.bundle, args.target, family)
     try:
         problems = check_bundle(args.bundle, args.target)
     except (OSError, ValueError) as e:       # no manifest, bad JSON, a field out of range (ManifestFieldError)
@@ -95,6 +104,25 @@ def main(argv: list[str] | None = None) -> int:
         for p in f.problems:
             print(f"        - {p}")
     return 1 if any(problems.values()) or any(f.problems for f in flavours) else 0
+
+
+def _family(folder: Path) -> str | None:
+    """The manifest's ``family`` (Qwen bundles have one; LLaVA manifests do not), None if unreadable."""
+    try:
+        data = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("family") if isinstance(data, dict) else None
+
+
+def _check_qwen(folder: Path, target: str, family: str) -> int:
+    try:
+        verdicts = check_qwen_bundle(folder, target)
+    except (OSError, ValueError) as e:       # a missing graph file, a field out of range (QwenManifestError)
+        print(f"error: {folder} cannot be checked: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(report_lines(verdicts, family)))
+    return 1 if any(v.fails for v in verdicts) else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Pure Python (the runtime imports it).  Unlike the LLaVA manifest's name lists, each graph is described
 by its inputs and outputs as records (name, dtype, dims, role: ``graphs/qwen_vl_contracts.py``), so a
-runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
+runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py`` and ``quantize/qwen_bundle.py``, signed by ``runtime.bundle_write.sign``
+(which re-reads what it signs with ``from_dict``):
 
     {"family": "qwen2_5_vl", "schema_version": 1,
      "graphs": {"vision": {"file": "vision.onnx", "inputs": [{"name", "dtype", "dims", "role"}, ...],
@@ -13,7 +14,8 @@ runtime binds tensors by role.  Written by ``export/qwen_vl/bundle.py``:
      "tokens": {image, video, vision_start, vision_end, eos, pad}, "stop_token_ids": [...],
      "prompt_template": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>...",
      "files": {tokenizer, chat_template, preprocessor_config}, "parity": {...}, "sha256": {...},
-     "fused_decoders": {"fp32": {"plain", "steered", "data", "parity", ...}} or null}
+     "fused_decoders": {"fp32": {"plain", "steered", "data", "parity", ...}} or null,
+     "quantization": {"precision", "method", "bits", "graphs", "source_sha256", "accuracy", ...} or null}
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, manifest_digest_line
+from .manifest import MANIFEST_FILE
+from .manifest_fields import FUSED_DTYPES, FUSED_FILES, ManifestFieldError, check_file_name, check_types
 
 QWEN_SCHEMA_VERSION = 1
 QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
@@ -61,33 +64,45 @@ class QwenManifest:
     # dtype -> {plain, steered, data (file names), parity {standard, reference}, parity_tolerance, nodes_per_layer,
     # rotary, ...}: the fused decoder pair (fused/qwen_vl.py), or None (exported with --no-fused)
     fused_decoders: dict[str, dict[str, Any]] | None = None
+    # set by `python -m quantize` (quantize/qwen_bundle.py): method, bits, the graphs converted, the source's
+    # manifest sha256, the accuracy measured against the source; None in an export
+    quantization: dict[str, Any] | None = None
 
-    def write(self, folder: Path) -> Path:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        path = Path(folder) / MANIFEST_FILE
-        path.write_text(text)
-        (Path(folder) / MANIFEST_DIGEST_FILE).write_text(manifest_digest_line(text.encode()))
-        return path
-
-    @classmethod
-    def read(cls, folder: Path) -> "QwenManifest":
-        return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()), str(folder))
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "manifest") -> "QwenManifest":
-        """Build from parsed JSON after checking the family, that every field is there, and the types of
-        the fields a runtime reads (``QwenManifestError`` naming the field)."""
+    def from_dict(cls, data: dict[str, Any], where: str = "manifest") -> "QwenManifest":
+        """Build from parsed JSON after checking its family, that no field is missing and every field's type
+        (``QwenManifestError``, a ValueError)."""
         if not isinstance(data, dict) or data.get("family") not in QWEN_FAMILIES:
             family = data.get("family") if isinstance(data, dict) else None
             raise QwenManifestError(f"{where}: manifest family {family!r} is not a Qwen family "
                                     f"({', '.join(QWEN_FAMILIES)})")
-        names = set(cls.__dataclass_fields__)
         missing = sorted(n for n, f in cls.__dataclass_fields__.items()
                          if n not in data and f.default is MISSING and f.default_factory is MISSING)
         if missing:
             raise QwenManifestError(f"{where}: the Qwen manifest lacks {', '.join(missing)}")
+        try:
+            check_types(cls, data)
+            for graph in ("vision", "embed", "decoder"):
+                record = data["graphs"].get(graph)
+                if record is None or not {"file", "inputs", "outputs"} <= set(record):
+                    raise ManifestFieldError(f"graphs[{graph!r}] must name its file, inputs and outputs")
+                check_file_name(record["file"], f"graphs[{graph!r}]['file']")
+            for key, name in data["files"].items():
+                if name:                               # chat_template is "" when the checkpoint had none
+                    check_file_name(name, f"files[{key!r}]")
+            for dtype, record in (data.get("fused_decoders") or {}).items():
+                _check_fused_files(dtype, record)
+        except ManifestFieldError as e:
+            raise QwenManifestError(f"{where}: {e}") from None
         _check_read_fields(data, where)
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**data)
+
+    @classmethod
+    def read(cls, folder: Path) -> "QwenManifest":
+        return cls.from_dict(json.loads((Path(folder) / MANIFEST_FILE).read_text()), str(folder))
 
     def graph_file(self, graph: str) -> str:
         return self.graphs[graph]["file"]
@@ -191,3 +206,16 @@ def _is_positive_int(v) -> bool:
 
 def _is_str(v) -> bool:
     return isinstance(v, str) and bool(v)
+
+
+def _check_fused_files(dtype: Any, record: Any) -> None:
+    """A Qwen fused record keyed by its float type names its plain, steered and weights files inside the bundle
+    (its parity is nested per reference, ``{"standard": {...}, "reference": {...}}``, unlike LLaVA's record)."""
+    where = f"fused_decoders[{dtype!r}]"
+    if dtype not in FUSED_DTYPES or not isinstance(record, dict):
+        raise ManifestFieldError(f"{where} must be an object keyed by one of {', '.join(FUSED_DTYPES)}")
+    for key in FUSED_FILES:
+        file = record.get(key)
+        if not isinstance(file, str) or file.startswith("."):
+            raise ManifestFieldError(f"{where}[{key!r}] must name a file inside the bundle folder, got {file!r}")
+        check_file_name(file, f"{where}[{key!r}]")

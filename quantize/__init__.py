@@ -5,7 +5,9 @@
 
     python -m quantize bundles/mine --to int4 [--block-size 32] [--vision] [--out DIR] [--report]
 
-The source is only read; the result is written atomically; ``runtime.load()`` runs it as it is.
+The source is only read; the result is written atomically; ``runtime.load()`` runs it as it is.  A Qwen2.5-VL /
+Qwen3-VL bundle (int8 / int4 / int8-dynamic) goes through ``quantize/qwen_bundle.py`` and is answered by
+``runtime.qwen_vl``'s loops.
 The image-key scaling, the mask, softmax, RMSNorm and the rotary angles keep computing in fp32.
 """
 from runtime.errors import BundleExistsError

@@ -1,4 +1,5 @@
-"""python -m quantize BUNDLE --to fp16|int8|int4|int8-dynamic: write a quantized copy of an exported bundle."""
+"""python -m quantize BUNDLE --to fp16|int8|int4|int8-dynamic: write a quantized copy of an exported bundle (a Qwen2.5-VL /
+Qwen3-VL bundle: int8|int4|int8-dynamic; quantize/qwen_bundle.py)."""
 from __future__ import annotations
 
 import argparse

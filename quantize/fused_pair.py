@@ -22,6 +22,7 @@ from onnx import numpy_helper
 from fused.external import ExternalWeights
 
 from . import weights as W
+from .errors import SourceBundleError
 
 _INLINE_BYTES = 1024            # smaller initializers (constants, shapes) stay inside the graph file
 
@@ -33,7 +34,10 @@ def quantize_pair(source: Path, record: dict, folder: Path, settings, log) -> tu
     try:
         for which in ("plain", "steered"):
             t = time.perf_counter()
-            model = W.load(source / record[which])
+            try:
+                model = W.load(source / record[which])
+            except Exception as e:   # onnx raises its own DecodeError / ValidationError types
+                raise SourceBundleError(f"cannot read {source / record[which]}: {type(e).__name__}: {e}") from None
             converted = W.to_nbits(model, settings.bits, settings.block_size, settings.symmetric,
                                    settings.accuracy_level, keep_lm_head=not settings.lm_head)
             del model

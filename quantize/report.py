@@ -92,13 +92,15 @@ def steering_cosine(source: dict[str, np.ndarray], quantized: dict[str, np.ndarr
     return float(es @ eq / norm) if norm > 0 else 1.0
 
 
-def compare_logits(source, quantized, prompts: list[tuple], alphas: dict[str, object]) -> dict:
-    """Per alpha case and over all: max / mean |dlogits|, relative max, KL, top-token agreement, steering cosine."""
+def compare_logits(source, quantized, prompts: list[tuple], alphas: dict[str, object],
+                   first_token=first_token_logits) -> dict:
+    """Per alpha case and over all: max / mean |dlogits|, relative max, KL, top-token agreement, steering cosine.
+    ``first_token(model, image, question, alphas)``: {case: logits [V]} (LLaVA's by default; Qwen's in qwen_report)."""
     keys = ("max", "mean", "scale", "kl", "top", "cos")
     per: dict[str, dict[str, list]] = {k: {key: [] for key in keys} for k in alphas}
     for image, question in prompts:
-        a = first_token_logits(source, image, question, alphas)
-        b = first_token_logits(quantized, image, question, alphas)
+        a = first_token(source, image, question, alphas)
+        b = first_token(quantized, image, question, alphas)
         for k in alphas:
             diff = np.abs(a[k].astype(np.float64) - b[k])
             per[k]["max"].append(float(diff.max()))

@@ -10,6 +10,8 @@
 A reader sees the old bundle or the new one, never half of either.  The digest table lists every file at
 the top of the folder but the manifest and its digest: graphs, weights, tokenizer, calibration.json,
 reports.  A bundle opened with ``verify_checksums=False`` (or edited since it was opened) is never re-signed.
+Both manifests are signed here: LLaVA's (``graphs.manifest.Manifest``) and Qwen's (``graphs.qwen_manifest``);
+each offers ``to_json`` and a checked ``from_dict``, and ``sign`` re-reads what it signs with its own class.
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ from pathlib import Path
 from typing import Iterator
 
 from graphs.manifest import MANIFEST_DIGEST_FILE, MANIFEST_FILE, Manifest, manifest_digest_line
+from graphs.qwen_manifest import QwenManifest
 
 from .bundle import Bundle, sha256_file
 from .calibration_file import CALIBRATION_FILE, encode_calibration
 from .errors import BundleError, BundleExistsError
 
 _UNSIGNED = (MANIFEST_FILE, MANIFEST_DIGEST_FILE)
+AnyManifest = Manifest | QwenManifest
 
 
 @contextmanager
@@ -67,16 +71,19 @@ def check_target(out: Path, force: bool) -> None:
         raise BundleExistsError(f"{out} exists and is not an empty folder; pass --force to replace it")
 
 
-def sign(folder: Path, manifest: Manifest, known: dict[str, str] | None = None) -> Manifest:
-    """Write ``manifest`` with the digest table of ``folder`` (``known`` digests reused by name), every field
-    checked first, then its digest file: each a temporary file renamed into place, the digest last."""
+def sign(folder: Path, manifest: AnyManifest, known: dict[str, str] | None = None) -> AnyManifest:
+    """Write ``manifest`` (LLaVA's or Qwen's) with the digest table of ``folder`` (``known`` digests reused by
+    name), every field checked first, then its digest file: each a temporary file renamed into place, the
+    digest last."""
+    if not isinstance(manifest, (Manifest, QwenManifest)):
+        raise TypeError(f"sign takes a Manifest or a QwenManifest, not {type(manifest).__name__}")
     folder = Path(folder)
     known = known or {}
     table = {p.name: known.get(p.name) or sha256_file(p) for p in sorted(folder.iterdir())
              if p.is_file() and p.name not in _UNSIGNED and not p.name.startswith(".")}
     signed = dataclasses.replace(manifest, sha256=table)
     text = signed.to_json() + "\n"
-    Manifest.from_dict(json.loads(text))          # ManifestFieldError: nothing unchecked is ever signed
+    type(signed).from_dict(json.loads(text))      # ManifestFieldError / QwenManifestError: nothing unchecked is signed
     write_file(folder / MANIFEST_FILE, text.encode())
     write_file(folder / MANIFEST_DIGEST_FILE, manifest_digest_line(text.encode()).encode())
     return signed

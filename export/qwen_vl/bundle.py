@@ -7,7 +7,9 @@
     parity (ONNX Runtime vs transformers / the reference; tolerance by fp32 rounding; ParityError if over)
     tokenizer.json, chat_template.json, preprocessor_config.json copied; manifest.json (graphs/qwen_manifest.py)
 
-Everything goes into ``.<out>.partial-<pid>`` beside the target and is renamed at the very end.
+Everything goes into ``.<out>.partial-<pid>`` beside the target (``runtime.bundle_write.new_bundle``), is signed by
+``runtime.bundle_write.sign`` (the digest table, manifest.json, manifest.sha256 last) once the three graphs are
+checked, again with the fused pair's record and files, and renamed at the end.
 """
 from __future__ import annotations
 
@@ -25,8 +27,7 @@ from PIL import Image
 from graphs.manifest import DEFAULT_ATTENTION_FORM
 from graphs.qwen_manifest import QwenManifest
 from graphs.qwen_vl_contracts import qwen_contracts
-from runtime.bundle import sha256_file
-from runtime.bundle_write import check_target, staged_folder
+from runtime.bundle_write import check_target, new_bundle, sign
 from runtime.families import Family
 from runtime.qwen_vl.vision_feeds import VisionSpec
 
@@ -50,7 +51,7 @@ def export_qwen(source, family: Family, out: Path, *, opset: int = DEFAULT_OPSET
     log = log or _stderr_log
     out = Path(out).expanduser().resolve()
     check_target(out, force)                   # BundleExistsError before any work
-    with staged_folder(out) as partial:        # renamed to out at the end; removed on failure
+    with new_bundle(out, force) as partial:    # renamed to out at the end; removed on failure
         manifest = _export_into(source, family, partial, opset, atol, attention_form, fused, log)
     log(f"bundle ready: {out}")
     return manifest
@@ -103,14 +104,11 @@ def _export_into(source, family: Family, folder: Path, opset: int, atol, attenti
             shutil.copyfile(source.folder / name, folder / name)
     manifest = _manifest(source, family, config, spec, contracts, measured, limits, opset, attention_form, folder,
                          reference)
-    manifest.write(folder)
+    manifest = sign(folder, manifest)          # the fused pair's checks open the bundle (QwenModel) from here
     if fused:
         from .fused import fused_record
         record = fused_record(model, reference, folder, dict(limits.limits), parity.QUESTION, parity_image(), log)
-        names = [record[k] for k in ("plain", "steered", "data")]
-        manifest = dataclasses.replace(manifest, fused_decoders={"fp32": record},
-                                       sha256={**manifest.sha256, **{f: sha256_file(folder / f) for f in names}})
-        manifest.write(folder)
+        manifest = sign(folder, dataclasses.replace(manifest, fused_decoders={"fp32": record}))   # the pair's files too
     log(f"export took {time.perf_counter() - t0:.1f}s")
     return manifest
 
@@ -157,7 +155,6 @@ def _manifest(source, family, config, spec, contracts, measured, limits, opset, 
         parity_fp32_noise=dict(measured.noise), parity_wrapper=dict(measured.wrapper),
         parity_cases={"vision_grids": [list(g) for g in VISION_GRIDS], "decoder": [a[0] for a in ALPHAS],
                       "decoder_steps": "prefill in two calls (steered rows last), one cached decode step"},
-        sha256={p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
     )
 
 

@@ -150,3 +150,47 @@ def test_the_qwen_manifest_refuses_a_llava_manifest_and_a_missing_field(tmp_path
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(QwenManifestError, match="lacks mrope"):
         QwenManifest.read(tmp_path)
+
+
+@pytest.mark.parametrize("size", FAMILIES)
+def test_the_bundle_writer_signed_the_qwen_bundle(size, bundles, tmp_path):
+    """manifest.json is ``sign``'s text, its digest line ``sign``'s line, its sha256 table every file but those two."""
+    import hashlib
+    import shutil
+
+    from graphs.manifest import manifest_digest_line
+    from graphs.qwen_manifest import QwenManifest
+    from runtime.bundle import sha256_file
+    from runtime.bundle_write import sign
+
+    folder = bundles[size]
+    text = (folder / "manifest.json").read_bytes()
+    m = QwenManifest.from_dict(json.loads(text))
+    assert text == (m.to_json() + "\n").encode()
+    assert (folder / "manifest.sha256").read_text() == manifest_digest_line(text)
+    files = sorted(p.name for p in folder.iterdir() if p.name not in ("manifest.json", "manifest.sha256"))
+    assert sorted(m.sha256) == files and all(m.sha256[f] == sha256_file(folder / f) for f in files)
+    assert {"decoder_plain_fp32.onnx", "decoder_steered_fp32.onnx"} <= set(m.sha256)     # the fused pair too
+    # signing the same folder again writes the same bytes: the export went through the writer
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in files:
+        shutil.copy2(folder / f, copy / f)            # a copy: the session's bundle is quantized by later tests
+    sign(copy, m)
+    assert hashlib.sha256((copy / "manifest.json").read_bytes()).digest() == hashlib.sha256(text).digest()
+    assert (copy / "manifest.sha256").read_bytes() == (folder / "manifest.sha256").read_bytes()
+
+
+def test_the_writer_refuses_an_unchecked_qwen_manifest_and_writes_nothing(bundles, tmp_path):
+    import dataclasses
+
+    from graphs.qwen_manifest import QwenManifest, QwenManifestError
+    from runtime.bundle_write import sign
+
+    m = QwenManifest.read(bundles["tiny-qwen2.5-vl"])
+    for bad in (dataclasses.replace(m, deepstack_layers="two"),
+                dataclasses.replace(m, files={**m.files, "tokenizer": "../tokenizer.json"}),
+                dataclasses.replace(m, family="llava")):
+        with pytest.raises(QwenManifestError):
+            sign(tmp_path, bad)
+        assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,7 @@ from graphs.manifest import Manifest
 from quantize import (AlreadyQuantizedError, BundleExistsError, OptionError, QuantizeError, SourceBundleError,
                       quantize_bundle)
 from quantize import bundle as B
+from quantize import weights as W
 from runtime.bundle import sha256_file
 from runtime.bundle_write import write_calibration
 from tests.manifest_edit import rewrite_manifest
@@ -170,7 +171,7 @@ def test_bad_options_are_refused_before_any_work(source, tmp_path, kwargs, match
 def test_a_failure_midway_leaves_nothing_behind(source, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(B.W, "save", broken)
+    monkeypatch.setattr(W, "save", broken)
     with pytest.raises(OSError, match="disk full"):
         _quantize(source, tmp_path / "out")
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
@@ -202,7 +203,7 @@ def test_graphs_with_external_weights_are_read_copied_and_written(source, tmp_pa
     data = json.loads((source / "manifest.json").read_text())
     data["sha256"] = {p.name: sha256_file(p) for p in sorted(source.iterdir()) if p.name not in ("manifest.json", "manifest.sha256")}
     rewrite_manifest(source, data)
-    monkeypatch.setattr(B.W, "_EXTERNAL_OVER", 0)
+    monkeypatch.setattr(W, "_EXTERNAL_OVER", 0)
     manifest = _quantize(source, tmp_path / "out", to="int4")
     assert {"decoder.onnx_data", "vision.onnx_data"} <= set(manifest.sha256)
     assert manifest.sha256["vision.onnx_data"] == sha256_file(source / "vision.onnx_data")   # copied as it was
