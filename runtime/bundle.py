@@ -185,7 +185,7 @@ class _Reader:
 
 _LLAVA_READER = _Reader(SCHEMA_VERSION, lambda data, path: Manifest.from_dict(data), _llava_files,
                         lambda m, role: m.graphs[role], lambda m: m.tokenizer_file)
-_QWEN_READER = _Reader(QWEN_SCHEMA_VERSION, lambda data, path: QwenManifest.from_dict(data, str(path)),
+_QWEN_READER = _Reader(QWEN_SCHEMA_VERSION, lambda data, path: QwenManifest.from_dict(data, "the Qwen manifest"),
                        QwenManifest.named_files, QwenManifest.graph_file, lambda m: m.files["tokenizer"])
 _READERS = {LLAVA.model_type: _LLAVA_READER, **{f: _QWEN_READER for f in QWEN_FAMILIES}}
 

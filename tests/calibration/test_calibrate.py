@@ -17,6 +17,7 @@ from readers.datasets import load_dataset
 from readers.workset import load_worksets
 import runtime
 import runtime.model
+from runtime.bundle import Bundle
 from scenes.synthetic import generate
 
 from tests.evaluation.fakes import HIGH_ALPHA, LOW_ALPHA, SPLIT, FakeVLM, confidence_of
@@ -227,3 +228,16 @@ def test_calibrate_without_matplotlib(tmp_path, monkeypatch):
     md = (out / "calibration.md").read_text()
     assert "calibration_heatmap.png" not in md and "matplotlib is not installed" in md
     assert "AdaptVis for Controlled_Synthetic" in stdout
+
+
+def test_a_qwen_bundle_is_calibrated_signed_and_steered_by_it(tmp_path, qwen_bundle_dir, syn12):
+    bundle = shutil.copytree(qwen_bundle_dir("tiny-qwen2.5-vl"), tmp_path / "qwen")
+    rc, _, err = _run(bundle, syn12, "--max-new-tokens", TOKENS, "--out", tmp_path / "run", "--quiet",
+                      "--thresholds", "0", "--grid-high", "2.0")
+    assert rc == 0, err
+    opened = Bundle.open(bundle)                   # digests checked: calibration.json is signed
+    assert opened.calibration is not None and "calibration.json" in opened.manifest.sha256
+    vlm = runtime.load(bundle)
+    assert (vlm.default_steering.threshold, vlm.default_steering.high) == (0.0, 2.0)
+    it = load_dataset(syn12).items[0]
+    assert vlm.answer(it.image_path, it.question, max_new_tokens=2).alpha == 2.0

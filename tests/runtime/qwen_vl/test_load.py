@@ -191,7 +191,7 @@ def test_a_tampered_qwen_bundle_is_refused(qwen_bundle_dir, tmp_path):
             ("tokens", lambda d: d.pop("tokens"), "lacks tokens"),
             ("decoder", lambda d: d["decoder"].pop("num_layers"), "decoder.num_layers must be a positive integer"),
             ("stop_token_ids", lambda d: d.update(stop_token_ids="2"), "stop_token_ids must be"),
-            ("graphs", lambda d: d["graphs"]["vision"].update(file="../elsewhere.onnx"), "outside the bundle"),
+            ("graphs", lambda d: d["graphs"]["vision"].update(file="../elsewhere.onnx"), "inside the bundle"),
             ("tokenizer", lambda d: d["files"].update(tokenizer="missing.json"), "missing missing.json"),
             ("sha256", lambda d: d["sha256"].pop("vision.onnx"), "lists no sha256 for vision.onnx")):
         folder = _copy(qwen_bundle_dir, tmp_path / field)
