@@ -23,21 +23,6 @@ from tests.conftest import random_image
 FAMILIES = ("tiny-qwen2.5-vl", "tiny-qwen3-vl")
 
 
-@pytest.fixture(scope="module")
-def quantized(qwen_bundle_dir, tmp_path_factory):
-    """quantized(size, to, **options) -> the folder of that Qwen bundle quantized (once per module)."""
-    made = {}
-
-    def get(size: str, to: str, **options):
-        key = (size, to, tuple(sorted(options.items())))
-        if key not in made:
-            out = tmp_path_factory.mktemp(f"qwen-{size}-{to}") / "bundle"
-            quantize_bundle(qwen_bundle_dir(size), out, to=to, log=lambda m: None, **options)
-            made[key] = out
-        return made[key]
-    return get
-
-
 def _ops(path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for n in onnx.load(str(path), load_external_data=False).graph.node:
@@ -46,9 +31,9 @@ def _ops(path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("size", FAMILIES)
-def test_int4_converts_the_decoder_and_the_fused_pair_and_records_it_in_a_signed_qwen_manifest(size, quantized,
-                                                                                               qwen_bundle_dir):
-    source, folder = qwen_bundle_dir(size), quantized(size, "int4", report=True, report_items=4)
+def test_int4_converts_the_decoder_and_the_fused_pair_and_records_it_in_a_signed_qwen_manifest(
+        size, quantized_qwen_dir, qwen_bundle_dir):
+    source, folder = qwen_bundle_dir(size), quantized_qwen_dir(size, "int4", report=True, report_items=4)
     m, src = QwenManifest.read(folder), QwenManifest.read(source)
     q = m.quantization
     assert (q["precision"], q["bits"], q["block_size"], q["accuracy_level"]) == ("int4", 4, 32, 4)
@@ -73,8 +58,8 @@ def test_int4_converts_the_decoder_and_the_fused_pair_and_records_it_in_a_signed
 
 
 @pytest.mark.parametrize("size", FAMILIES)
-def test_the_report_measures_logits_and_greedy_tokens_against_the_fp32_bundle(size, quantized):
-    m = QwenManifest.read(quantized(size, "int4", report=True, report_items=4))
+def test_the_report_measures_logits_and_greedy_tokens_against_the_fp32_bundle(size, quantized_qwen_dir):
+    m = QwenManifest.read(quantized_qwen_dir(size, "int4", report=True, report_items=4))
     accuracy = m.quantization["accuracy"]
     assert set(accuracy["decoders"]) == {"standard", "fused"}
     for decoder in accuracy["decoders"].values():
@@ -83,15 +68,15 @@ def test_the_report_measures_logits_and_greedy_tokens_against_the_fp32_bundle(si
         assert 0 < f["max_abs_dlogits"] < 10 and 0 <= f["max_kl"] < 1          # moved, but not beyond recognition
         assert b["n_items"] == 4 and 0 <= b["none"]["all_tokens_agreement"] <= 1
     assert accuracy["fixed_prompts"] == accuracy["decoders"]["fused"]["fixed_prompts"]
-    text = (quantized(size, "int4", report=True, report_items=4) / "quantization.md").read_text()
+    text = (quantized_qwen_dir(size, "int4", report=True, report_items=4) / "quantization.md").read_text()
     assert "first token same" in text and "fused" in text and m.family in text
 
 
 @pytest.mark.parametrize("size", FAMILIES)
-def test_int8_stays_close_to_the_fp32_bundle_and_both_loops_answer(size, quantized, qwen_bundle_dir):
+def test_int8_stays_close_to_the_fp32_bundle_and_both_loops_answer(size, quantized_qwen_dir, qwen_bundle_dir):
     from quantize.qwen_report import alpha_cases, first_token_logits
 
-    folder = quantized(size, "int8")
+    folder = quantized_qwen_dir(size, "int8")
     image = Image.fromarray(random_image(3, 60, 90))            # the Qwen loops take a PIL image
     question = "Where is the red ball in relation to the blue box?"
     src = QwenModel(qwen_bundle_dir(size))
@@ -104,8 +89,8 @@ def test_int8_stays_close_to_the_fp32_bundle_and_both_loops_answer(size, quantiz
         assert model.answer(image, question, max_new_tokens=4).token_ids is not None
 
 
-def test_int8_dynamic_converts_the_decoder_and_leaves_the_pair_out(quantized):
-    folder = quantized("tiny-qwen3-vl", "int8-dynamic")
+def test_int8_dynamic_converts_the_decoder_and_leaves_the_pair_out(quantized_qwen_dir):
+    folder = quantized_qwen_dir("tiny-qwen3-vl", "int8-dynamic")
     m = QwenManifest.read(folder)
     assert m.fused_decoders is None and "not_converted" in m.quantization["graphs"]["fused_fp32"]
     assert _ops(folder / "decoder.onnx").get("MatMulInteger") == m.quantization["graphs"]["decoder"]["matmulinteger"] > 0
@@ -115,12 +100,13 @@ def test_int8_dynamic_converts_the_decoder_and_leaves_the_pair_out(quantized):
     assert QwenModel(folder).answer(Image.fromarray(random_image(1)), "Where?", max_new_tokens=2) is not None
 
 
-def test_what_cannot_work_is_refused_with_a_typed_error_and_nothing_written(qwen_bundle_dir, quantized, tmp_path):
+def test_what_cannot_work_is_refused_with_a_typed_error_and_nothing_written(qwen_bundle_dir, quantized_qwen_dir,
+                                                                            tmp_path):
     source = qwen_bundle_dir("tiny-qwen2.5-vl")
     with pytest.raises(OptionError, match="fp16 is not offered for Qwen"):
         quantize_bundle(source, tmp_path / "a", to="fp16", log=lambda m: None)
     with pytest.raises(AlreadyQuantizedError):
-        quantize_bundle(quantized("tiny-qwen2.5-vl", "int8"), tmp_path / "b", to="int4", log=lambda m: None)
+        quantize_bundle(quantized_qwen_dir("tiny-qwen2.5-vl", "int8"), tmp_path / "b", to="int4", log=lambda m: None)
     damaged = tmp_path / "damaged"
     shutil.copytree(source, damaged)
     (damaged / "embed.onnx").write_bytes((damaged / "embed.onnx").read_bytes() + b"\0")
