@@ -33,8 +33,8 @@ from runtime.qwen_vl.positions import rope_index
 from runtime.qwen_vl.vision_feeds import vision_feeds
 from runtime.steering import AdaptVis, describe, scale_tensor
 
-from .report import ALPHAS, FIXED_PROMPTS, MAX_NEW_TOKENS, PER_HEAD, compare_answers, compare_logits, per_head_alpha
-from .report import synthetic_items
+from .report import (ALPHAS, FIXED_PROMPTS, MAX_NEW_TOKENS, PER_HEAD, compare_answers, compare_logits, per_head_alpha,
+                     provenance_lines, synthetic_items)
 
 IMAGE_SIDE = 112        # the synthetic scenes' side in pixels: the tiny fixtures cap an image at 48 merged patches
 
@@ -114,26 +114,9 @@ def _g(x: float) -> str:
 
 def markdown(manifest: QwenManifest, accuracy: dict) -> str:
     q = manifest.quantization
-    settings = f"{q['precision']}, {q['method']}"
-    if q["block_size"]:
-        settings += (f", block {q['block_size']}, {'symmetric' if q['symmetric'] else 'asymmetric'}, "
-                     f"accuracy level {q['accuracy_level']}")
     d = manifest.decoder
     lines = [f"# Quantization report: {q['precision']} ({manifest.family})", "",
-             f"- settings: {settings}; LM head {q['lm_head']}; tool `{q['tool']}` (onnxruntime {q['onnxruntime']})",
-             f"- source: `{q['source_bundle']}` (manifest sha256 `{q['source_sha256'][:16]}...`)",
-             f"- model: {manifest.source_model}; {d['num_layers']} layers, hidden {d['hidden_size']}", ""]
-    for name, stats in q["graphs"].items():
-        if stats.get("copied"):
-            lines.append(f"- {name}: copied unchanged")
-        elif stats.get("not_converted"):
-            lines.append(f"- {name}: not in this bundle: {stats['not_converted']}")
-        elif "matmulnbits" in stats:
-            lines.append(f"- {name}: {stats['matmulnbits']} of {stats['weight_matmuls']} weight MatMuls -> MatMulNBits "
-                         f"({len(stats['k_padded'])} with K zero-padded); kept: {', '.join(stats['skipped']) or 'none'}")
-        else:
-            lines.append(f"- {name}: {stats['matmulinteger']} of {stats['weight_matmuls']} weight MatMuls -> "
-                         f"MatMulInteger; kept: {', '.join(stats['skipped']) or 'none'}")
+             *provenance_lines(q, manifest.source_model, d["num_layers"], d["hidden_size"])]
     lines += ["", "Against the source's standard decoder (first answer token's logits; greedy answers):", "",
               "| decoder | alpha | max abs dlogits | mean abs dlogits | max KL | top token same | steering cosine |",
               "|---|---|---|---|---|---|---|"]

@@ -203,9 +203,8 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
-def markdown(manifest, accuracy: dict) -> str:
-    q = manifest.quantization
-    f, b = accuracy["fixed_prompts"], accuracy["benchmark"]
+def provenance_lines(q: dict, source_model: str, layers: int, hidden: int) -> list[str]:
+    """A quantization record's settings, source and model, and what became of each graph (every family's report)."""
     settings = f"{q['precision']}, {q['method']}"
     if q.get("symmetric") is not None and not q["block_size"]:
         settings += f", {'symmetric' if q['symmetric'] else 'asymmetric'} weights"
@@ -213,11 +212,9 @@ def markdown(manifest, accuracy: dict) -> str:
         settings += (f", block {q['block_size']}, {'symmetric' if q['symmetric'] else 'asymmetric'}, "
                      f"accuracy level {q['accuracy_level']}")
     lines = [
-        f"# Quantization report: {q['precision']}",
-        "",
         f"- settings: {settings}; LM head {q['lm_head']}; tool `{q['tool']}` (onnxruntime {q['onnxruntime']})",
         f"- source: `{q['source_bundle']}` (manifest sha256 `{q['source_sha256'][:16]}...`)",
-        f"- model: {manifest.source_model}; {manifest.decoder.num_layers} layers, hidden {manifest.decoder.hidden_size}",
+        f"- model: {source_model}; {layers} layers, hidden {hidden}",
         "",
     ]
     for name, stats in q["graphs"].items():
@@ -238,6 +235,14 @@ def markdown(manifest, accuracy: dict) -> str:
             lines.append(f"- {name}: {stats['fp16_initializers']} weights fp16, {stats['fp32_initializers']} fp32; "
                          f"{stats['kept_fp32_nodes']} nodes kept fp32 (steering, mask, softmax, RMSNorm, rotary"
                          f"{', LM head' if stats.get('lm_head') == 'fp32' else ''})")
+    return lines
+
+
+def markdown(manifest, accuracy: dict) -> str:
+    q = manifest.quantization
+    f, b = accuracy["fixed_prompts"], accuracy["benchmark"]
+    lines = [f"# Quantization report: {q['precision']}", "",
+             *provenance_lines(q, manifest.source_model, manifest.decoder.num_layers, manifest.decoder.hidden_size)]
     lines += ["", f"## First-token logits on {f['n_prompts']} fixed prompts (against the source)", "",
               "| alpha | max abs dlogits | mean abs dlogits | max rel | max KL (nats) | mean KL | top token same "
               "| steering cosine |",
